@@ -1,0 +1,134 @@
+//! `model.safetensors` bytes → burn tensors and the basic modules built from them.
+//!
+//! Tensors may be stored as f32, f16, bf16 or f64; they are widened to f32 because every
+//! backend computes in f32 here. Architectures name the keys; this file only knows the
+//! PyTorch conventions (`weight`/`bias`, `[out, in]` linear weights).
+
+use burn::module::Param;
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::{Error, Result};
+
+pub struct Checkpoint<'a> {
+    tensors: SafeTensors<'a>,
+}
+
+impl<'a> Checkpoint<'a> {
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Self> {
+        let tensors = SafeTensors::deserialize(bytes)
+            .map_err(|e| Error::Checkpoint(format!("not a valid safetensors file: {e}")))?;
+        Ok(Self { tensors })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.tensor(name).is_ok()
+    }
+
+    /// Returns `prefix` if the checkpoint stores the base model under it (`bert.embeddings…`,
+    /// as `*ForSequenceClassification` saves), or "" if it stores it bare (`embeddings…`, as
+    /// base models such as sentence-transformers' MiniLM do).
+    pub fn base_prefix<'p>(&self, prefix: &'p str, probe: &str) -> &'p str {
+        if self.contains(&format!("{prefix}{probe}")) {
+            prefix
+        } else {
+            ""
+        }
+    }
+
+    /// The tensor `name`, checked against the `shape` the config implies.
+    pub fn tensor<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>> {
+        let view = self
+            .tensors
+            .tensor(name)
+            .map_err(|_| Error::Checkpoint(format!("missing tensor `{name}`")))?;
+        if view.shape() != shape {
+            return Err(Error::Checkpoint(format!(
+                "tensor `{name}` has shape {:?}, but config.json implies {shape:?}",
+                view.shape()
+            )));
+        }
+        let values = to_f32(name, view.dtype(), view.data())?;
+        Ok(Tensor::from_data(TensorData::new(values, shape), device))
+    }
+
+    /// A PyTorch `nn.Linear` (`weight` `[out, in]`, `bias` `[out]`) as a burn `Linear`
+    /// (`weight` `[in, out]`).
+    pub fn linear<B: Backend>(
+        &self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        device: &B::Device,
+    ) -> Result<Linear<B>> {
+        let weight = self.tensor::<B, 2>(&format!("{prefix}.weight"), [d_out, d_in], device)?;
+        let bias = self.tensor::<B, 1>(&format!("{prefix}.bias"), [d_out], device)?;
+        Ok(Linear {
+            weight: Param::from_tensor(weight.transpose()),
+            bias: Some(Param::from_tensor(bias)),
+        })
+    }
+
+    pub fn layer_norm<B: Backend>(
+        &self,
+        prefix: &str,
+        d: usize,
+        epsilon: f64,
+        device: &B::Device,
+    ) -> Result<LayerNorm<B>> {
+        let mut norm = LayerNormConfig::new(d).with_epsilon(epsilon).init(device);
+        norm.gamma = Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d], device)?);
+        norm.beta = Some(Param::from_tensor(self.tensor(
+            &format!("{prefix}.bias"),
+            [d],
+            device,
+        )?));
+        Ok(norm)
+    }
+
+    pub fn embedding<B: Backend>(
+        &self,
+        name: &str,
+        rows: usize,
+        d: usize,
+        device: &B::Device,
+    ) -> Result<Embedding<B>> {
+        Ok(Embedding {
+            weight: Param::from_tensor(self.tensor(name, [rows, d], device)?),
+        })
+    }
+}
+
+fn to_f32(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
+    // Checkpoint bytes are little-endian and not necessarily aligned, so decode element-wise.
+    let values = match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+            .collect(),
+        other => {
+            return Err(Error::Checkpoint(format!(
+                "tensor `{name}` has dtype {other:?}; expected F32, F16, BF16 or F64"
+            )));
+        }
+    };
+    Ok(values)
+}

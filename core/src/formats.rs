@@ -1,0 +1,100 @@
+//! Input rows for scoring: JSONL objects `{"prompt": str, "response": str|null?, ...}`.
+//!
+//! Parsed from bytes (no paths): errors carry the 1-based line so that callers can print
+//! `file:line`. Extra fields are kept, in order, so that outputs can echo them.
+
+use serde_json::{Map, Value};
+
+use crate::tokenize::GuardInput;
+
+/// One input row: the guard input and every field of the original object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub line: usize,
+    pub fields: Map<String, Value>,
+    pub input: GuardInput,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct RowError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Parses every non-blank line; the first bad line is an error, so no partial result escapes.
+pub fn parse_jsonl(bytes: &[u8]) -> Result<Vec<Row>, RowError> {
+    let mut rows = Vec::new();
+    for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = index + 1;
+        let error = |message: String| RowError { line, message };
+        let text = std::str::from_utf8(raw).map_err(|e| {
+            error(format!(
+                "invalid UTF-8 at byte {} of the line",
+                e.valid_up_to()
+            ))
+        })?;
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| error(format!("malformed JSON: {e}")))?;
+        let Value::Object(fields) = value else {
+            return Err(error("expected a JSON object".into()));
+        };
+        let input = guard_input(&fields).map_err(error)?;
+        rows.push(Row {
+            line,
+            fields,
+            input,
+        });
+    }
+    Ok(rows)
+}
+
+fn guard_input(fields: &Map<String, Value>) -> Result<GuardInput, String> {
+    let prompt = match fields.get("prompt") {
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err("field `prompt` must be a string".into()),
+        None => return Err("missing field `prompt`".into()),
+    };
+    let response = match fields.get("response") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err("field `response` must be a string or null".into()),
+    };
+    Ok(GuardInput { prompt, response })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_fields_and_reads_pairs() {
+        let rows = parse_jsonl(
+            b"{\"id\": 7, \"prompt\": \"hi\"}\n\n{\"prompt\": \"q\", \"response\": \"a\"}\r\n",
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].fields["id"], 7);
+        assert_eq!(rows[0].input, GuardInput::prompt("hi"));
+        assert_eq!(rows[1].line, 3);
+        assert_eq!(rows[1].input, GuardInput::pair("q", "a"));
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let err = parse_jsonl(b"{\"prompt\": \"ok\"}\n{\"text\": \"no prompt\"}\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.message.contains("missing field `prompt`"));
+        let err = parse_jsonl(b"{\"prompt\": \"ok\"}\n{\"prompt\": \n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.message.contains("malformed JSON"));
+        let err = parse_jsonl(b"{\"prompt\": \"\xff\"}").unwrap_err();
+        assert!(err.message.contains("invalid UTF-8"), "{}", err.message);
+        let err = parse_jsonl(b"{\"prompt\": 3}").unwrap_err();
+        assert!(err.message.contains("must be a string"));
+    }
+}

@@ -1,0 +1,157 @@
+//! A loaded guard: model + tokenizer + label mapping → P(unsafe). The one scoring path that the
+//! CLI, the evaluator and the web package all call.
+
+use burn::tensor::{Tensor, activation::softmax, backend::Backend};
+
+use crate::checkpoint::Checkpoint;
+use crate::config::{Labels, ModelConfig};
+use crate::models::{BatchTensors, FreshParts, GuardModel};
+pub use crate::tokenize::GuardInput;
+use crate::tokenize::{EncodedBatch, EncodedText, TextEncoder};
+use crate::{Error, Result};
+
+/// The three files of a HF model directory, as bytes (core does no file I/O).
+pub struct ModelFiles<'a> {
+    pub config_json: &'a str,
+    pub weights: &'a [u8],
+    pub tokenizer_json: &'a [u8],
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Truncation length; `None` = the model's `max_position_embeddings`, capped at 512.
+    pub max_length: Option<usize>,
+    /// Seed for parts the checkpoint lacks (pooler, classifier of a base model).
+    pub head_seed: u64,
+}
+
+/// Longest default input: BERT-family checkpoints are trained at 512 at most.
+pub const DEFAULT_MAX_LENGTH_CAP: usize = 512;
+
+/// P(unsafe) per input, in input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    pub scores: Vec<f32>,
+    /// How many inputs were longer than `max_length` and got truncated.
+    pub truncated: usize,
+}
+
+pub struct Guard<B: Backend> {
+    model: GuardModel<B>,
+    encoder: TextEncoder,
+    config: ModelConfig,
+    fresh: FreshParts,
+    device: B::Device,
+}
+
+impl<B: Backend> Guard<B> {
+    pub fn load(files: &ModelFiles<'_>, options: &LoadOptions, device: &B::Device) -> Result<Self> {
+        let config = ModelConfig::from_json(files.config_json)?;
+        let positions = config.arch.max_position_embeddings();
+        let max_length = match options.max_length {
+            None => positions.min(DEFAULT_MAX_LENGTH_CAP),
+            Some(n) if n > positions => {
+                return Err(Error::Config(format!(
+                    "max length {n} exceeds max_position_embeddings {positions}"
+                )));
+            }
+            Some(n) => n,
+        };
+        let encoder =
+            TextEncoder::from_bytes(files.tokenizer_json, max_length, config.arch.pad_token_id())?;
+        let checkpoint = Checkpoint::from_bytes(files.weights)?;
+        let (model, fresh) = GuardModel::load(&config, &checkpoint, options.head_seed, device)?;
+        if !fresh.names.is_empty() {
+            tracing::warn!(
+                parts = ?fresh.names,
+                seed = options.head_seed,
+                "checkpoint has no trained head: initialised it from the seed; scores are \
+                 meaningless until the model is fine-tuned"
+            );
+        }
+        Ok(Self {
+            model,
+            encoder,
+            config,
+            fresh,
+            device: device.clone(),
+        })
+    }
+
+    pub fn labels(&self) -> &Labels {
+        &self.config.labels
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn max_length(&self) -> usize {
+        self.encoder.max_length()
+    }
+
+    /// Parts initialised fresh because the checkpoint lacked them.
+    pub fn fresh_parts(&self) -> &FreshParts {
+        &self.fresh
+    }
+
+    pub fn model(&self) -> &GuardModel<B> {
+        &self.model
+    }
+
+    pub fn encode(&self, input: &GuardInput) -> Result<EncodedText> {
+        self.encoder.encode(input)
+    }
+
+    pub fn batch_tensors(&self, rows: &[&EncodedText]) -> BatchTensors<B> {
+        BatchTensors::from_batch(
+            &EncodedBatch::pad(rows, self.encoder.pad_id()),
+            &self.device,
+        )
+    }
+
+    /// Logits `[rows, num_labels]` of rows padded into one batch.
+    pub fn logits(&self, rows: &[&EncodedText]) -> Tensor<B, 2> {
+        self.model.logits(&self.batch_tensors(rows))
+    }
+
+    /// Scores `inputs` in batches of `batch_size`, grouping inputs of similar length so that
+    /// little compute goes to padding. `progress` is told how many inputs each batch finished.
+    pub fn score(
+        &self,
+        inputs: &[GuardInput],
+        batch_size: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Scores> {
+        let encoded = inputs
+            .iter()
+            .map(|input| self.encoder.encode(input))
+            .collect::<Result<Vec<_>>>()?;
+        let truncated = encoded.iter().filter(|e| e.truncated).count();
+        let mut order: Vec<usize> = (0..encoded.len()).collect();
+        order.sort_by_key(|&i| encoded[i].ids.len());
+
+        let mut scores = vec![0.0f32; inputs.len()];
+        for chunk in order.chunks(batch_size.max(1)) {
+            let rows: Vec<&EncodedText> = chunk.iter().map(|&i| &encoded[i]).collect();
+            let probabilities = self.unsafe_probabilities(self.logits(&rows))?;
+            for (&i, p) in chunk.iter().zip(probabilities) {
+                scores[i] = p;
+            }
+            progress(chunk.len());
+        }
+        Ok(Scores { scores, truncated })
+    }
+
+    /// softmax(logits)[:, unsafe_index] as host floats.
+    pub fn unsafe_probabilities(&self, logits: Tensor<B, 2>) -> Result<Vec<f32>> {
+        let [rows, _] = logits.dims();
+        let unsafe_index = self.config.labels.unsafe_index;
+        let column = softmax(logits, 1).slice([0..rows, unsafe_index..unsafe_index + 1]);
+        column
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| Error::Backend(format!("reading scores back: {e:?}")))
+    }
+}

@@ -1,0 +1,20 @@
+//! harmaug-core: the safety-guard model shared by the native CLI and the web package.
+//!
+//! Everything here works on bytes and tensors, generic over a burn `Backend`, so the same code
+//! runs natively (CPU, CUDA, wgpu) and in the browser (WebGPU, wasm CPU). No file, thread or
+//! network code belongs in this crate.
+//!
+//! The flow: [`config`] parses `config.json`, [`checkpoint`] reads `model.safetensors`,
+//! [`models`] builds the architecture from them, [`tokenize`] turns text into id batches, and
+//! [`guard::Guard`] ties it together into P(unsafe) scores.
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod formats;
+pub mod guard;
+pub mod models;
+pub mod tokenize;
+
+pub use error::{Error, Result};
+pub use guard::{Guard, GuardInput, LoadOptions, ModelFiles, Scores};

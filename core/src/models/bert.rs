@@ -1,0 +1,234 @@
+//! BERT (and MiniLM, which is BERT-shaped) with transformers' `BertForSequenceClassification`
+//! semantics in eval mode: no dropout, post-LayerNorm residual blocks, tanh pooler on [CLS].
+
+use burn::module::Module;
+use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Int, Tensor, activation, backend::Backend};
+
+use super::activation::Activation;
+use super::head::seeded_linear;
+use super::{BatchTensors, FreshParts};
+use crate::Result;
+use crate::checkpoint::Checkpoint;
+use crate::config::BertConfig;
+
+#[derive(Module, Debug)]
+pub struct BertEmbeddings<B: Backend> {
+    word: Embedding<B>,
+    position: Embedding<B>,
+    token_type: Embedding<B>,
+    norm: LayerNorm<B>,
+}
+
+impl<B: Backend> BertEmbeddings<B> {
+    fn load(c: &BertConfig, ckpt: &Checkpoint<'_>, p: &str, device: &B::Device) -> Result<Self> {
+        let h = c.hidden_size;
+        Ok(Self {
+            word: ckpt.embedding(
+                &format!("{p}word_embeddings.weight"),
+                c.vocab_size,
+                h,
+                device,
+            )?,
+            position: ckpt.embedding(
+                &format!("{p}position_embeddings.weight"),
+                c.max_position_embeddings,
+                h,
+                device,
+            )?,
+            token_type: ckpt.embedding(
+                &format!("{p}token_type_embeddings.weight"),
+                c.type_vocab_size,
+                h,
+                device,
+            )?,
+            norm: ckpt.layer_norm(&format!("{p}LayerNorm"), h, c.layer_norm_eps, device)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        token_type_ids: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 3> {
+        let [batch, seq] = input_ids.dims();
+        let device = input_ids.device();
+        let positions = Tensor::<B, 1, Int>::arange(0..seq as i64, &device)
+            .unsqueeze::<2>()
+            .expand([batch, seq]);
+        let x = self.word.forward(input_ids)
+            + self.token_type.forward(token_type_ids)
+            + self.position.forward(positions);
+        self.norm.forward(x)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct BertLayer<B: Backend> {
+    query: Linear<B>,
+    key: Linear<B>,
+    value: Linear<B>,
+    attention_out: Linear<B>,
+    attention_norm: LayerNorm<B>,
+    intermediate: Linear<B>,
+    output: Linear<B>,
+    output_norm: LayerNorm<B>,
+    num_heads: usize,
+    #[module(skip)]
+    activation: Activation,
+}
+
+impl<B: Backend> BertLayer<B> {
+    fn load(c: &BertConfig, ckpt: &Checkpoint<'_>, p: &str, device: &B::Device) -> Result<Self> {
+        let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
+        Ok(Self {
+            query: ckpt.linear(&format!("{p}attention.self.query"), h, h, device)?,
+            key: ckpt.linear(&format!("{p}attention.self.key"), h, h, device)?,
+            value: ckpt.linear(&format!("{p}attention.self.value"), h, h, device)?,
+            attention_out: ckpt.linear(&format!("{p}attention.output.dense"), h, h, device)?,
+            attention_norm: ckpt.layer_norm(
+                &format!("{p}attention.output.LayerNorm"),
+                h,
+                eps,
+                device,
+            )?,
+            intermediate: ckpt.linear(&format!("{p}intermediate.dense"), h, i, device)?,
+            output: ckpt.linear(&format!("{p}output.dense"), i, h, device)?,
+            output_norm: ckpt.layer_norm(&format!("{p}output.LayerNorm"), h, eps, device)?,
+            num_heads: c.num_attention_heads,
+            activation: c.hidden_act,
+        })
+    }
+
+    /// `padding`: `[batch, heads, seq, seq]`, true where the key is padding.
+    fn forward(&self, x: Tensor<B, 3>, padding: Tensor<B, 4, burn::tensor::Bool>) -> Tensor<B, 3> {
+        let [batch, seq, hidden] = x.dims();
+        let head_dim = hidden / self.num_heads;
+        let heads = |t: Tensor<B, 3>| {
+            t.reshape([batch, seq, self.num_heads, head_dim])
+                .swap_dims(1, 2)
+        };
+        let q = heads(self.query.forward(x.clone()));
+        let k = heads(self.key.forward(x.clone()));
+        let v = heads(self.value.forward(x.clone()));
+        let context = attention(
+            q,
+            k,
+            v,
+            Some(padding),
+            None,
+            AttentionModuleOptions::default(),
+        )
+        .swap_dims(1, 2)
+        .reshape([batch, seq, hidden]);
+        let x = self
+            .attention_norm
+            .forward(self.attention_out.forward(context) + x);
+        let inner = self
+            .activation
+            .forward(self.intermediate.forward(x.clone()));
+        self.output_norm.forward(self.output.forward(inner) + x)
+    }
+}
+
+/// The encoder: embeddings and the layer stack (HF `BertModel` without the pooler).
+#[derive(Module, Debug)]
+pub struct Bert<B: Backend> {
+    embeddings: BertEmbeddings<B>,
+    layers: Vec<BertLayer<B>>,
+    num_heads: usize,
+}
+
+impl<B: Backend> Bert<B> {
+    fn load(c: &BertConfig, ckpt: &Checkpoint<'_>, p: &str, device: &B::Device) -> Result<Self> {
+        let embeddings = BertEmbeddings::load(c, ckpt, &format!("{p}embeddings."), device)?;
+        let layers = (0..c.num_hidden_layers)
+            .map(|n| BertLayer::load(c, ckpt, &format!("{p}encoder.layer.{n}."), device))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            embeddings,
+            layers,
+            num_heads: c.num_attention_heads,
+        })
+    }
+
+    /// Last hidden states, `[batch, seq, hidden]`.
+    pub fn forward(&self, batch: &BatchTensors<B>) -> Tensor<B, 3> {
+        let [b, seq] = batch.input_ids.dims();
+        let padding = batch
+            .attention_mask
+            .clone()
+            .equal_elem(0)
+            .reshape([b, 1, 1, seq])
+            .expand([b, self.num_heads, seq, seq]);
+        let mut x = self
+            .embeddings
+            .forward(batch.input_ids.clone(), batch.token_type_ids.clone());
+        for layer in &self.layers {
+            x = layer.forward(x, padding.clone());
+        }
+        x
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct BertForSequenceClassification<B: Backend> {
+    pub bert: Bert<B>,
+    pooler: Linear<B>,
+    classifier: Linear<B>,
+}
+
+impl<B: Backend> BertForSequenceClassification<B> {
+    /// Loads `bert.*` (or bare base-model keys), `bert.pooler.dense.*` and `classifier.*`.
+    /// Parts the checkpoint lacks (pooler, classifier) are initialised from `head_seed`.
+    pub fn load(
+        c: &BertConfig,
+        num_labels: usize,
+        ckpt: &Checkpoint<'_>,
+        head_seed: u64,
+        device: &B::Device,
+    ) -> Result<(Self, FreshParts)> {
+        let p = ckpt.base_prefix("bert.", "embeddings.word_embeddings.weight");
+        let h = c.hidden_size;
+        let mut fresh = FreshParts::default();
+        let pooler_key = format!("{p}pooler.dense");
+        let pooler = if ckpt.contains(&format!("{pooler_key}.weight")) {
+            ckpt.linear(&pooler_key, h, h, device)?
+        } else {
+            fresh.names.push("pooler");
+            seeded_linear(h, h, c.initializer_range, head_seed, device)
+        };
+        let classifier = if ckpt.contains("classifier.weight") {
+            ckpt.linear("classifier", h, num_labels, device)?
+        } else {
+            fresh.names.push("classifier");
+            seeded_linear(
+                h,
+                num_labels,
+                c.initializer_range,
+                head_seed.wrapping_add(1),
+                device,
+            )
+        };
+        let bert = Bert::load(c, ckpt, p, device)?;
+        Ok((
+            Self {
+                bert,
+                pooler,
+                classifier,
+            },
+            fresh,
+        ))
+    }
+
+    /// Logits, `[batch, num_labels]`.
+    pub fn forward(&self, batch: &BatchTensors<B>) -> Tensor<B, 2> {
+        let hidden = self.bert.forward(batch);
+        let [b, _, h] = hidden.dims();
+        let cls = hidden.slice([0..b, 0..1]).reshape([b, h]);
+        let pooled = activation::tanh(self.pooler.forward(cls));
+        self.classifier.forward(pooled)
+    }
+}

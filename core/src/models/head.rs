@@ -1,0 +1,72 @@
+//! Fresh, seeded initialisation for parts a checkpoint may lack (a base model has no
+//! classifier). Deterministic on every backend and target: the numbers come from our own
+//! generator, not the backend's RNG, so a seed means the same head natively and on the web.
+
+use burn::module::Param;
+use burn::nn::Linear;
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+/// A `Linear` with weights ~ N(0, std²) and zero bias, as transformers' `_init_weights` does.
+pub fn seeded_linear<B: Backend>(
+    d_in: usize,
+    d_out: usize,
+    std: f64,
+    seed: u64,
+    device: &B::Device,
+) -> Linear<B> {
+    let mut rng = SplitMix64(seed);
+    let weights: Vec<f32> = (0..d_in * d_out)
+        .map(|_| (rng.standard_normal() * std) as f32)
+        .collect();
+    let weight = Tensor::from_data(TensorData::new(weights, [d_in, d_out]), device);
+    Linear {
+        weight: Param::from_tensor(weight),
+        bias: Some(Param::from_tensor(Tensor::zeros([d_out], device))),
+    }
+}
+
+/// SplitMix64: tiny, well-mixed and identical on every platform.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1]: never 0, so the logarithm below is finite.
+    fn unit(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+
+    /// Box–Muller.
+    fn standard_normal(&mut self) -> f64 {
+        let (u1, u2) = (self.unit(), self.unit());
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_samples_have_the_right_moments() {
+        let mut rng = SplitMix64(7);
+        let n = 100_000;
+        let xs: Vec<f64> = (0..n).map(|_| rng.standard_normal()).collect();
+        let mean = xs.iter().sum::<f64>() / n as f64;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+        assert!(mean.abs() < 0.02, "mean {mean}");
+        assert!((var - 1.0).abs() < 0.02, "variance {var}");
+    }
+
+    #[test]
+    fn same_seed_same_head() {
+        let (mut a, mut b) = (SplitMix64(42), SplitMix64(42));
+        assert!((0..10).all(|_| a.next_u64() == b.next_u64()));
+    }
+}

@@ -1,0 +1,162 @@
+//! Text, or a (prompt, response) pair, → token ids, with transformers' `truncation=True`
+//! (longest-first) and dynamic padding.
+//!
+//! The checkpoint's `tokenizer.json` may carry its own padding/truncation settings (MiniLM's
+//! pads every input to 128); they are replaced, because the guard pads per batch and truncates
+//! to its own `max_length`.
+
+use tokenizers::{
+    EncodeInput, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
+
+use crate::{Error, Result};
+
+/// One thing to score: a user prompt, optionally with the assistant's response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardInput {
+    pub prompt: String,
+    pub response: Option<String>,
+}
+
+impl GuardInput {
+    pub fn prompt(prompt: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            response: None,
+        }
+    }
+
+    pub fn pair(prompt: impl Into<String>, response: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            response: Some(response.into()),
+        }
+    }
+}
+
+/// One encoded input, already truncated, not padded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedText {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+    /// Whether truncation cut tokens off.
+    pub truncated: bool,
+}
+
+/// Rows padded to the longest one, flattened row-major as `[batch_size, seq_len]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedBatch {
+    pub input_ids: Vec<i64>,
+    pub token_type_ids: Vec<i64>,
+    pub attention_mask: Vec<i64>,
+    pub batch_size: usize,
+    pub seq_len: usize,
+}
+
+impl EncodedBatch {
+    pub fn pad(rows: &[&EncodedText], pad_id: u32) -> Self {
+        let seq_len = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+        let cells = rows.len() * seq_len;
+        let mut batch = Self {
+            input_ids: Vec::with_capacity(cells),
+            token_type_ids: Vec::with_capacity(cells),
+            attention_mask: Vec::with_capacity(cells),
+            batch_size: rows.len(),
+            seq_len,
+        };
+        for row in rows {
+            let pad = seq_len - row.ids.len();
+            let widen = |v: &u32| i64::from(*v);
+            batch.input_ids.extend(row.ids.iter().map(widen));
+            batch
+                .input_ids
+                .extend(std::iter::repeat_n(i64::from(pad_id), pad));
+            batch.token_type_ids.extend(row.type_ids.iter().map(widen));
+            batch.token_type_ids.extend(std::iter::repeat_n(0, pad));
+            batch
+                .attention_mask
+                .extend(std::iter::repeat_n(1, row.ids.len()));
+            batch.attention_mask.extend(std::iter::repeat_n(0, pad));
+        }
+        batch
+    }
+}
+
+/// A checkpoint's tokenizer with the guard's truncation.
+#[derive(Clone)]
+pub struct TextEncoder {
+    tokenizer: Tokenizer,
+    max_length: usize,
+    pad_id: u32,
+}
+
+impl TextEncoder {
+    pub fn from_bytes(tokenizer_json: &[u8], max_length: usize, pad_id: u32) -> Result<Self> {
+        let mut tokenizer = Tokenizer::from_bytes(tokenizer_json)
+            .map_err(|e| Error::Tokenizer(format!("cannot parse: {e}")))?;
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                direction: TruncationDirection::Right,
+                stride: 0,
+            }))
+            .map_err(|e| Error::Tokenizer(format!("max length {max_length}: {e}")))?;
+        Ok(Self {
+            tokenizer,
+            max_length,
+            pad_id,
+        })
+    }
+
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    pub fn encode(&self, input: &GuardInput) -> Result<EncodedText> {
+        // An empty response encodes like no response, as transformers does (`if text_pair`),
+        // so that scores match models trained with it.
+        let sequence: EncodeInput = match input.response.as_deref() {
+            None | Some("") => input.prompt.as_str().into(),
+            Some(response) => (input.prompt.as_str(), response).into(),
+        };
+        let encoding = self
+            .tokenizer
+            .encode(sequence, true)
+            .map_err(|e| Error::Tokenizer(format!("cannot encode input: {e}")))?;
+        Ok(EncodedText {
+            ids: encoding.get_ids().to_vec(),
+            type_ids: encoding.get_type_ids().to_vec(),
+            truncated: !encoding.get_overflowing().is_empty(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_fills_ids_types_and_mask() {
+        let a = EncodedText {
+            ids: vec![5, 6, 7],
+            type_ids: vec![0, 0, 1],
+            truncated: false,
+        };
+        let b = EncodedText {
+            ids: vec![5],
+            type_ids: vec![0],
+            truncated: false,
+        };
+        let batch = EncodedBatch::pad(&[&a, &b], 9);
+        assert_eq!((batch.batch_size, batch.seq_len), (2, 3));
+        assert_eq!(batch.input_ids, vec![5, 6, 7, 5, 9, 9]);
+        assert_eq!(batch.token_type_ids, vec![0, 0, 1, 0, 0, 0]);
+        assert_eq!(batch.attention_mask, vec![1, 1, 1, 1, 0, 0]);
+    }
+}

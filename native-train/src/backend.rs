@@ -1,0 +1,105 @@
+//! `--backend`: picks the burn backend at run time among those compiled in, then runs a job
+//! generic over it. Heavy backends (wgpu, cuda) are cargo features so default builds stay lean.
+
+use anyhow::{Result, bail};
+use burn::tensor::backend::Backend;
+use clap::ValueEnum;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// The fastest CPU backend compiled in (flex, then ndarray, then candle).
+    Cpu,
+    /// burn-flex: gemm-based, SIMD, multi-threaded CPU backend.
+    Flex,
+    /// burn-ndarray CPU backend.
+    Ndarray,
+    /// burn-candle CPU backend.
+    Candle,
+    /// wgpu (Vulkan/Metal/DX12); build with `--features wgpu`.
+    Wgpu,
+    /// CUDA; build with `--features cuda`.
+    Cuda,
+}
+
+/// Work that runs on whatever backend the user picked.
+pub trait BackendJob {
+    type Output;
+    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output>;
+}
+
+pub fn run<J: BackendJob>(choice: BackendChoice, job: J) -> Result<J::Output> {
+    match choice {
+        BackendChoice::Cpu => run_cpu(job),
+        BackendChoice::Flex => run_flex(job),
+        BackendChoice::Ndarray => run_ndarray(job),
+        BackendChoice::Candle => run_candle(job),
+        BackendChoice::Wgpu => run_wgpu(job),
+        BackendChoice::Cuda => run_cuda(job),
+    }
+}
+
+fn run_cpu<J: BackendJob>(job: J) -> Result<J::Output> {
+    if cfg!(feature = "flex") {
+        run_flex(job)
+    } else if cfg!(feature = "ndarray") {
+        run_ndarray(job)
+    } else if cfg!(feature = "candle") {
+        run_candle(job)
+    } else {
+        bail!("no CPU backend compiled in: build with --features flex (the default)")
+    }
+}
+
+fn not_compiled<T>(name: &str) -> Result<T> {
+    bail!("backend `{name}` is not compiled in: rebuild with `--features {name}`")
+}
+
+fn run_flex<J: BackendJob>(job: J) -> Result<J::Output> {
+    #[cfg(feature = "flex")]
+    return job.run::<burn::backend::Flex>(Default::default());
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = job;
+        not_compiled("flex")
+    }
+}
+
+fn run_ndarray<J: BackendJob>(job: J) -> Result<J::Output> {
+    #[cfg(feature = "ndarray")]
+    return job.run::<burn::backend::NdArray>(Default::default());
+    #[cfg(not(feature = "ndarray"))]
+    {
+        let _ = job;
+        not_compiled("ndarray")
+    }
+}
+
+fn run_candle<J: BackendJob>(job: J) -> Result<J::Output> {
+    #[cfg(feature = "candle")]
+    return job.run::<burn::backend::Candle>(Default::default());
+    #[cfg(not(feature = "candle"))]
+    {
+        let _ = job;
+        not_compiled("candle")
+    }
+}
+
+fn run_wgpu<J: BackendJob>(job: J) -> Result<J::Output> {
+    #[cfg(feature = "wgpu")]
+    return job.run::<burn::backend::Wgpu>(Default::default());
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = job;
+        not_compiled("wgpu")
+    }
+}
+
+fn run_cuda<J: BackendJob>(job: J) -> Result<J::Output> {
+    #[cfg(feature = "cuda")]
+    return job.run::<burn::backend::Cuda>(Default::default());
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = job;
+        not_compiled("cuda")
+    }
+}

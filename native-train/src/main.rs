@@ -1,0 +1,39 @@
+//! The `harmaug` command line: each subcommand is a module; this file only parses arguments.
+
+mod backend;
+mod model_dir;
+mod score;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "harmaug",
+    version,
+    about = "Build small, fast safety guards for LLM apps (HarmAug)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Score prompts (or prompt + response pairs) with P(unsafe), as JSONL on stdout.
+    Score(score::ScoreArgs),
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_env("HARMAUG_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    match Cli::parse().command {
+        Command::Score(args) => score::run(args),
+    }
+}

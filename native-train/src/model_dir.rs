@@ -1,0 +1,51 @@
+//! A HF model directory on disk (`config.json`, `model.safetensors`, `tokenizer.json`), read
+//! into the byte form that `harmaug_core` loads from.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use harmaug_core::ModelFiles;
+use memmap2::Mmap;
+
+pub struct ModelDir {
+    pub path: PathBuf,
+    config_json: String,
+    weights: Mmap,
+    tokenizer_json: Vec<u8>,
+}
+
+impl ModelDir {
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.is_dir() {
+            anyhow::bail!("{}: not a model directory", path.display());
+        }
+        let config_path = path.join("config.json");
+        let config_json = fs::read_to_string(&config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?;
+        let tokenizer_path = path.join("tokenizer.json");
+        let tokenizer_json = fs::read(&tokenizer_path)
+            .with_context(|| format!("reading {}", tokenizer_path.display()))?;
+        let weights_path = path.join("model.safetensors");
+        let file = File::open(&weights_path)
+            .with_context(|| format!("opening {}", weights_path.display()))?;
+        // SAFETY: the map is read-only and lives as long as `self`; like every reader of
+        // checkpoints we assume the file is not truncated underneath us while loading.
+        let weights = unsafe { Mmap::map(&file) }
+            .with_context(|| format!("mapping {}", weights_path.display()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            config_json,
+            weights,
+            tokenizer_json,
+        })
+    }
+
+    pub fn files(&self) -> ModelFiles<'_> {
+        ModelFiles {
+            config_json: &self.config_json,
+            weights: &self.weights,
+            tokenizer_json: &self.tokenizer_json,
+        }
+    }
+}

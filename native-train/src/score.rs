@@ -1,0 +1,151 @@
+//! `harmaug score`: JSONL (or TEXT arguments) in, the same rows plus `score` and `unsafe` out.
+//!
+//! All input is parsed before anything is scored, and all scores are computed before anything
+//! is written, so a bad line never leaves partial output behind.
+
+use std::io::{BufWriter, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::backend::Backend;
+use clap::Args;
+use harmaug_core::formats::{Row, parse_jsonl};
+use harmaug_core::{Guard, GuardInput, LoadOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Map, Number, Value};
+
+use crate::backend::{self, BackendChoice, BackendJob};
+use crate::model_dir::ModelDir;
+
+#[derive(Args, Debug)]
+pub struct ScoreArgs {
+    /// HF model directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long, env = "HARMAUG_MODEL")]
+    model: PathBuf,
+    /// JSONL rows {"prompt": ..., "response": ...optional}; `-` reads standard input.
+    #[arg(long, conflicts_with = "texts")]
+    input: Option<String>,
+    /// Prompts to score, one per argument.
+    #[arg(value_name = "TEXT")]
+    texts: Vec<String>,
+    /// Truncation length in tokens (default: max_position_embeddings, at most 512).
+    #[arg(long)]
+    max_length: Option<usize>,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// `unsafe` is true when score ≥ threshold.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f32,
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendChoice,
+    /// Seed for a classifier head the checkpoint lacks (base models such as MiniLM).
+    #[arg(long, default_value_t = 0)]
+    head_seed: u64,
+}
+
+pub fn run(args: ScoreArgs) -> Result<()> {
+    let rows = read_rows(&args)?;
+    let model = ModelDir::open(&args.model)?;
+    let options = LoadOptions {
+        max_length: args.max_length,
+        head_seed: args.head_seed,
+    };
+    let backend = args.backend;
+    let scores = backend::run(
+        backend,
+        ScoreJob {
+            model: &model,
+            options,
+            inputs: rows.iter().map(|r| r.input.clone()).collect(),
+            batch_size: args.batch_size,
+        },
+    )?;
+    write_rows(rows, &scores, args.threshold)
+}
+
+fn read_rows(args: &ScoreArgs) -> Result<Vec<Row>> {
+    let Some(source) = &args.input else {
+        if args.texts.is_empty() {
+            bail!("nothing to score: give TEXT arguments or --input FILE.jsonl (- for stdin)");
+        }
+        return Ok(args
+            .texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let mut fields = Map::new();
+                fields.insert("prompt".into(), Value::String(text.clone()));
+                Row {
+                    line: i + 1,
+                    fields,
+                    input: GuardInput::prompt(text.clone()),
+                }
+            })
+            .collect());
+    };
+    let (name, bytes) = if source == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading standard input")?;
+        ("<stdin>".to_string(), bytes)
+    } else {
+        let bytes = std::fs::read(source).with_context(|| format!("reading {source}"))?;
+        (source.clone(), bytes)
+    };
+    parse_jsonl(&bytes).map_err(|e| anyhow::anyhow!("{name}:{}: {}", e.line, e.message))
+}
+
+struct ScoreJob<'a> {
+    model: &'a ModelDir,
+    options: LoadOptions,
+    inputs: Vec<GuardInput>,
+    batch_size: usize,
+}
+
+impl BackendJob for ScoreJob<'_> {
+    type Output = Vec<f32>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<Vec<f32>> {
+        let guard = Guard::<B>::load(&self.model.files(), &self.options, &device)
+            .with_context(|| format!("loading model {}", self.model.path.display()))?;
+        let bar =
+            ProgressBar::new(self.inputs.len() as u64).with_style(ProgressStyle::with_template(
+                "{spinner} scoring {pos}/{len} [{elapsed_precise}] {per_sec} ETA {eta}",
+            )?);
+        let scored = guard.score(&self.inputs, self.batch_size, |n| bar.inc(n as u64))?;
+        bar.finish_and_clear();
+        if scored.truncated > 0 {
+            tracing::warn!(
+                "{} of {} inputs were longer than {} tokens and were truncated",
+                scored.truncated,
+                self.inputs.len(),
+                guard.max_length()
+            );
+        }
+        Ok(scored.scores)
+    }
+}
+
+fn write_rows(rows: Vec<Row>, scores: &[f32], threshold: f32) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    for (row, &score) in rows.into_iter().zip(scores) {
+        let mut fields = row.fields;
+        fields.insert("score".into(), short_number(score));
+        fields.insert("unsafe".into(), Value::Bool(score >= threshold));
+        serde_json::to_writer(&mut out, &fields)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// An f32 written with the shortest digits that read back as the same f32 (not f64 noise).
+fn short_number(x: f32) -> Value {
+    format!("{x}")
+        .parse::<f64>()
+        .ok()
+        .and_then(Number::from_f64)
+        .map_or(Value::Null, Value::Number)
+}

