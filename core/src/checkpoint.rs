@@ -44,6 +44,12 @@ impl<'a> Checkpoint<'a> {
         shape: [usize; D],
         device: &B::Device,
     ) -> Result<Tensor<B, D>> {
+        let values = self.values(name, &shape)?;
+        Ok(Tensor::from_data(TensorData::new(values, shape), device))
+    }
+
+    /// The values of tensor `name` as f32, row-major, after checking its shape.
+    fn values(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let view = self
             .tensors
             .tensor(name)
@@ -54,12 +60,12 @@ impl<'a> Checkpoint<'a> {
                 view.shape()
             )));
         }
-        let values = to_f32(name, view.dtype(), view.data())?;
-        Ok(Tensor::from_data(TensorData::new(values, shape), device))
+        to_f32(name, view.dtype(), view.data())
     }
 
     /// A PyTorch `nn.Linear` (`weight` `[out, in]`, `bias` `[out]`) as a burn `Linear`
-    /// (`weight` `[in, out]`).
+    /// (`weight` `[in, out]`). The transpose happens here, once, on the host: a transposed
+    /// view would be copied back to contiguous memory by CPU backends on every forward call.
     pub fn linear<B: Backend>(
         &self,
         prefix: &str,
@@ -67,10 +73,18 @@ impl<'a> Checkpoint<'a> {
         d_out: usize,
         device: &B::Device,
     ) -> Result<Linear<B>> {
-        let weight = self.tensor::<B, 2>(&format!("{prefix}.weight"), [d_out, d_in], device)?;
+        let name = format!("{prefix}.weight");
+        let pytorch = self.values(&name, &[d_out, d_in])?;
+        let mut weight = vec![0.0f32; pytorch.len()];
+        for (o, row) in pytorch.chunks_exact(d_in).enumerate() {
+            for (i, &w) in row.iter().enumerate() {
+                weight[i * d_out + o] = w;
+            }
+        }
+        let weight = Tensor::from_data(TensorData::new(weight, [d_in, d_out]), device);
         let bias = self.tensor::<B, 1>(&format!("{prefix}.bias"), [d_out], device)?;
         Ok(Linear {
-            weight: Param::from_tensor(weight.transpose()),
+            weight: Param::from_tensor(weight),
             bias: Some(Param::from_tensor(bias)),
         })
     }

@@ -75,7 +75,9 @@ fn run_ndarray<J: BackendJob>(job: J) -> Result<J::Output> {
 }
 
 fn run_candle<J: BackendJob>(job: J) -> Result<J::Output> {
+    // Deprecated upstream (burn 0.21), kept opt-in for side-by-side benchmarks.
     #[cfg(feature = "candle")]
+    #[allow(deprecated)]
     return job.run::<burn::backend::Candle>(Default::default());
     #[cfg(not(feature = "candle"))]
     {

@@ -5,6 +5,7 @@
 
 use std::io::{BufWriter, Read, Write};
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
@@ -113,8 +114,17 @@ impl BackendJob for ScoreJob<'_> {
             ProgressBar::new(self.inputs.len() as u64).with_style(ProgressStyle::with_template(
                 "{spinner} scoring {pos}/{len} [{elapsed_precise}] {per_sec} ETA {eta}",
             )?);
+        let started = Instant::now();
         let scored = guard.score(&self.inputs, self.batch_size, |n| bar.inc(n as u64))?;
         bar.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            inputs = self.inputs.len(),
+            seconds,
+            per_second = self.inputs.len() as f64 / seconds,
+            backend = B::name(&device),
+            "scored"
+        );
         if scored.truncated > 0 {
             tracing::warn!(
                 "{} of {} inputs were longer than {} tokens and were truncated",

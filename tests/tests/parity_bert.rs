@@ -63,6 +63,7 @@ fn check(name: &str) {
     let all: Vec<&EncodedText> = encoded.iter().collect();
     let batched = rows_of(guard.logits(&all));
     let diff = max_abs_diff(&batched, &reference.logits_batched);
+    eprintln!("{name}: batched max |Δlogit| = {diff:e}");
     assert!(
         diff <= LOGIT_TOLERANCE,
         "{name}: batched max |Δlogit| = {diff:e}"
@@ -73,6 +74,7 @@ fn check(name: &str) {
         .flat_map(|e| rows_of(guard.logits(&[e])))
         .collect();
     let diff = max_abs_diff(&single, &reference.logits_single);
+    eprintln!("{name}: one-by-one max |Δlogit| = {diff:e}");
     assert!(
         diff <= LOGIT_TOLERANCE,
         "{name}: one-by-one max |Δlogit| = {diff:e}"

@@ -3,8 +3,6 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor, activation, backend::Backend};
 
 use super::activation::Activation;
@@ -102,35 +100,55 @@ impl<B: Backend> BertLayer<B> {
         })
     }
 
-    /// `padding`: `[batch, heads, seq, seq]`, true where the key is padding.
-    fn forward(&self, x: Tensor<B, 3>, padding: Tensor<B, 4, burn::tensor::Bool>) -> Tensor<B, 3> {
+    /// `key_bias`: see [`BatchTensors::key_padding_bias`].
+    fn forward(&self, x: Tensor<B, 3>, key_bias: Option<Tensor<B, 4>>) -> Tensor<B, 3> {
         let [batch, seq, hidden] = x.dims();
         let head_dim = hidden / self.num_heads;
         let heads = |t: Tensor<B, 3>| {
             t.reshape([batch, seq, self.num_heads, head_dim])
                 .swap_dims(1, 2)
         };
-        let q = heads(self.query.forward(x.clone()));
-        let k = heads(self.key.forward(x.clone()));
-        let v = heads(self.value.forward(x.clone()));
-        let context = attention(
-            q,
-            k,
-            v,
-            Some(padding),
-            None,
-            AttentionModuleOptions::default(),
-        )
-        .swap_dims(1, 2)
-        .reshape([batch, seq, hidden]);
+        let q = heads(project(&self.query, x.clone()));
+        let k = heads(project(&self.key, x.clone()));
+        let v = heads(project(&self.value, x.clone()));
+        let context = scaled_dot_product(q, k, v, key_bias)
+            .swap_dims(1, 2)
+            .reshape([batch, seq, hidden]);
         let x = self
             .attention_norm
-            .forward(self.attention_out.forward(context) + x);
+            .forward(project(&self.attention_out, context) + x);
         let inner = self
             .activation
-            .forward(self.intermediate.forward(x.clone()));
-        self.output_norm.forward(self.output.forward(inner) + x)
+            .forward(project(&self.intermediate, x.clone()));
+        self.output_norm.forward(project(&self.output, inner) + x)
     }
+}
+
+/// A linear layer over every token of `[batch, seq, d_in]` as one `[batch·seq, d_in]` matmul:
+/// burn's 3-D `linear` broadcasts the weight and runs one small matmul per sequence.
+pub(crate) fn project<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [batch, seq, d_in] = x.dims();
+    let y = linear.forward(x.reshape([batch * seq, d_in]));
+    let [_, d_out] = y.dims();
+    y.reshape([batch, seq, d_out])
+}
+
+/// softmax(q·kᵀ/√d + bias)·v over `[batch, heads, seq, head_dim]`, as transformers' eager
+/// attention. Written as batched matmuls rather than burn's fused `attention` op: on the CPU
+/// backends the fused op runs one head at a time, the matmuls run in parallel.
+pub(crate) fn scaled_dot_product<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    bias: Option<Tensor<B, 4>>,
+) -> Tensor<B, 4> {
+    let [.., head_dim] = q.dims();
+    let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (head_dim as f64).sqrt());
+    let scores = match bias {
+        Some(bias) => scores + bias,
+        None => scores,
+    };
+    activation::softmax(scores, 3).matmul(v)
 }
 
 /// The encoder: embeddings and the layer stack (HF `BertModel` without the pooler).
@@ -156,18 +174,12 @@ impl<B: Backend> Bert<B> {
 
     /// Last hidden states, `[batch, seq, hidden]`.
     pub fn forward(&self, batch: &BatchTensors<B>) -> Tensor<B, 3> {
-        let [b, seq] = batch.input_ids.dims();
-        let padding = batch
-            .attention_mask
-            .clone()
-            .equal_elem(0)
-            .reshape([b, 1, 1, seq])
-            .expand([b, self.num_heads, seq, seq]);
+        let key_bias = batch.key_padding_bias(self.num_heads);
         let mut x = self
             .embeddings
             .forward(batch.input_ids.clone(), batch.token_type_ids.clone());
         for layer in &self.layers {
-            x = layer.forward(x, padding.clone());
+            x = layer.forward(x, key_bias.clone());
         }
         x
     }

@@ -22,6 +22,8 @@ pub struct BatchTensors<B: Backend> {
     pub token_type_ids: Tensor<B, 2, Int>,
     /// 1 for real tokens, 0 for padding.
     pub attention_mask: Tensor<B, 2, Int>,
+    /// Real (unpadded) tokens per row, kept on the host to build attention biases.
+    pub lengths: Vec<usize>,
 }
 
 impl<B: Backend> BatchTensors<B> {
@@ -34,7 +36,37 @@ impl<B: Backend> BatchTensors<B> {
             input_ids: tensor(&batch.input_ids),
             token_type_ids: tensor(&batch.token_type_ids),
             attention_mask: tensor(&batch.attention_mask),
+            lengths: batch
+                .attention_mask
+                .chunks(batch.seq_len.max(1))
+                .map(|row| row.iter().filter(|&&m| m != 0).count())
+                .collect(),
         }
+    }
+
+    /// Additive attention bias `[batch, heads, seq, seq]`: 0 for real keys, f32::MIN for
+    /// padded ones (transformers adds `finfo.min`, so fully padded rows behave the same);
+    /// `None` when no row is padded. Built once per forward pass at full size and shared by
+    /// all layers: CPU backends add a broadcast `[batch, 1, 1, seq]` bias element by element,
+    /// which cost a third of the forward pass.
+    pub fn key_padding_bias(&self, heads: usize) -> Option<Tensor<B, 4>> {
+        let [batch, seq] = self.input_ids.dims();
+        if self.lengths.iter().all(|&n| n == seq) {
+            return None;
+        }
+        let mut bias = Vec::with_capacity(batch * heads * seq * seq);
+        for &length in &self.lengths {
+            let mut row = vec![0.0f32; seq];
+            row[length..].fill(f32::MIN);
+            for _ in 0..heads * seq {
+                bias.extend_from_slice(&row);
+            }
+        }
+        let shape = [batch, heads, seq, seq];
+        Some(Tensor::from_data(
+            TensorData::new(bias, shape),
+            &self.input_ids.device(),
+        ))
     }
 }
 

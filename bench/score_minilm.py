@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""harmaug score vs PyTorch/transformers on the same CPU, side by side (issue: foundation).
+
+Scores the same 1,000 prompts (the first 1,000 of ToxicChat's training prompts in
+../shared/data) with all-MiniLM-L6-v2 plus a fixed random classifier head, at batch 1 and 32,
+through `harmaug score` (each CPU backend given) and through transformers, and prints
+throughput and the ratio. Both sides sort inputs by length before batching, use every core,
+and are timed from tokenisation to scores (model loading excluded; harmaug's process wall time
+is printed too). Also prints the largest |Δscore| between the two, a real-weights check.
+
+    pip install torch transformers
+    cargo build --release -p harmaug --features ndarray,candle
+    python3 bench/score_minilm.py [--backends flex,ndarray,candle] [--n 1000]
+"""
+import argparse
+import json
+import os
+import pathlib
+import platform
+import re
+import subprocess
+import tempfile
+import time
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "train" / "prompts_toxicchat0124_train.jsonl"
+MINILM = pathlib.Path(os.environ.get("HARMAUG_MINILM", pathlib.Path.home() / ".cache/harmaug/assets/all-MiniLM-L6-v2"))
+
+
+def make_model(out: pathlib.Path):
+    """MiniLM + a classifier head drawn once with a fixed seed, saved as one HF directory."""
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(MINILM, num_labels=2)
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(MINILM).save_pretrained(out)
+
+
+def torch_scores(model_dir, prompts, batch_size):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    start = time.perf_counter()
+    lengths = [len(ids) for ids in tokenizer(prompts, truncation=True, max_length=512)["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    scores = [0.0] * len(prompts)
+    with torch.inference_mode():
+        for i in range(0, len(order), batch_size):
+            chunk = order[i:i + batch_size]
+            batch = tokenizer([prompts[j] for j in chunk], truncation=True, max_length=512,
+                              padding=True, return_tensors="pt")
+            probs = model(**batch).logits.softmax(-1)[:, 1].tolist()
+            for j, p in zip(chunk, probs):
+                scores[j] = p
+    return time.perf_counter() - start, scores
+
+
+def harmaug_scores(binary, model_dir, input_path, batch_size, backend):
+    start = time.perf_counter()
+    out = subprocess.run([binary, "score", "--model", str(model_dir), "--input", str(input_path),
+                          "--batch-size", str(batch_size), "--backend", backend],
+                         capture_output=True, text=True, check=True, env={**os.environ, "NO_COLOR": "1"})
+    wall = time.perf_counter() - start
+    seconds = float(re.search(r"seconds=([0-9.e-]+)", out.stderr).group(1))
+    return seconds, wall, [json.loads(line)["score"] for line in out.stdout.splitlines()]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default="flex,ndarray,candle")
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--binary", default=str(ROOT / "target/release/harmaug"))
+    args = parser.parse_args()
+
+    with open(DATA) as f:
+        prompts = [json.loads(line)["prompt"] for _, line in zip(range(args.n), f)]
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads); {len(prompts)} prompts from {DATA.name}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        model_dir = tmp / "minilm-head"
+        make_model(model_dir)
+        input_path = tmp / "prompts.jsonl"
+        input_path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+        print("| batch | engine | seconds | prompts/s | × PyTorch | max abs Δscore vs PyTorch | process wall s |")
+        print("|---|---|---|---|---|---|---|")
+        for batch_size in [1, 32]:
+            t_torch, s_torch = torch_scores(model_dir, prompts, batch_size)
+            print(f"| {batch_size} | PyTorch {torch.__version__} | {t_torch:.2f} | {len(prompts) / t_torch:.1f} | 1.00 | 0 | |", flush=True)
+            for backend in args.backends.split(","):
+                t, wall, s = harmaug_scores(args.binary, model_dir, input_path, batch_size, backend)
+                diff = max(abs(a - b) for a, b in zip(s, s_torch))
+                print(f"| {batch_size} | harmaug {backend} | {t:.2f} | {len(prompts) / t:.1f} | {t_torch / t:.2f} | {diff:.1e} | {wall:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
