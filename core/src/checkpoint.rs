@@ -64,8 +64,7 @@ impl<'a> Checkpoint<'a> {
     }
 
     /// A PyTorch `nn.Linear` (`weight` `[out, in]`, `bias` `[out]`) as a burn `Linear`
-    /// (`weight` `[in, out]`). The transpose happens here, once, on the host: a transposed
-    /// view would be copied back to contiguous memory by CPU backends on every forward call.
+    /// (`weight` `[in, out]`).
     pub fn linear<B: Backend>(
         &self,
         prefix: &str,
@@ -73,8 +72,37 @@ impl<'a> Checkpoint<'a> {
         d_out: usize,
         device: &B::Device,
     ) -> Result<Linear<B>> {
-        let name = format!("{prefix}.weight");
-        let pytorch = self.values(&name, &[d_out, d_in])?;
+        let bias = self.tensor::<B, 1>(&format!("{prefix}.bias"), [d_out], device)?;
+        Ok(Linear {
+            weight: self.linear_weight(prefix, d_in, d_out, device)?,
+            bias: Some(Param::from_tensor(bias)),
+        })
+    }
+
+    /// A PyTorch `nn.Linear(..., bias=False)`.
+    pub fn linear_without_bias<B: Backend>(
+        &self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        device: &B::Device,
+    ) -> Result<Linear<B>> {
+        Ok(Linear {
+            weight: self.linear_weight(prefix, d_in, d_out, device)?,
+            bias: None,
+        })
+    }
+
+    /// The transpose to burn's `[in, out]` happens here, once, on the host: a transposed view
+    /// would be copied back to contiguous memory by CPU backends on every forward call.
+    fn linear_weight<B: Backend>(
+        &self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        device: &B::Device,
+    ) -> Result<Param<Tensor<B, 2>>> {
+        let pytorch = self.values(&format!("{prefix}.weight"), &[d_out, d_in])?;
         let mut weight = vec![0.0f32; pytorch.len()];
         for (o, row) in pytorch.chunks_exact(d_in).enumerate() {
             for (i, &w) in row.iter().enumerate() {
@@ -82,11 +110,7 @@ impl<'a> Checkpoint<'a> {
             }
         }
         let weight = Tensor::from_data(TensorData::new(weight, [d_in, d_out]), device);
-        let bias = self.tensor::<B, 1>(&format!("{prefix}.bias"), [d_out], device)?;
-        Ok(Linear {
-            weight: Param::from_tensor(weight),
-            bias: Some(Param::from_tensor(bias)),
-        })
+        Ok(Param::from_tensor(weight))
     }
 
     pub fn layer_norm<B: Backend>(

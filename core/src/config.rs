@@ -22,18 +22,21 @@ pub struct ModelConfig {
 #[derive(Debug, Clone)]
 pub enum ArchConfig {
     Bert(BertConfig),
+    DebertaV2(DebertaV2Config),
 }
 
 impl ArchConfig {
     pub fn max_position_embeddings(&self) -> usize {
         match self {
             ArchConfig::Bert(c) => c.max_position_embeddings,
+            ArchConfig::DebertaV2(c) => c.max_position_embeddings,
         }
     }
 
     pub fn pad_token_id(&self) -> u32 {
         match self {
             ArchConfig::Bert(c) => c.pad_token_id,
+            ArchConfig::DebertaV2(c) => c.pad_token_id,
         }
     }
 }
@@ -75,6 +78,146 @@ fn default_position_embedding_type() -> String {
 }
 fn default_initializer_range() -> f64 {
     0.02
+}
+
+/// `DebertaV2Config` fields that change the forward pass (`model_type: "deberta-v2"`, which
+/// DeBERTa-v3 checkpoints use). Defaults are transformers' (`getattr(config, ..., default)`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DebertaV2Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_hidden_act")]
+    pub hidden_act: Activation,
+    #[serde(default = "default_deberta_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub pad_token_id: u32,
+    #[serde(default = "default_initializer_range")]
+    pub initializer_range: f64,
+    /// Width of the word embeddings when it differs from `hidden_size` (then projected).
+    pub embedding_size: Option<usize>,
+    #[serde(default = "default_true")]
+    pub position_biased_input: bool,
+    #[serde(default)]
+    pub relative_attention: bool,
+    /// -1 (or absent) means `max_position_embeddings`.
+    #[serde(default = "default_minus_one")]
+    pub max_relative_positions: i64,
+    /// -1 (or absent) means no log-bucketing.
+    #[serde(default = "default_minus_one")]
+    pub position_buckets: i64,
+    #[serde(default)]
+    pub pos_att_type: PosAttType,
+    #[serde(default)]
+    pub share_att_key: bool,
+    /// "layer_norm" normalises the relative embeddings ("none" by default; "|"-separated).
+    #[serde(default = "default_norm_rel_ebd")]
+    pub norm_rel_ebd: String,
+    #[serde(default)]
+    pub conv_kernel_size: usize,
+    pub attention_head_size: Option<usize>,
+    pub pooler_hidden_size: Option<usize>,
+    #[serde(default = "default_hidden_act")]
+    pub pooler_hidden_act: Activation,
+}
+
+/// `pos_att_type`: a list (`["p2c", "c2p"]`) or, in older configs, a string (`"p2c|c2p"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PosAttType {
+    pub c2p: bool,
+    pub p2c: bool,
+}
+
+impl<'de> Deserialize<'de> for PosAttType {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            List(Vec<String>),
+            Joined(String),
+            Null(()),
+        }
+        let names: Vec<String> = match Raw::deserialize(deserializer)? {
+            Raw::List(list) => list,
+            Raw::Joined(joined) => joined.split('|').map(str::to_string).collect(),
+            Raw::Null(()) => Vec::new(),
+        };
+        let mut kinds = PosAttType::default();
+        for name in names {
+            match name.trim().to_lowercase().as_str() {
+                "c2p" => kinds.c2p = true,
+                "p2c" => kinds.p2c = true,
+                "" => {}
+                other => {
+                    return Err(serde::de::Error::custom(format!(
+                        "pos_att_type {other:?} is not supported (c2p, p2c)"
+                    )));
+                }
+            }
+        }
+        Ok(kinds)
+    }
+}
+
+impl DebertaV2Config {
+    pub fn embedding_size(&self) -> usize {
+        self.embedding_size.unwrap_or(self.hidden_size)
+    }
+
+    pub fn head_size(&self) -> usize {
+        self.attention_head_size
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    pub fn pooler_hidden_size(&self) -> usize {
+        self.pooler_hidden_size.unwrap_or(self.hidden_size)
+    }
+
+    /// Largest relative distance before bucketing (`max_relative_positions` < 1 → positions).
+    pub fn max_relative_positions(&self) -> usize {
+        if self.max_relative_positions < 1 {
+            self.max_position_embeddings
+        } else {
+            self.max_relative_positions as usize
+        }
+    }
+
+    /// Half the number of relative embeddings: the buckets, or the distances if unbucketed.
+    pub fn attention_span(&self) -> usize {
+        if self.position_buckets > 0 {
+            self.position_buckets as usize
+        } else {
+            self.max_relative_positions()
+        }
+    }
+
+    pub fn norm_rel_embeddings(&self) -> bool {
+        self.norm_rel_ebd
+            .to_lowercase()
+            .split('|')
+            .any(|s| s.trim() == "layer_norm")
+    }
+}
+
+fn default_deberta_layer_norm_eps() -> f64 {
+    1e-7
+}
+fn default_true() -> bool {
+    true
+}
+fn default_minus_one() -> i64 {
+    -1
+}
+fn default_norm_rel_ebd() -> String {
+    "none".into()
 }
 
 /// Class names and which logit is "unsafe".
@@ -157,27 +300,38 @@ impl ModelConfig {
                         config.position_embedding_type
                     )));
                 }
-                if config.num_attention_heads == 0
-                    || !config
-                        .hidden_size
-                        .is_multiple_of(config.num_attention_heads)
-                {
-                    return Err(Error::Config(format!(
-                        "hidden_size {} is not a multiple of num_attention_heads {}",
-                        config.hidden_size, config.num_attention_heads
+                check_heads(config.hidden_size, config.num_attention_heads)?;
+                ArchConfig::Bert(config)
+            }
+            "deberta-v2" => {
+                let config: DebertaV2Config = parse(json)?;
+                check_heads(config.hidden_size, config.num_attention_heads)?;
+                if config.conv_kernel_size > 0 {
+                    return Err(Error::Unsupported(format!(
+                        "deberta-v2 with conv_kernel_size {} (the DeBERTa-v2-xlarge ConvLayer)",
+                        config.conv_kernel_size
                     )));
                 }
-                ArchConfig::Bert(config)
+                ArchConfig::DebertaV2(config)
             }
             other => {
                 return Err(Error::Unsupported(format!(
-                    "model_type {other:?} (supported: \"bert\")"
+                    "model_type {other:?} (supported: \"bert\", \"deberta-v2\")"
                 )));
             }
         };
         let labels = Labels::from_id2label(header.id2label.as_ref())?;
         Ok(Self { arch, labels })
     }
+}
+
+fn check_heads(hidden: usize, heads: usize) -> Result<()> {
+    if heads == 0 || !hidden.is_multiple_of(heads) {
+        return Err(Error::Config(format!(
+            "hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
+        )));
+    }
+    Ok(())
 }
 
 fn parse<T: DeserializeOwned>(json: &str) -> Result<T> {
@@ -195,7 +349,9 @@ mod tests {
     #[test]
     fn defaults_match_transformers() {
         let config = ModelConfig::from_json(MINIMAL).unwrap();
-        let ArchConfig::Bert(bert) = config.arch;
+        let ArchConfig::Bert(bert) = config.arch else {
+            panic!("expected bert")
+        };
         assert_eq!(bert.type_vocab_size, 2);
         assert_eq!(bert.layer_norm_eps, 1e-12);
         assert_eq!(bert.hidden_act, Activation::Gelu);
@@ -232,6 +388,46 @@ mod tests {
         map.insert("1".to_string(), "harmful".to_string());
         map.insert("0".to_string(), "unharmful".to_string());
         assert_eq!(Labels::from_id2label(Some(&map)).unwrap().unsafe_index, 1);
+    }
+
+    #[test]
+    fn deberta_v3_settings_parse() {
+        let json = MINIMAL.replace("\"bert\"", "\"deberta-v2\"").replace(
+            "\"some_unknown_key\"",
+            r#""relative_attention": true, "position_buckets": 256, "pos_att_type": "p2c|c2p",
+               "norm_rel_ebd": "layer_norm", "share_att_key": true, "position_biased_input": false,
+               "max_relative_positions": -1, "other""#,
+        );
+        let ArchConfig::DebertaV2(c) = ModelConfig::from_json(&json).unwrap().arch else {
+            panic!("expected deberta-v2")
+        };
+        assert_eq!(
+            c.pos_att_type,
+            PosAttType {
+                c2p: true,
+                p2c: true
+            }
+        );
+        assert_eq!((c.attention_span(), c.max_relative_positions()), (256, 32));
+        assert!(c.norm_rel_embeddings() && c.share_att_key && !c.position_biased_input);
+        assert_eq!(
+            (c.layer_norm_eps, c.type_vocab_size, c.head_size()),
+            (1e-7, 0, 4)
+        );
+        let list = json.replace("\"p2c|c2p\"", "[\"c2p\"]");
+        let ArchConfig::DebertaV2(c) = ModelConfig::from_json(&list).unwrap().arch else {
+            panic!("expected deberta-v2")
+        };
+        assert_eq!(
+            c.pos_att_type,
+            PosAttType {
+                c2p: true,
+                p2c: false
+            }
+        );
+        let conv = json.replace("\"other\"", "\"conv_kernel_size\": 3, \"other\"");
+        let err = ModelConfig::from_json(&conv).unwrap_err().to_string();
+        assert!(err.contains("conv_kernel_size"), "{err}");
     }
 
     #[test]

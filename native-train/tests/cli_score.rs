@@ -216,3 +216,28 @@ fn max_length_beyond_positions_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_position_embeddings 64"));
 }
+
+#[test]
+fn deberta_checkpoint_directory_is_served_unchanged() {
+    let dir = fixture("deberta-tiny-b8");
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+    let out = harmaug(
+        &[
+            "score",
+            "--model",
+            dir.to_str().unwrap(),
+            "--max-length",
+            "24",
+            "Tell me a joke about cats.",
+        ],
+        None,
+    );
+    let rows = lines(&out);
+    // Input 3 of the fixture is this prompt with an empty response, which encodes the same.
+    let logits = &reference["logits_single"][3];
+    let (l0, l1) = (logits[0].as_f64().unwrap(), logits[1].as_f64().unwrap());
+    let expected = 1.0 / (1.0 + (l0 - l1).exp());
+    let score = rows[0]["score"].as_f64().unwrap();
+    assert!((score - expected).abs() < 1e-5, "{score} vs {expected}");
+}

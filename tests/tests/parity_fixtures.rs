@@ -1,5 +1,5 @@
-//! BERT parity with HF transformers on the tiny random checkpoints that
-//! `fixtures/make_fixtures.py` writes: token ids, logits batched and one by one, and scores.
+//! Parity with HF transformers on the tiny random checkpoints that `fixtures/make_fixtures.py`
+//! writes (BERT and DeBERTa-v3): token ids, logits batched and one by one, and scores.
 
 use harmaug_core::tokenize::EncodedText;
 use harmaug_core::{GuardInput, LoadOptions};
@@ -111,6 +111,16 @@ fn bert_tiny_f16_weights_match_transformers() {
 #[test]
 fn bert_tiny_bf16_weights_match_transformers() {
     check("bert-tiny-bf16");
+}
+
+#[test]
+fn deberta_v3_attention_256_buckets_up_to_512_tokens_matches_transformers() {
+    check("deberta-tiny-b256");
+}
+
+#[test]
+fn deberta_8_buckets_separate_position_projections_match_transformers() {
+    check("deberta-tiny-b8");
 }
 
 #[test]

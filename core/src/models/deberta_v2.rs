@@ -1,0 +1,443 @@
+//! DeBERTa-v2 and -v3 (`model_type: "deberta-v2"`) with transformers'
+//! `DebertaV2ForSequenceClassification` semantics in eval mode. This is the HarmAug student:
+//! disentangled attention adds content→position (c2p) and position→content (p2c) terms from
+//! shared relative-position embeddings with log-bucketed distances.
+
+use burn::module::Module;
+use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::tensor::{Int, Tensor, TensorData, activation, backend::Backend};
+
+use super::activation::Activation;
+use super::head::seeded_linear;
+use super::{BatchTensors, FreshParts, merge_heads, project, split_heads};
+use crate::Result;
+use crate::checkpoint::Checkpoint;
+use crate::config::DebertaV2Config;
+
+#[derive(Module, Debug)]
+pub struct DebertaV2Embeddings<B: Backend> {
+    word: Embedding<B>,
+    /// Absolute positions, only when `position_biased_input` (DeBERTa-v3 has none).
+    position: Option<Embedding<B>>,
+    /// Token types, only when `type_vocab_size > 0` (DeBERTa-v3 has none).
+    token_type: Option<Embedding<B>>,
+    /// `embedding_size` → `hidden_size`, only when they differ.
+    projection: Option<Linear<B>>,
+    norm: LayerNorm<B>,
+}
+
+impl<B: Backend> DebertaV2Embeddings<B> {
+    fn load(
+        c: &DebertaV2Config,
+        ckpt: &Checkpoint<'_>,
+        p: &str,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let e = c.embedding_size();
+        let position = c
+            .position_biased_input
+            .then(|| {
+                ckpt.embedding(
+                    &format!("{p}position_embeddings.weight"),
+                    c.max_position_embeddings,
+                    e,
+                    device,
+                )
+            })
+            .transpose()?;
+        let token_type = (c.type_vocab_size > 0)
+            .then(|| {
+                ckpt.embedding(
+                    &format!("{p}token_type_embeddings.weight"),
+                    c.type_vocab_size,
+                    e,
+                    device,
+                )
+            })
+            .transpose()?;
+        let projection = (e != c.hidden_size)
+            .then(|| ckpt.linear_without_bias(&format!("{p}embed_proj"), e, c.hidden_size, device))
+            .transpose()?;
+        Ok(Self {
+            word: ckpt.embedding(
+                &format!("{p}word_embeddings.weight"),
+                c.vocab_size,
+                e,
+                device,
+            )?,
+            position,
+            token_type,
+            projection,
+            norm: ckpt.layer_norm(
+                &format!("{p}LayerNorm"),
+                c.hidden_size,
+                c.layer_norm_eps,
+                device,
+            )?,
+        })
+    }
+
+    /// `mask`: `[batch, seq]`, 1.0 for real tokens; padded positions come out as zeros.
+    fn forward(&self, batch: &BatchTensors<B>, mask: Tensor<B, 2>) -> Tensor<B, 3> {
+        let [b, seq] = batch.input_ids.dims();
+        let mut x = self.word.forward(batch.input_ids.clone());
+        if let Some(position) = &self.position {
+            let positions = Tensor::<B, 1, Int>::arange(0..seq as i64, &x.device())
+                .unsqueeze::<2>()
+                .expand([b, seq]);
+            x = x + position.forward(positions);
+        }
+        if let Some(token_type) = &self.token_type {
+            x = x + token_type.forward(batch.token_type_ids.clone());
+        }
+        if let Some(projection) = &self.projection {
+            x = project(projection, x);
+        }
+        self.norm.forward(x) * mask.unsqueeze_dim(2)
+    }
+}
+
+/// Relative-position inputs shared by every layer of one forward pass.
+struct RelativePositions<B: Backend> {
+    /// `[2·span, hidden]`, already layer-normalised when the config asks for it.
+    embeddings: Tensor<B, 2>,
+    /// `[batch, heads, seq, seq]` indices into the c2p scores' last axis.
+    c2p_index: Tensor<B, 4, Int>,
+    /// `[batch, heads, seq, seq]` indices into the p2c scores' last axis (before transposing).
+    p2c_index: Tensor<B, 4, Int>,
+}
+
+#[derive(Module, Debug)]
+pub struct DisentangledSelfAttention<B: Backend> {
+    query: Linear<B>,
+    key: Linear<B>,
+    value: Linear<B>,
+    /// Separate projections of the relative embeddings, only without `share_att_key`.
+    pos_key: Option<Linear<B>>,
+    pos_query: Option<Linear<B>>,
+    num_heads: usize,
+    head_size: usize,
+    relative: bool,
+    c2p: bool,
+    p2c: bool,
+}
+
+impl<B: Backend> DisentangledSelfAttention<B> {
+    fn load(
+        c: &DebertaV2Config,
+        ckpt: &Checkpoint<'_>,
+        p: &str,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let (h, all) = (c.hidden_size, c.num_attention_heads * c.head_size());
+        let relative = c.relative_attention;
+        let separate = relative && !c.share_att_key;
+        let pos_key = (separate && c.pos_att_type.c2p)
+            .then(|| ckpt.linear(&format!("{p}pos_key_proj"), h, all, device))
+            .transpose()?;
+        let pos_query = (separate && c.pos_att_type.p2c)
+            .then(|| ckpt.linear(&format!("{p}pos_query_proj"), h, all, device))
+            .transpose()?;
+        Ok(Self {
+            query: ckpt.linear(&format!("{p}query_proj"), h, all, device)?,
+            key: ckpt.linear(&format!("{p}key_proj"), h, all, device)?,
+            value: ckpt.linear(&format!("{p}value_proj"), h, all, device)?,
+            pos_key,
+            pos_query,
+            num_heads: c.num_attention_heads,
+            head_size: c.head_size(),
+            relative,
+            c2p: relative && c.pos_att_type.c2p,
+            p2c: relative && c.pos_att_type.p2c,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        bias: Option<Tensor<B, 4>>,
+        relative: Option<&RelativePositions<B>>,
+    ) -> Tensor<B, 3> {
+        let heads = |t: Tensor<B, 3>| split_heads(t, self.num_heads);
+        let q = heads(project(&self.query, x.clone()));
+        let k = heads(project(&self.key, x.clone()));
+        let v = heads(project(&self.value, x));
+        // Each attention term is scaled by 1/√(d · number of terms), as in the paper.
+        let terms = 1 + usize::from(self.c2p) + usize::from(self.p2c);
+        let scale = 1.0 / ((self.head_size * terms) as f64).sqrt();
+
+        let mut scores = q.clone().matmul(k.clone().swap_dims(2, 3)) * scale;
+        if let Some(rel) = relative.filter(|_| self.relative) {
+            let [batch, ..] = q.dims();
+            // Relative embeddings projected like content: [span·2, width] → [batch, heads, span·2, d].
+            let rel_heads = |linear: &Linear<B>| {
+                let projected = linear.forward(rel.embeddings.clone());
+                let [rows, width] = projected.dims();
+                let heads = split_heads(projected.reshape([1, rows, width]), self.num_heads);
+                let [_, h, r, d] = heads.dims();
+                heads.expand([batch, h, r, d])
+            };
+            if self.c2p {
+                let pos_key = rel_heads(self.pos_key.as_ref().unwrap_or(&self.key));
+                let c2p = q
+                    .matmul(pos_key.swap_dims(2, 3))
+                    .gather(3, rel.c2p_index.clone());
+                scores = scores + c2p * scale;
+            }
+            if self.p2c {
+                let pos_query = rel_heads(self.pos_query.as_ref().unwrap_or(&self.query));
+                let p2c = k
+                    .matmul(pos_query.swap_dims(2, 3))
+                    .gather(3, rel.p2c_index.clone())
+                    .swap_dims(2, 3);
+                scores = scores + p2c * scale;
+            }
+        }
+        if let Some(bias) = bias {
+            scores = scores + bias;
+        }
+        merge_heads(activation::softmax(scores, 3).matmul(v))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct DebertaV2Layer<B: Backend> {
+    attention: DisentangledSelfAttention<B>,
+    attention_out: Linear<B>,
+    attention_norm: LayerNorm<B>,
+    intermediate: Linear<B>,
+    output: Linear<B>,
+    output_norm: LayerNorm<B>,
+    #[module(skip)]
+    activation: Activation,
+}
+
+impl<B: Backend> DebertaV2Layer<B> {
+    fn load(
+        c: &DebertaV2Config,
+        ckpt: &Checkpoint<'_>,
+        p: &str,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
+        let all = c.num_attention_heads * c.head_size();
+        Ok(Self {
+            attention: DisentangledSelfAttention::load(
+                c,
+                ckpt,
+                &format!("{p}attention.self."),
+                device,
+            )?,
+            attention_out: ckpt.linear(&format!("{p}attention.output.dense"), all, h, device)?,
+            attention_norm: ckpt.layer_norm(
+                &format!("{p}attention.output.LayerNorm"),
+                h,
+                eps,
+                device,
+            )?,
+            intermediate: ckpt.linear(&format!("{p}intermediate.dense"), h, i, device)?,
+            output: ckpt.linear(&format!("{p}output.dense"), i, h, device)?,
+            output_norm: ckpt.layer_norm(&format!("{p}output.LayerNorm"), h, eps, device)?,
+            activation: c.hidden_act,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        bias: Option<Tensor<B, 4>>,
+        relative: Option<&RelativePositions<B>>,
+    ) -> Tensor<B, 3> {
+        let context = self.attention.forward(x.clone(), bias, relative);
+        let x = self
+            .attention_norm
+            .forward(project(&self.attention_out, context) + x);
+        let inner = self
+            .activation
+            .forward(project(&self.intermediate, x.clone()));
+        self.output_norm.forward(project(&self.output, inner) + x)
+    }
+}
+
+/// The encoder (HF `DebertaV2Model`): embeddings, layers and the relative embeddings.
+#[derive(Module, Debug)]
+pub struct DebertaV2<B: Backend> {
+    embeddings: DebertaV2Embeddings<B>,
+    layers: Vec<DebertaV2Layer<B>>,
+    rel_embeddings: Option<Embedding<B>>,
+    rel_norm: Option<LayerNorm<B>>,
+    num_heads: usize,
+    /// Log-bucket count (0 = unbucketed) and the largest relative distance.
+    position_buckets: usize,
+    max_relative_positions: usize,
+    span: usize,
+}
+
+impl<B: Backend> DebertaV2<B> {
+    fn load(
+        c: &DebertaV2Config,
+        ckpt: &Checkpoint<'_>,
+        p: &str,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let h = c.hidden_size;
+        let embeddings = DebertaV2Embeddings::load(c, ckpt, &format!("{p}embeddings."), device)?;
+        let layers = (0..c.num_hidden_layers)
+            .map(|n| DebertaV2Layer::load(c, ckpt, &format!("{p}encoder.layer.{n}."), device))
+            .collect::<Result<_>>()?;
+        let rel_embeddings = c
+            .relative_attention
+            .then(|| {
+                let name = format!("{p}encoder.rel_embeddings.weight");
+                ckpt.embedding(&name, 2 * c.attention_span(), h, device)
+            })
+            .transpose()?;
+        let rel_norm = (c.relative_attention && c.norm_rel_embeddings())
+            .then(|| {
+                ckpt.layer_norm(
+                    &format!("{p}encoder.LayerNorm"),
+                    h,
+                    c.layer_norm_eps,
+                    device,
+                )
+            })
+            .transpose()?;
+        Ok(Self {
+            embeddings,
+            layers,
+            rel_embeddings,
+            rel_norm,
+            num_heads: c.num_attention_heads,
+            position_buckets: c.position_buckets.max(0) as usize,
+            max_relative_positions: c.max_relative_positions(),
+            span: c.attention_span(),
+        })
+    }
+
+    /// Last hidden states, `[batch, seq, hidden]`.
+    pub fn forward(&self, batch: &BatchTensors<B>) -> Tensor<B, 3> {
+        let mask = batch.attention_mask.clone().float();
+        let mut x = self.embeddings.forward(batch, mask);
+        let bias = batch.attention_bias(self.num_heads, true);
+        let relative = self.relative_positions(batch);
+        for layer in &self.layers {
+            x = layer.forward(x, bias.clone(), relative.as_ref());
+        }
+        x
+    }
+
+    fn relative_positions(&self, batch: &BatchTensors<B>) -> Option<RelativePositions<B>> {
+        let table = self.rel_embeddings.as_ref()?;
+        let embeddings = match &self.rel_norm {
+            Some(norm) => norm.forward(table.weight.val()),
+            None => table.weight.val(),
+        };
+        let [b, seq] = batch.input_ids.dims();
+        let device = batch.input_ids.device();
+        let span = self.span as i64;
+        let mut c2p = Vec::with_capacity(seq * seq);
+        let mut p2c = Vec::with_capacity(seq * seq);
+        for i in 0..seq as i64 {
+            for j in 0..seq as i64 {
+                let r =
+                    relative_position(i - j, self.position_buckets, self.max_relative_positions);
+                c2p.push((r + span).clamp(0, 2 * span - 1));
+                p2c.push((span - r).clamp(0, 2 * span - 1));
+            }
+        }
+        let index = |values: Vec<i64>| {
+            Tensor::<B, 2, Int>::from_data(TensorData::new(values, [seq, seq]), &device)
+                .reshape([1, 1, seq, seq])
+                .expand([b, self.num_heads, seq, seq])
+        };
+        Some(RelativePositions {
+            embeddings,
+            c2p_index: index(c2p),
+            p2c_index: index(p2c),
+        })
+    }
+}
+
+/// transformers' `make_log_bucket_position`: distances up to half the buckets stay exact,
+/// longer ones share logarithmically wider buckets. Computed in f32 like torch, so that bucket
+/// boundaries fall in the same places (the parity fixture checks every distance).
+pub fn relative_position(distance: i64, buckets: usize, max_position: usize) -> i64 {
+    if buckets == 0 || max_position == 0 {
+        return distance;
+    }
+    let mid = (buckets / 2) as i64;
+    let abs = if distance < mid && distance > -mid {
+        mid - 1
+    } else {
+        distance.abs()
+    };
+    if abs <= mid {
+        return distance;
+    }
+    let ratio =
+        (abs as f32 / mid as f32).ln() / (((max_position - 1) as f64 / mid as f64) as f32).ln();
+    let log_pos = (ratio * (mid - 1) as f32).ceil() + mid as f32;
+    log_pos as i64 * distance.signum()
+}
+
+#[derive(Module, Debug)]
+pub struct DebertaV2ForSequenceClassification<B: Backend> {
+    pub deberta: DebertaV2<B>,
+    pooler: Linear<B>,
+    #[module(skip)]
+    pooler_activation: Activation,
+    classifier: Linear<B>,
+}
+
+impl<B: Backend> DebertaV2ForSequenceClassification<B> {
+    /// Loads `deberta.*` (or bare base-model keys), `pooler.dense.*` and `classifier.*`; a
+    /// missing pooler or classifier is initialised from `head_seed`.
+    pub fn load(
+        c: &DebertaV2Config,
+        num_labels: usize,
+        ckpt: &Checkpoint<'_>,
+        head_seed: u64,
+        device: &B::Device,
+    ) -> Result<(Self, FreshParts)> {
+        let p = ckpt.base_prefix("deberta.", "embeddings.word_embeddings.weight");
+        let ph = c.pooler_hidden_size();
+        let mut fresh = FreshParts::default();
+        let pooler = if ckpt.contains("pooler.dense.weight") {
+            ckpt.linear("pooler.dense", ph, ph, device)?
+        } else {
+            fresh.names.push("pooler");
+            seeded_linear(ph, ph, c.initializer_range, head_seed, device)
+        };
+        let classifier = if ckpt.contains("classifier.weight") {
+            ckpt.linear("classifier", ph, num_labels, device)?
+        } else {
+            fresh.names.push("classifier");
+            seeded_linear(
+                ph,
+                num_labels,
+                c.initializer_range,
+                head_seed.wrapping_add(1),
+                device,
+            )
+        };
+        let deberta = DebertaV2::load(c, ckpt, p, device)?;
+        Ok((
+            Self {
+                deberta,
+                pooler,
+                pooler_activation: c.pooler_hidden_act,
+                classifier,
+            },
+            fresh,
+        ))
+    }
+
+    /// Logits, `[batch, num_labels]`: the [CLS] state through the context pooler.
+    pub fn forward(&self, batch: &BatchTensors<B>) -> Tensor<B, 2> {
+        let hidden = self.deberta.forward(batch);
+        let [b, _, h] = hidden.dims();
+        let cls = hidden.slice([0..b, 0..1]).reshape([b, h]);
+        let pooled = self.pooler_activation.forward(self.pooler.forward(cls));
+        self.classifier.forward(pooled)
+    }
+}
