@@ -11,15 +11,31 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::{Error, Result};
 
+/// Told when a tensor's bytes have been converted and will not be read again, so that a
+/// memory-mapped checkpoint can drop those pages: loading then needs about one model's worth of
+/// memory instead of two (the mapped file plus the converted tensors).
+pub trait ReleasePages {
+    fn release(&self, bytes: &[u8]);
+}
+
 pub struct Checkpoint<'a> {
     tensors: SafeTensors<'a>,
+    release: Option<&'a dyn ReleasePages>,
 }
 
 impl<'a> Checkpoint<'a> {
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Self> {
         let tensors = SafeTensors::deserialize(bytes)
             .map_err(|e| Error::Checkpoint(format!("not a valid safetensors file: {e}")))?;
-        Ok(Self { tensors })
+        Ok(Self {
+            tensors,
+            release: None,
+        })
+    }
+
+    pub fn with_release(mut self, release: Option<&'a dyn ReleasePages>) -> Self {
+        self.release = release;
+        self
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -60,7 +76,11 @@ impl<'a> Checkpoint<'a> {
                 view.shape()
             )));
         }
-        to_f32(name, view.dtype(), view.data())
+        let values = to_f32(name, view.dtype(), view.data())?;
+        if let Some(release) = self.release {
+            release.release(view.data());
+        }
+        Ok(values)
     }
 
     /// A PyTorch `nn.Linear` (`weight` `[out, in]`, `bias` `[out]`) as a burn `Linear`

@@ -3,7 +3,7 @@
 
 use burn::tensor::{Tensor, activation::softmax, backend::Backend};
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, ReleasePages};
 use crate::config::{Labels, ModelConfig};
 use crate::models::{BatchTensors, FreshParts, GuardModel};
 pub use crate::tokenize::GuardInput;
@@ -15,6 +15,8 @@ pub struct ModelFiles<'a> {
     pub config_json: &'a str,
     pub weights: &'a [u8],
     pub tokenizer_json: &'a [u8],
+    /// Lets a memory-mapped `weights` drop pages once converted (see [`ReleasePages`]).
+    pub release_weights: Option<&'a dyn ReleasePages>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -59,7 +61,7 @@ impl<B: Backend> Guard<B> {
         };
         let encoder =
             TextEncoder::from_bytes(files.tokenizer_json, max_length, config.arch.pad_token_id())?;
-        let checkpoint = Checkpoint::from_bytes(files.weights)?;
+        let checkpoint = Checkpoint::from_bytes(files.weights)?.with_release(files.release_weights);
         let (model, fresh) = GuardModel::load(&config, &checkpoint, options.head_seed, device)?;
         if !fresh.names.is_empty() {
             tracing::warn!(

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use harmaug_core::ModelFiles;
+use harmaug_core::checkpoint::ReleasePages;
 use memmap2::Mmap;
+#[cfg(unix)]
+use memmap2::UncheckedAdvice;
 
 pub struct ModelDir {
     pub path: PathBuf,
@@ -46,6 +49,28 @@ impl ModelDir {
             config_json: &self.config_json,
             weights: &self.weights,
             tokenizer_json: &self.tokenizer_json,
+            release_weights: Some(self),
+        }
+    }
+}
+
+impl ReleasePages for ModelDir {
+    /// Drops the mapped pages of a converted tensor from memory (Unix; elsewhere a no-op).
+    #[cfg(not(unix))]
+    fn release(&self, _bytes: &[u8]) {}
+
+    /// Drops the mapped pages of a converted tensor from memory (Unix; elsewhere a no-op).
+    #[cfg(unix)]
+    fn release(&self, bytes: &[u8]) {
+        let offset = bytes.as_ptr() as usize - self.weights.as_ptr() as usize;
+        // SAFETY: the mapping is private and read-only, so dropping pages loses nothing: a
+        // later read (a tensor sharing an edge page) faults them back in from the file.
+        let dropped = unsafe {
+            self.weights
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, offset, bytes.len())
+        };
+        if let Err(e) = dropped {
+            tracing::debug!("madvise(DONTNEED) on model.safetensors failed: {e}");
         }
     }
 }

@@ -62,6 +62,7 @@ pub fn load_guard(dir: &Path, options: &LoadOptions) -> Guard<TestBackend> {
         config_json: &config_json,
         weights: &weights,
         tokenizer_json: &tokenizer_json,
+        release_weights: None,
     };
     Guard::load(&files, options, &Default::default())
         .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
