@@ -124,9 +124,7 @@ fn long_inputs_are_truncated_with_one_warning() {
     let input = format!(
         "{{\"prompt\": \"{long}\"}}\n{{\"prompt\": \"{long}\", \"response\": \"{long}\"}}\n"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("long.jsonl");
-    std::fs::write(&path, input).unwrap();
+    let (_dir, path) = temp_file(input.as_bytes());
     let out = harmaug(
         &[
             "score",
@@ -146,10 +144,16 @@ fn long_inputs_are_truncated_with_one_warning() {
     );
 }
 
-fn failing(input: &[u8], expected: &str) {
+/// `bytes` in a JSONL file that lives as long as the returned directory.
+fn temp_file(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rows.jsonl");
-    std::fs::write(&path, input).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    (dir, path)
+}
+
+fn failing(input: &[u8], expected: &str) {
+    let (_dir, path) = temp_file(input);
     let out = harmaug(
         &[
             "score",

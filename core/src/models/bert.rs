@@ -6,7 +6,7 @@ use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::{Int, Tensor, activation, backend::Backend};
 
 use super::activation::Activation;
-use super::head::seeded_linear;
+use super::head::{ClassificationHead, HeadSpec};
 use super::{BatchTensors, FreshParts, merge_heads, project, split_heads};
 use crate::Result;
 use crate::checkpoint::Checkpoint;
@@ -172,8 +172,7 @@ impl<B: Backend> Bert<B> {
 #[derive(Module, Debug)]
 pub struct BertForSequenceClassification<B: Backend> {
     pub bert: Bert<B>,
-    pooler: Linear<B>,
-    classifier: Linear<B>,
+    head: ClassificationHead<B>,
 }
 
 impl<B: Backend> BertForSequenceClassification<B> {
@@ -187,44 +186,22 @@ impl<B: Backend> BertForSequenceClassification<B> {
         device: &B::Device,
     ) -> Result<(Self, FreshParts)> {
         let p = ckpt.base_prefix("bert.", "embeddings.word_embeddings.weight");
-        let h = c.hidden_size;
+        let spec = HeadSpec {
+            pooler_key: &format!("{p}pooler.dense"),
+            activation: Activation::Tanh,
+            hidden: c.hidden_size,
+            num_labels,
+            init_std: c.initializer_range,
+            seed: head_seed,
+        };
         let mut fresh = FreshParts::default();
-        let pooler_key = format!("{p}pooler.dense");
-        let pooler = if ckpt.contains(&format!("{pooler_key}.weight")) {
-            ckpt.linear(&pooler_key, h, h, device)?
-        } else {
-            fresh.names.push("pooler");
-            seeded_linear(h, h, c.initializer_range, head_seed, device)
-        };
-        let classifier = if ckpt.contains("classifier.weight") {
-            ckpt.linear("classifier", h, num_labels, device)?
-        } else {
-            fresh.names.push("classifier");
-            seeded_linear(
-                h,
-                num_labels,
-                c.initializer_range,
-                head_seed.wrapping_add(1),
-                device,
-            )
-        };
+        let head = ClassificationHead::load(&spec, ckpt, &mut fresh, device)?;
         let bert = Bert::load(c, ckpt, p, device)?;
-        Ok((
-            Self {
-                bert,
-                pooler,
-                classifier,
-            },
-            fresh,
-        ))
+        Ok((Self { bert, head }, fresh))
     }
 
     /// Logits, `[batch, num_labels]`.
     pub fn forward(&self, batch: &BatchTensors<B>) -> Tensor<B, 2> {
-        let hidden = self.bert.forward(batch);
-        let [b, _, h] = hidden.dims();
-        let cls = hidden.slice([0..b, 0..1]).reshape([b, h]);
-        let pooled = activation::tanh(self.pooler.forward(cls));
-        self.classifier.forward(pooled)
+        self.head.forward(self.bert.forward(batch))
     }
 }

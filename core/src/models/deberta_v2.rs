@@ -8,7 +8,7 @@ use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::{Int, Tensor, TensorData, activation, backend::Backend};
 
 use super::activation::Activation;
-use super::head::seeded_linear;
+use super::head::{ClassificationHead, HeadSpec};
 use super::{BatchTensors, FreshParts, merge_heads, project, split_heads};
 use crate::Result;
 use crate::checkpoint::Checkpoint;
@@ -383,15 +383,12 @@ pub fn relative_position(distance: i64, buckets: usize, max_position: usize) -> 
 #[derive(Module, Debug)]
 pub struct DebertaV2ForSequenceClassification<B: Backend> {
     pub deberta: DebertaV2<B>,
-    pooler: Linear<B>,
-    #[module(skip)]
-    pooler_activation: Activation,
-    classifier: Linear<B>,
+    head: ClassificationHead<B>,
 }
 
 impl<B: Backend> DebertaV2ForSequenceClassification<B> {
-    /// Loads `deberta.*` (or bare base-model keys), `pooler.dense.*` and `classifier.*`; a
-    /// missing pooler or classifier is initialised from `head_seed`.
+    /// Loads `deberta.*` (or bare base-model keys), `pooler.dense.*` (the ContextPooler) and
+    /// `classifier.*`; a missing pooler or classifier is initialised from `head_seed`.
     pub fn load(
         c: &DebertaV2Config,
         num_labels: usize,
@@ -400,44 +397,22 @@ impl<B: Backend> DebertaV2ForSequenceClassification<B> {
         device: &B::Device,
     ) -> Result<(Self, FreshParts)> {
         let p = ckpt.base_prefix("deberta.", "embeddings.word_embeddings.weight");
-        let ph = c.pooler_hidden_size();
+        let spec = HeadSpec {
+            pooler_key: "pooler.dense",
+            activation: c.pooler_hidden_act,
+            hidden: c.pooler_hidden_size(),
+            num_labels,
+            init_std: c.initializer_range,
+            seed: head_seed,
+        };
         let mut fresh = FreshParts::default();
-        let pooler = if ckpt.contains("pooler.dense.weight") {
-            ckpt.linear("pooler.dense", ph, ph, device)?
-        } else {
-            fresh.names.push("pooler");
-            seeded_linear(ph, ph, c.initializer_range, head_seed, device)
-        };
-        let classifier = if ckpt.contains("classifier.weight") {
-            ckpt.linear("classifier", ph, num_labels, device)?
-        } else {
-            fresh.names.push("classifier");
-            seeded_linear(
-                ph,
-                num_labels,
-                c.initializer_range,
-                head_seed.wrapping_add(1),
-                device,
-            )
-        };
+        let head = ClassificationHead::load(&spec, ckpt, &mut fresh, device)?;
         let deberta = DebertaV2::load(c, ckpt, p, device)?;
-        Ok((
-            Self {
-                deberta,
-                pooler,
-                pooler_activation: c.pooler_hidden_act,
-                classifier,
-            },
-            fresh,
-        ))
+        Ok((Self { deberta, head }, fresh))
     }
 
-    /// Logits, `[batch, num_labels]`: the [CLS] state through the context pooler.
+    /// Logits, `[batch, num_labels]`.
     pub fn forward(&self, batch: &BatchTensors<B>) -> Tensor<B, 2> {
-        let hidden = self.deberta.forward(batch);
-        let [b, _, h] = hidden.dims();
-        let cls = hidden.slice([0..b, 0..1]).reshape([b, h]);
-        let pooled = self.pooler_activation.forward(self.pooler.forward(cls));
-        self.classifier.forward(pooled)
+        self.head.forward(self.deberta.forward(batch))
     }
 }

@@ -1,10 +1,76 @@
-//! Fresh, seeded initialisation for parts a checkpoint may lack (a base model has no
-//! classifier). Deterministic on every backend and target: the numbers come from our own
-//! generator, not the backend's RNG, so a seed means the same head natively and on the web.
+//! The sequence-classification head every architecture shares: the [CLS] state through a
+//! dense pooler and an activation, then the classifier. Parts a checkpoint lacks (a base model
+//! has no classifier) are initialised from a seed, deterministically on every backend and
+//! target: the numbers come from our own generator, not the backend's RNG, so a seed means the
+//! same head natively and on the web.
 
-use burn::module::Param;
+use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+use super::FreshParts;
+use super::activation::Activation;
+use crate::Result;
+use crate::checkpoint::Checkpoint;
+
+#[derive(Module, Debug)]
+pub struct ClassificationHead<B: Backend> {
+    pooler: Linear<B>,
+    #[module(skip)]
+    activation: Activation,
+    classifier: Linear<B>,
+}
+
+/// Where a head's weights live and how fresh parts are drawn.
+pub struct HeadSpec<'a> {
+    /// Key of the pooler's dense layer, e.g. `bert.pooler.dense` or `pooler.dense`.
+    pub pooler_key: &'a str,
+    pub activation: Activation,
+    pub hidden: usize,
+    pub num_labels: usize,
+    /// Standard deviation of fresh weights (the config's `initializer_range`).
+    pub init_std: f64,
+    pub seed: u64,
+}
+
+impl<B: Backend> ClassificationHead<B> {
+    /// Loads the pooler and `classifier.*`; a missing part is drawn from the seed and named in
+    /// `fresh`.
+    pub fn load(
+        spec: &HeadSpec<'_>,
+        ckpt: &Checkpoint<'_>,
+        fresh: &mut FreshParts,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let h = spec.hidden;
+        let mut part = |name: &'static str, key: &str, d_out: usize, seed: u64| {
+            if ckpt.contains(&format!("{key}.weight")) {
+                ckpt.linear(key, h, d_out, device)
+            } else {
+                fresh.names.push(name);
+                Ok(seeded_linear(h, d_out, spec.init_std, seed, device))
+            }
+        };
+        Ok(Self {
+            pooler: part("pooler", spec.pooler_key, h, spec.seed)?,
+            activation: spec.activation,
+            classifier: part(
+                "classifier",
+                "classifier",
+                spec.num_labels,
+                spec.seed.wrapping_add(1),
+            )?,
+        })
+    }
+
+    /// Logits `[batch, num_labels]` from last hidden states `[batch, seq, hidden]`.
+    pub fn forward(&self, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
+        let [b, _, h] = hidden.dims();
+        let cls = hidden.slice([0..b, 0..1]).reshape([b, h]);
+        let pooled = self.activation.forward(self.pooler.forward(cls));
+        self.classifier.forward(pooled)
+    }
+}
 
 /// A `Linear` with weights ~ N(0, std²) and zero bias, as transformers' `_init_weights` does.
 pub fn seeded_linear<B: Backend>(
