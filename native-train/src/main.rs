@@ -4,6 +4,8 @@ mod backend;
 mod model_dir;
 mod score;
 
+use std::io::IsTerminal;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -28,6 +30,8 @@ enum Command {
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: logs redirected to files stay plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_env("HARMAUG_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
