@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod formats;
 pub mod guard;
+pub mod metrics;
 pub mod models;
 pub mod tokenize;
 
