@@ -24,7 +24,25 @@ pub struct RowError {
 
 /// Parses every non-blank line; the first bad line is an error, so no partial result escapes.
 pub fn parse_jsonl(bytes: &[u8]) -> Result<Vec<Row>, RowError> {
-    let mut rows = Vec::new();
+    jsonl_objects(bytes)?
+        .into_iter()
+        .map(|(line, fields)| {
+            let input = guard_input(&fields).map_err(|message| RowError { line, message })?;
+            Ok(Row {
+                line,
+                fields,
+                input,
+            })
+        })
+        .collect()
+}
+
+/// A JSON object and the 1-based line it starts on.
+pub(crate) type LineObject = (usize, Map<String, Value>);
+
+/// The JSON object on every non-blank line, with its 1-based line number.
+pub(crate) fn jsonl_objects(bytes: &[u8]) -> Result<Vec<LineObject>, RowError> {
+    let mut objects = Vec::new();
     for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let line = index + 1;
         let error = |message: String| RowError { line, message };
@@ -43,14 +61,9 @@ pub fn parse_jsonl(bytes: &[u8]) -> Result<Vec<Row>, RowError> {
         let Value::Object(fields) = value else {
             return Err(error("expected a JSON object".into()));
         };
-        let input = guard_input(&fields).map_err(error)?;
-        rows.push(Row {
-            line,
-            fields,
-            input,
-        });
+        objects.push((line, fields));
     }
-    Ok(rows)
+    Ok(objects)
 }
 
 fn guard_input(fields: &Map<String, Value>) -> Result<GuardInput, String> {

@@ -10,6 +10,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod datasets;
 pub mod error;
 pub mod formats;
 pub mod guard;

