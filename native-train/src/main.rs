@@ -1,6 +1,7 @@
 //! The `harmaug` command line: each subcommand is a module; this file only parses arguments.
 
 mod backend;
+mod eval;
 mod model_dir;
 mod score;
 
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Score prompts (or prompt + response pairs) with P(unsafe), as JSONL on stdout.
     Score(score::ScoreArgs),
+    /// Evaluate guards on labelled benchmarks: F1, AUPRC and more, equal to scikit-learn's.
+    Eval(eval::EvalArgs),
 }
 
 fn main() -> Result<()> {
@@ -39,5 +42,6 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Score(args) => score::run(args),
+        Command::Eval(args) => eval::run(args),
     }
 }

@@ -1,0 +1,396 @@
+//! `harmaug eval`: guards (and precomputed score files) × labelled data sets → the metrics of
+//! `harmaug_core::metrics`, as a Markdown table, a JSON report and per-row scores.
+
+use std::collections::HashMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use burn::tensor::backend::Backend;
+use clap::{Args, ValueEnum};
+use harmaug_core::datasets::{self, Dataset, Format, Level};
+use harmaug_core::metrics::BinaryMetrics;
+use harmaug_core::{Guard, GuardInput, LoadOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::backend::{self, BackendChoice, BackendJob};
+use crate::model_dir::ModelDir;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Guard model directory; repeat to compare several.
+    #[arg(long = "model")]
+    models: Vec<PathBuf>,
+    /// Precomputed scores as NAME=FILE.jsonl (rows with `prompt`, `response`?, and `score` or
+    /// `teacher_score`), evaluated as one more column; repeatable.
+    #[arg(long = "scores-file", value_parser = named_path)]
+    score_files: Vec<(String, PathBuf)>,
+    /// Labelled data set (JSON array or JSONL); repeatable.
+    #[arg(long = "data", required = true)]
+    data: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    format: FormatArg,
+    /// WildGuardMix: score responses (`response_harm_label`) or prompts (`prompt_harm_label`).
+    #[arg(long, value_enum, default_value = "response")]
+    level: LevelArg,
+    /// A score ≥ threshold counts as unsafe.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f64,
+    /// Write every result as JSON: {"results": [...]}.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Write every input row with `label`, `score`, `model` and `dataset` as JSONL.
+    #[arg(long)]
+    scores: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendChoice,
+    #[arg(long)]
+    max_length: Option<usize>,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 0)]
+    head_seed: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Auto,
+    OpenaiModeration,
+    OpenaiModerationCategories,
+    Toxicchat,
+    Harmbench,
+    Wildguardmix,
+    Beavertails,
+    Generic,
+}
+
+impl FormatArg {
+    fn format(self) -> Option<Format> {
+        Some(match self {
+            FormatArg::Auto => return None,
+            FormatArg::OpenaiModeration => Format::OpenAiModeration,
+            FormatArg::OpenaiModerationCategories => Format::OpenAiModerationCategories,
+            FormatArg::Toxicchat => Format::ToxicChat,
+            FormatArg::Harmbench => Format::HarmBench,
+            FormatArg::Wildguardmix => Format::WildGuardMix,
+            FormatArg::Beavertails => Format::BeaverTails,
+            FormatArg::Generic => Format::Generic,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LevelArg {
+    Response,
+    Prompt,
+}
+
+fn named_path(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s.split_once('=').ok_or("expected NAME=FILE.jsonl")?;
+    Ok((name.to_string(), PathBuf::from(path)))
+}
+
+/// One model × data set: the report row the issue's JSON schema names.
+#[derive(Debug, Serialize)]
+struct EvalResult {
+    model: String,
+    dataset: String,
+    n: usize,
+    skipped: usize,
+    f1: Option<f64>,
+    precision: Option<f64>,
+    recall: Option<f64>,
+    accuracy: Option<f64>,
+    auprc: Option<f64>,
+    roc_auc: Option<f64>,
+    threshold: f64,
+    best_f1_threshold: Option<f64>,
+    /// Wall time per batch of `--batch-size` inputs (null for score files).
+    latency_ms_p50: Option<f64>,
+    latency_ms_p95: Option<f64>,
+    examples_per_s: Option<f64>,
+    /// Peak resident memory of this process so far (Linux), null elsewhere.
+    peak_rss_mb: Option<f64>,
+}
+
+struct NamedDataset {
+    name: String,
+    dataset: Dataset,
+}
+
+/// Scores of one source on one data set, with timing when a model computed them.
+struct Scored {
+    scores: Vec<f64>,
+    batch_ms: Vec<f64>,
+    seconds: Option<f64>,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    if args.models.is_empty() && args.score_files.is_empty() {
+        bail!(
+            "nothing to evaluate: give --model DIR or --scores-file NAME=FILE (no default model ships yet)"
+        );
+    }
+    let level = match args.level {
+        LevelArg::Response => Level::Response,
+        LevelArg::Prompt => Level::Prompt,
+    };
+    let sets = args
+        .data
+        .iter()
+        .map(|path| load_dataset(path, args.format.format(), level))
+        .collect::<Result<Vec<_>>>()?;
+
+    let mut results = Vec::new();
+    let mut scores_out = args.scores.as_deref().map(create_writer).transpose()?;
+    for model in &args.models {
+        let dir = ModelDir::open(model)?;
+        let name = model.display().to_string();
+        let job = EvalJob {
+            model: &dir,
+            options: LoadOptions {
+                max_length: args.max_length,
+                head_seed: args.head_seed,
+            },
+            sets: &sets,
+            batch_size: args.batch_size,
+        };
+        for (set, scored) in sets.iter().zip(backend::run(args.backend, job)?) {
+            results.push(record(
+                &name,
+                set,
+                &scored,
+                args.threshold,
+                &mut scores_out,
+            )?);
+        }
+    }
+    for (name, path) in &args.score_files {
+        let lookup = read_score_file(path)?;
+        for set in &sets {
+            let scores = set
+                .dataset
+                .rows
+                .iter()
+                .map(|row| {
+                    lookup.get(&key(&row.input)).copied().ok_or_else(|| {
+                        anyhow!(
+                            "{}: no score for the row on line {} of {}",
+                            path.display(),
+                            row.line,
+                            set.name
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let scored = Scored {
+                scores,
+                batch_ms: Vec::new(),
+                seconds: None,
+            };
+            results.push(record(name, set, &scored, args.threshold, &mut scores_out)?);
+        }
+    }
+    if let Some(mut out) = scores_out {
+        out.flush()?;
+    }
+    print!("{}", markdown(&results));
+    if let Some(path) = &args.report {
+        let report = serde_json::json!({ "results": results });
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn load_dataset(path: &Path, format: Option<Format>, level: Level) -> Result<NamedDataset> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let dataset = datasets::parse(&bytes, format, level)
+        .map_err(|e| anyhow!("{}:{}: {}", path.display(), e.line, e.message))?;
+    if dataset.skipped > 0 {
+        tracing::warn!(
+            "{}: skipped {} rows without a label",
+            path.display(),
+            dataset.skipped
+        );
+    }
+    let name = path.file_stem().map_or_else(
+        || path.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    tracing::info!(
+        "{name}: {} rows as {} ({} unsafe)",
+        dataset.rows.len(),
+        dataset.format.name(),
+        dataset.rows.iter().filter(|r| r.unsafe_label).count()
+    );
+    Ok(NamedDataset { name, dataset })
+}
+
+struct EvalJob<'a> {
+    model: &'a ModelDir,
+    options: LoadOptions,
+    sets: &'a [NamedDataset],
+    batch_size: usize,
+}
+
+impl BackendJob for EvalJob<'_> {
+    type Output = Vec<Scored>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<Vec<Scored>> {
+        let guard = Guard::<B>::load(&self.model.files(), &self.options, &device)
+            .with_context(|| format!("loading model {}", self.model.path.display()))?;
+        let mut all = Vec::new();
+        for set in self.sets {
+            let inputs: Vec<GuardInput> =
+                set.dataset.rows.iter().map(|r| r.input.clone()).collect();
+            let bar =
+                ProgressBar::new(inputs.len() as u64).with_style(ProgressStyle::with_template(
+                    "{spinner} {msg} {pos}/{len} [{elapsed_precise}] {per_sec} ETA {eta}",
+                )?);
+            bar.set_message(set.name.clone());
+            let started = Instant::now();
+            let mut last = started;
+            let mut batch_ms = Vec::new();
+            let scored = guard.score(&inputs, self.batch_size, |n| {
+                let now = Instant::now();
+                batch_ms.push((now - last).as_secs_f64() * 1e3);
+                last = now;
+                bar.inc(n as u64);
+            })?;
+            bar.finish_and_clear();
+            all.push(Scored {
+                scores: scored.scores.iter().map(|&s| f64::from(s)).collect(),
+                batch_ms,
+                seconds: Some(started.elapsed().as_secs_f64()),
+            });
+        }
+        Ok(all)
+    }
+}
+
+fn record(
+    model: &str,
+    set: &NamedDataset,
+    scored: &Scored,
+    threshold: f64,
+    scores_out: &mut Option<BufWriter<std::fs::File>>,
+) -> Result<EvalResult> {
+    let labels: Vec<bool> = set.dataset.rows.iter().map(|r| r.unsafe_label).collect();
+    let m = BinaryMetrics::compute(&labels, &scored.scores, threshold);
+    let undefined = m.undefined();
+    if !undefined.is_empty() {
+        tracing::warn!(
+            "{model} on {}: {} undefined here (reported as null)",
+            set.name,
+            undefined.join(", ")
+        );
+    }
+    if let Some(out) = scores_out {
+        for (row, &score) in set.dataset.rows.iter().zip(&scored.scores) {
+            let mut fields = row.fields.clone();
+            fields.insert("label".into(), Value::from(u8::from(row.unsafe_label)));
+            fields.insert("score".into(), Value::from(score));
+            fields.insert("model".into(), Value::from(model));
+            fields.insert("dataset".into(), Value::from(set.name.as_str()));
+            serde_json::to_writer(&mut *out, &fields)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    let mut sorted = scored.batch_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok(EvalResult {
+        model: model.to_string(),
+        dataset: set.name.clone(),
+        n: m.n,
+        skipped: set.dataset.skipped,
+        f1: m.f1,
+        precision: m.precision,
+        recall: m.recall,
+        accuracy: m.accuracy,
+        auprc: m.auprc,
+        roc_auc: m.roc_auc,
+        threshold,
+        best_f1_threshold: m.best_f1_threshold,
+        latency_ms_p50: percentile(&sorted, 0.50),
+        latency_ms_p95: percentile(&sorted, 0.95),
+        examples_per_s: scored.seconds.map(|s| m.n as f64 / s),
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied()
+}
+
+/// `VmHWM` of /proc/self/status: the process's peak resident set.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn key(input: &GuardInput) -> (String, Option<String>) {
+    (
+        input.prompt.clone(),
+        input.response.clone().filter(|r| !r.is_empty()),
+    )
+}
+
+/// (prompt, response) → score from a JSONL file with `score` or `teacher_score`.
+fn read_score_file(path: &Path) -> Result<HashMap<(String, Option<String>), f64>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let rows = harmaug_core::formats::parse_jsonl(&bytes)
+        .map_err(|e| anyhow!("{}:{}: {}", path.display(), e.line, e.message))?;
+    rows.into_iter()
+        .map(|row| {
+            let score = ["score", "teacher_score"]
+                .iter()
+                .find_map(|k| row.fields.get(*k).and_then(Value::as_f64))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{}:{}: missing numeric `score` or `teacher_score`",
+                        path.display(),
+                        row.line
+                    )
+                })?;
+            Ok((key(&row.input), score))
+        })
+        .collect()
+}
+
+fn create_writer(path: &Path) -> Result<BufWriter<std::fs::File>> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(BufWriter::new(file))
+}
+
+fn markdown(results: &[EvalResult]) -> String {
+    let cell = |x: Option<f64>| x.map_or_else(|| "–".to_string(), |v| format!("{v:.4}"));
+    let mut table = String::from(
+        "| model | dataset | n | F1 | AUPRC | precision | recall | threshold | examples/s |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in results {
+        table.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.model,
+            r.dataset,
+            r.n,
+            cell(r.f1),
+            cell(r.auprc),
+            cell(r.precision),
+            cell(r.recall),
+            r.threshold,
+            r.examples_per_s
+                .map_or_else(|| "–".to_string(), |v| format!("{v:.1}")),
+        ));
+    }
+    table
+}

@@ -1,0 +1,150 @@
+//! `harmaug eval` end to end: the real binary, the tiny fixture guard, the real OpenAI
+//! Moderation file from ../shared/data and the HarmBench-format fixture.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use harmaug_core::metrics::BinaryMetrics;
+use serde_json::Value;
+
+fn repo(path: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+        .display()
+        .to_string()
+}
+
+fn harmaug(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harmaug"))
+        .args(args)
+        .output()
+        .expect("harmaug runs")
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn report_and_scores_agree_and_score_files_reproduce_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, scores) = (
+        dir.path().join("report.json"),
+        dir.path().join("scores.jsonl"),
+    );
+    let model = repo("tests/fixtures/bert-tiny-f32");
+    let moderation = repo("../shared/data/eval/openai_moderation_1680.json");
+    let harmbench = repo("tests/fixtures/formats/harmbench_classifier.json");
+    let out = harmaug(&[
+        "eval",
+        "--model",
+        &model,
+        "--data",
+        &moderation,
+        "--data",
+        &harmbench,
+        "--report",
+        report.to_str().unwrap(),
+        "--scores",
+        scores.to_str().unwrap(),
+    ]);
+    ok(&out);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.contains("| openai_moderation_1680 | 1680 |"),
+        "{table}"
+    );
+
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for key in [
+        "f1",
+        "precision",
+        "recall",
+        "accuracy",
+        "auprc",
+        "roc_auc",
+        "best_f1_threshold",
+        "latency_ms_p50",
+        "latency_ms_p95",
+        "examples_per_s",
+        "peak_rss_mb",
+    ] {
+        assert!(results[0][key].is_number(), "{key} in {}", results[0]);
+    }
+    assert_eq!(
+        (results[0]["n"].as_u64(), results[1]["n"].as_u64()),
+        (Some(1680), Some(3))
+    );
+
+    // The per-row scores give back the reported metrics.
+    let rows: Vec<Value> = std::fs::read_to_string(&scores)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let moderation_rows: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["dataset"] == "openai_moderation_1680")
+        .collect();
+    assert_eq!(moderation_rows.len(), 1680);
+    let labels: Vec<bool> = moderation_rows.iter().map(|r| r["label"] == 1).collect();
+    assert_eq!(labels.iter().filter(|&&l| l).count(), 522);
+    let s: Vec<f64> = moderation_rows
+        .iter()
+        .map(|r| r["score"].as_f64().unwrap())
+        .collect();
+    let m = BinaryMetrics::compute(&labels, &s, 0.5);
+    assert_eq!(results[0]["f1"].as_f64(), m.f1);
+    assert_eq!(results[0]["auprc"].as_f64(), m.auprc);
+
+    // Those scores as a --scores-file reproduce the model's row.
+    let named = format!("tiny={}", scores.display());
+    let out = harmaug(&[
+        "eval",
+        "--scores-file",
+        &named,
+        "--data",
+        &moderation,
+        "--report",
+        dir.path().join("again.json").to_str().unwrap(),
+    ]);
+    ok(&out);
+    let again: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("again.json")).unwrap()).unwrap();
+    assert_eq!(again["results"][0]["auprc"], results[0]["auprc"]);
+    assert_eq!(again["results"][0]["f1"], results[0]["f1"]);
+    assert!(again["results"][0]["examples_per_s"].is_null());
+}
+
+#[test]
+fn bad_data_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("toxic.jsonl");
+    std::fs::write(
+        &path,
+        "{\"user_input\": \"a\", \"toxicity\": 0}\n{\"user_input\": \"b\", \"toxicity\": \"x\"}\n",
+    )
+    .unwrap();
+    let out = harmaug(&[
+        "eval",
+        "--model",
+        &repo("tests/fixtures/bert-tiny-f32"),
+        "--data",
+        path.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:2:", path.display())),
+        "{stderr}"
+    );
+    let out = harmaug(&["eval", "--data", path.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to evaluate"));
+}
