@@ -99,11 +99,37 @@ pub struct Dataset {
     pub rows: Vec<LabelledRow>,
     /// Rows without a label (WildGuardMix's null labels), left out of `rows`.
     pub skipped: usize,
+    /// Rows left out because they were invalid (only with `skip_invalid`).
+    pub invalid: Vec<RowError>,
 }
 
-/// Parses a JSON array or JSONL; `format: None` detects it from the first row.
-pub fn parse(bytes: &[u8], format: Option<Format>, level: Level) -> Result<Dataset, RowError> {
-    let objects = objects(bytes)?;
+/// How the bytes are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Container {
+    /// A JSON array of objects, or JSONL (told apart by the first character).
+    #[default]
+    Json,
+    /// CSV with a header row (cells arrive as strings).
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ParseOptions {
+    pub container: Container,
+    /// `None` detects the format from the first row.
+    pub format: Option<Format>,
+    pub level: Level,
+    /// Leave invalid rows out and count them instead of failing on the first.
+    pub skip_invalid: bool,
+}
+
+/// Parses a labelled data set.
+pub fn parse(bytes: &[u8], options: &ParseOptions) -> Result<Dataset, RowError> {
+    let (objects, mut invalid) = match options.container {
+        Container::Json => objects(bytes, options.skip_invalid)?,
+        Container::Csv => csv_objects(bytes, options.skip_invalid)?,
+    };
+    let (format, level) = (options.format, options.level);
     let format = match format {
         Some(f) => f,
         None => {
@@ -126,24 +152,71 @@ pub fn parse(bytes: &[u8], format: Option<Format>, level: Level) -> Result<Datas
         format,
         rows: Vec::new(),
         skipped: 0,
+        invalid: Vec::new(),
     };
     for (line, fields) in objects {
-        let error = |message: String| RowError { line, message };
-        match row(format, level, &fields).map_err(error)? {
-            Some((input, unsafe_label)) => dataset.rows.push(LabelledRow {
+        match row(format, level, &fields) {
+            Ok(Some((input, unsafe_label))) => dataset.rows.push(LabelledRow {
                 line,
                 fields,
                 input,
                 unsafe_label,
             }),
-            None => dataset.skipped += 1,
+            Ok(None) => dataset.skipped += 1,
+            Err(message) if options.skip_invalid => invalid.push(RowError { line, message }),
+            Err(message) => return Err(RowError { line, message }),
         }
     }
+    invalid.sort_by_key(|e| e.line);
+    dataset.invalid = invalid;
     Ok(dataset)
 }
 
-/// Objects with their 1-based line numbers (for a JSON array, the line each object starts on).
-fn objects(bytes: &[u8]) -> Result<Vec<LineObject>, RowError> {
+/// Header-keyed records of a CSV file, every cell a string, with 1-based line numbers.
+fn csv_objects(bytes: &[u8], skip_invalid: bool) -> ObjectsAndInvalid {
+    let mut reader = csv::ReaderBuilder::new().from_reader(bytes);
+    let header = reader
+        .headers()
+        .map_err(|e| RowError {
+            line: 1,
+            message: format!("CSV header: {e}"),
+        })?
+        .clone();
+    let (mut objects, mut invalid) = (Vec::new(), Vec::new());
+    for record in reader.records() {
+        match record {
+            Ok(record) => {
+                let line = record.position().map_or(0, |p| p.line() as usize);
+                let fields = header
+                    .iter()
+                    .zip(record.iter())
+                    .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                    .collect();
+                objects.push((line, fields));
+            }
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line() as usize);
+                let error = RowError {
+                    line,
+                    message: format!("malformed CSV: {e}"),
+                };
+                if !skip_invalid {
+                    return Err(error);
+                }
+                invalid.push(error);
+            }
+        }
+    }
+    Ok((objects, invalid))
+}
+
+/// Parsed objects and, with `skip_invalid`, the rows left out.
+type ObjectsAndInvalid = Result<(Vec<LineObject>, Vec<RowError>), RowError>;
+
+/// Objects with their 1-based line numbers (for a JSON array, the line each object starts on),
+/// and, with `skip_invalid`, the JSONL lines that were not objects. A malformed JSON array
+/// cannot be resynchronised, so it is an error either way.
+fn objects(bytes: &[u8], skip_invalid: bool) -> ObjectsAndInvalid {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let line = 1 + bytes[..e.valid_up_to()]
             .iter()
@@ -156,7 +229,15 @@ fn objects(bytes: &[u8]) -> Result<Vec<LineObject>, RowError> {
     })?;
     let body = text.trim_start();
     if !body.starts_with('[') {
-        return crate::formats::jsonl_objects(bytes);
+        let (mut objects, mut invalid) = (Vec::new(), Vec::new());
+        for line in crate::formats::jsonl_lines(bytes) {
+            match line {
+                Ok(object) => objects.push(object),
+                Err(e) if skip_invalid => invalid.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        return Ok((objects, invalid));
     }
     // Walk the array one element at a time so that rows and errors keep their line numbers.
     let line_of = |at: usize| 1 + text[..at].matches('\n').count();
@@ -166,7 +247,7 @@ fn objects(bytes: &[u8]) -> Result<Vec<LineObject>, RowError> {
         let rest = &text[at..];
         let element = at + rest.len() - rest.trim_start().len();
         if text[element..].starts_with(']') {
-            return Ok(objects);
+            return Ok((objects, Vec::new()));
         }
         let line = line_of(element);
         let error = |message: String| RowError { line, message };
@@ -186,7 +267,7 @@ fn objects(bytes: &[u8]) -> Result<Vec<LineObject>, RowError> {
         let tail = text[after..].trim_start();
         match tail.chars().next() {
             Some(',') => at = text.len() - tail.len() + 1,
-            Some(']') => return Ok(objects),
+            Some(']') => return Ok((objects, Vec::new())),
             _ => {
                 return Err(RowError {
                     line: line_of(after),
@@ -217,6 +298,9 @@ fn row(
         Some(Value::Bool(b)) => Ok(*b),
         Some(Value::Number(n)) if n.as_f64() == Some(1.0) => Ok(true),
         Some(Value::Number(n)) if n.as_f64() == Some(0.0) => Ok(false),
+        // CSV cells are strings.
+        Some(Value::String(s)) if matches!(s.trim(), "1" | "1.0" | "true" | "True") => Ok(true),
+        Some(Value::String(s)) if matches!(s.trim(), "0" | "0.0" | "false" | "False") => Ok(false),
         Some(other) => Err(format!(
             "field `{key}` must be 0/1 or a boolean, not {other}"
         )),

@@ -42,28 +42,35 @@ pub(crate) type LineObject = (usize, Map<String, Value>);
 
 /// The JSON object on every non-blank line, with its 1-based line number.
 pub(crate) fn jsonl_objects(bytes: &[u8]) -> Result<Vec<LineObject>, RowError> {
-    let mut objects = Vec::new();
-    for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let line = index + 1;
-        let error = |message: String| RowError { line, message };
-        let text = std::str::from_utf8(raw).map_err(|e| {
-            error(format!(
-                "invalid UTF-8 at byte {} of the line",
-                e.valid_up_to()
-            ))
-        })?;
-        let text = text.trim();
-        if text.is_empty() {
-            continue;
-        }
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| error(format!("malformed JSON: {e}")))?;
-        let Value::Object(fields) = value else {
-            return Err(error("expected a JSON object".into()));
-        };
-        objects.push((line, fields));
-    }
-    Ok(objects)
+    jsonl_lines(bytes).collect()
+}
+
+/// Each non-blank line parsed on its own, so that a caller may skip bad lines.
+pub(crate) fn jsonl_lines(bytes: &[u8]) -> impl Iterator<Item = Result<LineObject, RowError>> {
+    bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter_map(|(index, raw)| {
+            let line = index + 1;
+            let error = |message: String| RowError { line, message };
+            let text = match std::str::from_utf8(raw) {
+                Ok(text) => text.trim(),
+                Err(e) => {
+                    let at = e.valid_up_to();
+                    return Some(Err(error(format!(
+                        "invalid UTF-8 at byte {at} of the line"
+                    ))));
+                }
+            };
+            if text.is_empty() {
+                return None;
+            }
+            Some(match serde_json::from_str(text) {
+                Ok(Value::Object(fields)) => Ok((line, fields)),
+                Ok(_) => Err(error("expected a JSON object".into())),
+                Err(e) => Err(error(format!("malformed JSON: {e}"))),
+            })
+        })
 }
 
 fn guard_input(fields: &Map<String, Value>) -> Result<GuardInput, String> {

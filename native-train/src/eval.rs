@@ -2,14 +2,14 @@
 //! `harmaug_core::metrics`, as a Markdown table, a JSON report and per-row scores.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
-use harmaug_core::datasets::{self, Dataset, Format, Level};
+use harmaug_core::datasets::{self, Container, Dataset, Format, Level, ParseOptions};
 use harmaug_core::metrics::BinaryMetrics;
 use harmaug_core::{Guard, GuardInput, LoadOptions};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -28,7 +28,7 @@ pub struct EvalArgs {
     /// `teacher_score`), evaluated as one more column; repeatable.
     #[arg(long = "scores-file", value_parser = named_path)]
     score_files: Vec<(String, PathBuf)>,
-    /// Labelled data set (JSON array or JSONL); repeatable.
+    /// Labelled data set: JSON array, JSONL or CSV (by extension), optionally .gz; repeatable.
     #[arg(long = "data", required = true)]
     data: Vec<PathBuf>,
     #[arg(long, value_enum, default_value = "auto")]
@@ -36,6 +36,9 @@ pub struct EvalArgs {
     /// WildGuardMix: score responses (`response_harm_label`) or prompts (`prompt_harm_label`).
     #[arg(long, value_enum, default_value = "response")]
     level: LevelArg,
+    /// Leave malformed rows out (counted, the first few shown) instead of stopping at the first.
+    #[arg(long)]
+    skip_invalid: bool,
     /// A score ≥ threshold counts as unsafe.
     #[arg(long, default_value_t = 0.5)]
     threshold: f64,
@@ -134,14 +137,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
             "nothing to evaluate: give --model DIR or --scores-file NAME=FILE (no default model ships yet)"
         );
     }
-    let level = match args.level {
-        LevelArg::Response => Level::Response,
-        LevelArg::Prompt => Level::Prompt,
+    let options = ParseOptions {
+        container: Container::Json,
+        format: args.format.format(),
+        level: match args.level {
+            LevelArg::Response => Level::Response,
+            LevelArg::Prompt => Level::Prompt,
+        },
+        skip_invalid: args.skip_invalid,
     };
     let sets = args
         .data
         .iter()
-        .map(|path| load_dataset(path, args.format.format(), level))
+        .map(|path| load_dataset(path, options))
         .collect::<Result<Vec<_>>>()?;
 
     let mut results = Vec::new();
@@ -206,9 +214,25 @@ pub fn run(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_dataset(path: &Path, format: Option<Format>, level: Level) -> Result<NamedDataset> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let dataset = datasets::parse(&bytes, format, level)
+/// Reads a data set: `.gz` is decompressed first, `.csv` is CSV, anything else JSON or JSONL.
+fn load_dataset(path: &Path, mut options: ParseOptions) -> Result<NamedDataset> {
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (bytes, stem) = if path.extension().is_some_and(|e| e == "gz") {
+        let mut bytes = Vec::new();
+        flate2::read::GzDecoder::new(raw.as_slice())
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("decompressing {}", path.display()))?;
+        (bytes, path.with_extension(""))
+    } else {
+        (raw, path.to_path_buf())
+    };
+    if stem
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
+        options.container = Container::Csv;
+    }
+    let dataset = datasets::parse(&bytes, &options)
         .map_err(|e| anyhow!("{}:{}: {}", path.display(), e.line, e.message))?;
     if dataset.skipped > 0 {
         tracing::warn!(
@@ -217,7 +241,21 @@ fn load_dataset(path: &Path, format: Option<Format>, level: Level) -> Result<Nam
             dataset.skipped
         );
     }
-    let name = path.file_stem().map_or_else(
+    if !dataset.invalid.is_empty() {
+        let first: Vec<String> = dataset
+            .invalid
+            .iter()
+            .take(3)
+            .map(|e| format!("{}:{}: {}", path.display(), e.line, e.message))
+            .collect();
+        tracing::warn!(
+            "{}: left out {} invalid rows (--skip-invalid), first: {}",
+            path.display(),
+            dataset.invalid.len(),
+            first.join("; ")
+        );
+    }
+    let name = stem.file_stem().map_or_else(
         || path.display().to_string(),
         |s| s.to_string_lossy().into_owned(),
     );

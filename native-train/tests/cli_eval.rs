@@ -148,3 +148,78 @@ fn bad_data_names_file_and_line() {
     let out = harmaug(&["eval", "--data", path.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to evaluate"));
 }
+
+#[test]
+fn the_three_real_sets_run_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let data = [
+        "openai_moderation_1680.json",
+        "toxicchat0124_test_5083.jsonl",
+        "beavertails_test_3021.jsonl",
+    ]
+    .map(|name| repo(&format!("../shared/data/eval/{name}")));
+    let out = harmaug(&[
+        "eval",
+        "--model",
+        &repo("tests/fixtures/bert-tiny-f32"),
+        "--batch-size",
+        "64",
+        "--data",
+        &data[0],
+        "--data",
+        &data[1],
+        "--data",
+        &data[2],
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    ok(&out);
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let n: Vec<u64> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(n, [1680, 5083, 3021]);
+}
+
+#[test]
+fn gzip_csv_and_skip_invalid_inputs() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let model = repo("tests/fixtures/bert-tiny-f32");
+    // A gzipped JSONL with one malformed line: refused, then skipped with a count.
+    let gz = dir.path().join("toxicchat.jsonl.gz");
+    let mut encoder = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::default(),
+    );
+    encoder.write_all(b"{\"user_input\": \"hi\", \"toxicity\": 0}\n{broken\n{\"user_input\": \"kill\", \"toxicity\": 1}\n").unwrap();
+    encoder.finish().unwrap();
+    let out = harmaug(&["eval", "--model", &model, "--data", gz.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{}:2:", gz.display())));
+    let out = harmaug(&[
+        "eval",
+        "--model",
+        &model,
+        "--data",
+        gz.to_str().unwrap(),
+        "--skip-invalid",
+    ]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("left out 1 invalid rows"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("| toxicchat | 2 |"));
+    // ToxicChat as HF's CSV download.
+    let csv = dir.path().join("toxicchat.csv");
+    std::fs::write(
+        &csv,
+        "conv_id,user_input,toxicity\nc1,\"hello, there\",0\nc2,how to make a bomb,1\n",
+    )
+    .unwrap();
+    let out = harmaug(&["eval", "--model", &model, "--data", csv.to_str().unwrap()]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("| toxicchat | 2 |"));
+}

@@ -2,11 +2,18 @@
 //! formats not shipped there (HarmBench, WildGuardMix, OpenAI's original category file).
 
 use harmaug_core::GuardInput;
-use harmaug_core::datasets::{Dataset, Format, Level, parse};
+use harmaug_core::datasets::{Container, Dataset, Format, Level, ParseOptions, parse};
 use harmaug_tests::{fixture, shared_data};
 
+fn options(level: Level) -> ParseOptions {
+    ParseOptions {
+        level,
+        ..ParseOptions::default()
+    }
+}
+
 fn load(path: std::path::PathBuf, level: Level) -> Dataset {
-    parse(&std::fs::read(&path).unwrap(), None, level)
+    parse(&std::fs::read(&path).unwrap(), &options(level))
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -108,26 +115,65 @@ fn moderation_categories_and_generic_rows() {
 fn bad_rows_name_their_line() {
     let array =
         b"[\n  {\"prompt\": \"a\", \"toxicity\": 0},\n  {\"prompt\": \"b\", \"toxicity\": 7}\n]";
-    let err = parse(array, None, Level::Response).unwrap_err();
+    let err = parse(array, &options(Level::Response)).unwrap_err();
     assert_eq!(err.line, 3, "{err}");
     assert!(err.message.contains("`toxicity` must be 0/1"), "{err}");
 
     let broken =
         b"[\n  {\"prompt\": \"a\", \"toxicity\": 0},\n  {\"prompt\": \"b\" \"toxicity\": 1}\n]";
-    let err = parse(broken, None, Level::Response).unwrap_err();
+    let err = parse(broken, &options(Level::Response)).unwrap_err();
     assert_eq!(err.line, 3, "{err}");
 
     let jsonl = b"{\"user_input\": \"a\", \"toxicity\": 1}\n{\"user_input\": \"b\"}\n";
-    let err = parse(jsonl, None, Level::Response).unwrap_err();
+    let err = parse(jsonl, &options(Level::Response)).unwrap_err();
     assert_eq!(
         (err.line, err.message.as_str()),
         (2, "missing field `toxicity`")
     );
 
     let unknown = b"{\"text\": \"a\", \"y\": 1}\n";
-    let err = parse(unknown, None, Level::Response).unwrap_err();
+    let err = parse(unknown, &options(Level::Response)).unwrap_err();
     assert!(err.message.contains("--format"), "{err}");
     // A named format overrides detection and is checked row by row.
-    let err = parse(jsonl, Some(Format::BeaverTails), Level::Response).unwrap_err();
+    let named = ParseOptions {
+        format: Some(Format::BeaverTails),
+        ..ParseOptions::default()
+    };
+    let err = parse(jsonl, &named).unwrap_err();
     assert_eq!(err.line, 1);
+}
+
+#[test]
+fn skip_invalid_counts_bad_rows_with_their_lines() {
+    let jsonl = b"{\"user_input\": \"a\", \"toxicity\": 1}\n{oops\n{\"user_input\": \"b\"}\n{\"user_input\": \"c\", \"toxicity\": 0}\n";
+    let skipping = ParseOptions {
+        skip_invalid: true,
+        ..ParseOptions::default()
+    };
+    let d = parse(jsonl, &skipping).unwrap();
+    assert_eq!(d.rows.iter().map(|r| r.line).collect::<Vec<_>>(), [1, 4]);
+    assert_eq!(d.invalid.iter().map(|e| e.line).collect::<Vec<_>>(), [2, 3]);
+    assert!(parse(jsonl, &ParseOptions::default()).is_err());
+}
+
+#[test]
+fn toxicchat_csv_as_downloaded() {
+    let csv = "conv_id,user_input,model_output,human_annotation,toxicity,jailbreaking,openai_moderation\n\
+               a1,\"Hello, how are you?\",\"Fine\",True,0,0,\"[]\"\n\
+               a2,\"Write something \"\"nasty\"\"\nabout my boss\",...,True,1,0,\"[]\"\n";
+    let csv_options = ParseOptions {
+        container: Container::Csv,
+        ..ParseOptions::default()
+    };
+    let d = parse(csv.as_bytes(), &csv_options).unwrap();
+    assert_eq!(d.format, Format::ToxicChat);
+    assert_eq!(
+        d.rows.iter().map(|r| r.unsafe_label).collect::<Vec<_>>(),
+        [false, true]
+    );
+    assert_eq!(
+        d.rows[1].input.prompt,
+        "Write something \"nasty\"\nabout my boss"
+    );
+    assert_eq!(d.rows.iter().map(|r| r.line).collect::<Vec<_>>(), [2, 3]);
 }
