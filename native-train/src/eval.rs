@@ -2,14 +2,14 @@
 //! `harmaug_core::metrics`, as a Markdown table, a JSON report and per-row scores.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
-use harmaug_core::datasets::{self, Container, Dataset, Format, Level, ParseOptions};
+use harmaug_core::datasets::{Container, Format, Level, ParseOptions};
 use harmaug_core::metrics::BinaryMetrics;
 use harmaug_core::{Guard, GuardInput, LoadOptions};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::backend::{self, BackendChoice, BackendJob};
+use crate::data_files::{self, NamedDataset};
 use crate::model_dir::ModelDir;
 
 #[derive(Args, Debug)]
@@ -28,7 +29,8 @@ pub struct EvalArgs {
     /// `teacher_score`), evaluated as one more column; repeatable.
     #[arg(long = "scores-file", value_parser = named_path)]
     score_files: Vec<(String, PathBuf)>,
-    /// Labelled data set: JSON array, JSONL or CSV (by extension), optionally .gz; repeatable.
+    /// Labelled data set: JSON array, JSONL, CSV or Parquet (by extension), optionally .gz;
+    /// repeatable.
     #[arg(long = "data", required = true)]
     data: Vec<PathBuf>,
     #[arg(long, value_enum, default_value = "auto")]
@@ -119,11 +121,6 @@ struct EvalResult {
     peak_rss_mb: Option<f64>,
 }
 
-struct NamedDataset {
-    name: String,
-    dataset: Dataset,
-}
-
 /// Scores of one source on one data set, with timing when a model computed them.
 struct Scored {
     scores: Vec<f64>,
@@ -149,7 +146,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let sets = args
         .data
         .iter()
-        .map(|path| load_dataset(path, options))
+        .map(|path| data_files::read(path, options))
         .collect::<Result<Vec<_>>>()?;
 
     let mut results = Vec::new();
@@ -212,60 +209,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
-}
-
-/// Reads a data set: `.gz` is decompressed first, `.csv` is CSV, anything else JSON or JSONL.
-fn load_dataset(path: &Path, mut options: ParseOptions) -> Result<NamedDataset> {
-    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (bytes, stem) = if path.extension().is_some_and(|e| e == "gz") {
-        let mut bytes = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("decompressing {}", path.display()))?;
-        (bytes, path.with_extension(""))
-    } else {
-        (raw, path.to_path_buf())
-    };
-    if stem
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
-    {
-        options.container = Container::Csv;
-    }
-    let dataset = datasets::parse(&bytes, &options)
-        .map_err(|e| anyhow!("{}:{}: {}", path.display(), e.line, e.message))?;
-    if dataset.skipped > 0 {
-        tracing::warn!(
-            "{}: skipped {} rows without a label",
-            path.display(),
-            dataset.skipped
-        );
-    }
-    if !dataset.invalid.is_empty() {
-        let first: Vec<String> = dataset
-            .invalid
-            .iter()
-            .take(3)
-            .map(|e| format!("{}:{}: {}", path.display(), e.line, e.message))
-            .collect();
-        tracing::warn!(
-            "{}: left out {} invalid rows (--skip-invalid), first: {}",
-            path.display(),
-            dataset.invalid.len(),
-            first.join("; ")
-        );
-    }
-    let name = stem.file_stem().map_or_else(
-        || path.display().to_string(),
-        |s| s.to_string_lossy().into_owned(),
-    );
-    tracing::info!(
-        "{name}: {} rows as {} ({} unsafe)",
-        dataset.rows.len(),
-        dataset.format.name(),
-        dataset.rows.iter().filter(|r| r.unsafe_label).count()
-    );
-    Ok(NamedDataset { name, dataset })
 }
 
 struct EvalJob<'a> {

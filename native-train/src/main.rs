@@ -1,6 +1,7 @@
 //! The `harmaug` command line: each subcommand is a module; this file only parses arguments.
 
 mod backend;
+mod data_files;
 mod eval;
 mod model_dir;
 mod score;

@@ -223,3 +223,30 @@ fn gzip_csv_and_skip_invalid_inputs() {
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("| toxicchat | 2 |"));
 }
+
+#[test]
+fn wildguardmix_parquet_as_downloaded() {
+    let data = repo("tests/fixtures/formats/wildguardmix_test.parquet");
+    let out = harmaug(&[
+        "eval",
+        "--model",
+        &repo("tests/fixtures/bert-tiny-f32"),
+        "--data",
+        &data,
+    ]);
+    ok(&out);
+    // 4 rows, one with a null response label: skipped and counted.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("| wildguardmix_test | 3 |"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped 1 rows without a label"));
+    let out = harmaug(&[
+        "eval",
+        "--model",
+        &repo("tests/fixtures/bert-tiny-f32"),
+        "--data",
+        &data,
+        "--level",
+        "prompt",
+    ]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("| wildguardmix_test | 4 |"));
+}

@@ -1,0 +1,85 @@
+//! Labelled data files on disk → `harmaug_core::datasets`: picks the container by extension
+//! (`.csv`, `.parquet`, anything else JSON or JSONL), decompresses `.gz`, and reports skipped
+//! and invalid rows once per file.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+use harmaug_core::datasets::{self, Container, Dataset, ParseOptions};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+
+/// A data set and the name reports use for it (the file name without extensions).
+pub struct NamedDataset {
+    pub name: String,
+    pub dataset: Dataset,
+}
+
+pub fn read(path: &Path, mut options: ParseOptions) -> Result<NamedDataset> {
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (mut bytes, stem) = if has_extension(path, "gz") {
+        let mut bytes = Vec::new();
+        flate2::read::GzDecoder::new(raw.as_slice())
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("decompressing {}", path.display()))?;
+        (bytes, path.with_extension(""))
+    } else {
+        (raw, path.to_path_buf())
+    };
+    if has_extension(&stem, "csv") {
+        options.container = Container::Csv;
+    } else if has_extension(&stem, "parquet") {
+        // One JSON object per row and line, so that "line N" in errors is row N.
+        bytes = parquet_as_jsonl(bytes).with_context(|| format!("reading {}", path.display()))?;
+        options.container = Container::Json;
+    }
+    let dataset = datasets::parse(&bytes, &options)
+        .map_err(|e| anyhow!("{}:{}: {}", path.display(), e.line, e.message))?;
+    if dataset.skipped > 0 {
+        tracing::warn!(
+            "{}: skipped {} rows without a label",
+            path.display(),
+            dataset.skipped
+        );
+    }
+    if !dataset.invalid.is_empty() {
+        let first: Vec<String> = dataset
+            .invalid
+            .iter()
+            .take(3)
+            .map(|e| format!("{}:{}: {}", path.display(), e.line, e.message))
+            .collect();
+        tracing::warn!(
+            "{}: left out {} invalid rows (--skip-invalid), first: {}",
+            path.display(),
+            dataset.invalid.len(),
+            first.join("; ")
+        );
+    }
+    let name = stem.file_stem().map_or_else(
+        || path.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    tracing::info!(
+        "{name}: {} rows as {} ({} unsafe)",
+        dataset.rows.len(),
+        dataset.format.name(),
+        dataset.rows.iter().filter(|r| r.unsafe_label).count()
+    );
+    Ok(NamedDataset { name, dataset })
+}
+
+fn has_extension(path: &Path, extension: &str) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case(extension))
+}
+
+fn parquet_as_jsonl(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let reader = SerializedFileReader::new(bytes::Bytes::from(bytes))?;
+    let mut jsonl = Vec::new();
+    for row in reader.get_row_iter(None)? {
+        serde_json::to_writer(&mut jsonl, &row?.to_json_value())?;
+        jsonl.push(b'\n');
+    }
+    Ok(jsonl)
+}
