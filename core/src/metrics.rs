@@ -114,6 +114,25 @@ impl Curve {
         Some(sum.max(0.0))
     }
 
+    /// The precision–recall curve as the vertices of the step function whose area is the
+    /// average precision: from (0, 1), precision Pᵢ holds on (Rᵢ₋₁, Rᵢ]. Empty without
+    /// positives.
+    pub fn pr_steps(&self) -> Vec<(f64, f64)> {
+        if self.positives == 0 {
+            return Vec::new();
+        }
+        let p = self.positives as f64;
+        let mut points = vec![(0.0, 1.0)];
+        let mut previous_recall = 0.0;
+        for (&tp, &fp) in self.tps.iter().zip(&self.fps) {
+            let (recall, precision) = (tp as f64 / p, tp as f64 / (tp + fp) as f64);
+            points.push((previous_recall, precision));
+            points.push((recall, precision));
+            previous_recall = recall;
+        }
+        points
+    }
+
     /// `roc_auc_score`: the trapezoidal area under (FPR, TPR) from (0, 0).
     pub fn roc_auc(&self) -> Option<f64> {
         if self.positives == 0 || self.negatives == 0 {
@@ -181,10 +200,15 @@ pub struct BinaryMetrics {
 impl BinaryMetrics {
     /// `labels[i]` is true for unsafe; `scores[i]` is P(unsafe).
     pub fn compute(labels: &[bool], scores: &[f64], threshold: f64) -> Self {
+        Self::compute_with_curve(labels, scores, threshold).0
+    }
+
+    /// The metrics and the curve they were read from (for plots).
+    pub fn compute_with_curve(labels: &[bool], scores: &[f64], threshold: f64) -> (Self, Curve) {
         assert_eq!(labels.len(), scores.len(), "one score per label");
         let confusion = Confusion::at(labels, scores, threshold);
         let curve = Curve::new(labels, scores);
-        Self {
+        let metrics = Self {
             n: labels.len(),
             positives: curve.positives,
             threshold,
@@ -196,7 +220,8 @@ impl BinaryMetrics {
             auprc: curve.average_precision(),
             roc_auc: curve.roc_auc(),
             best_f1_threshold: curve.best_f1_threshold(),
-        }
+        };
+        (metrics, curve)
     }
 
     /// Names of the metrics that are undefined here, for one warning per data set.
@@ -237,6 +262,12 @@ mod tests {
         assert_eq!(curve.best_f1_threshold(), Some(0.8));
         assert_eq!(curve.threshold_at_fpr(0.0), Some(0.9));
         assert_eq!(curve.threshold_at_fpr(0.5), Some(0.8));
+        // The steps enclose exactly the average precision.
+        let steps = curve.pr_steps();
+        let area: f64 = steps.windows(2).map(|w| (w[1].0 - w[0].0) * w[1].1).sum();
+        assert!((area - curve.average_precision().unwrap()).abs() < 1e-15);
+        assert_eq!(steps.first(), Some(&(0.0, 1.0)));
+        assert_eq!(steps.last(), Some(&(1.0, 0.5)));
     }
 
     #[test]

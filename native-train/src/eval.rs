@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::backend::{self, BackendChoice, BackendJob};
 use crate::data_files::{self, NamedDataset};
 use crate::model_dir::ModelDir;
+use crate::plot;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -44,12 +45,18 @@ pub struct EvalArgs {
     /// A score ≥ threshold counts as unsafe.
     #[arg(long, default_value_t = 0.5)]
     threshold: f64,
+    /// Also report the lowest threshold whose false-positive rate is at most this.
+    #[arg(long, default_value_t = 0.05)]
+    target_fpr: f64,
     /// Write every result as JSON: {"results": [...]}.
     #[arg(long)]
     report: Option<PathBuf>,
     /// Write every input row with `label`, `score`, `model` and `dataset` as JSONL.
     #[arg(long)]
     scores: Option<PathBuf>,
+    /// Draw precision–recall curves, one per model and data set (.svg or .png).
+    #[arg(long)]
+    plot: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendChoice,
     #[arg(long)]
@@ -113,12 +120,18 @@ struct EvalResult {
     roc_auc: Option<f64>,
     threshold: f64,
     best_f1_threshold: Option<f64>,
+    target_fpr: f64,
+    /// The lowest threshold with false-positive rate ≤ `target_fpr` (null if none).
+    target_fpr_threshold: Option<f64>,
     /// Wall time per batch of `--batch-size` inputs (null for score files).
     latency_ms_p50: Option<f64>,
     latency_ms_p95: Option<f64>,
     examples_per_s: Option<f64>,
     /// Peak resident memory of this process so far (Linux), null elsewhere.
     peak_rss_mb: Option<f64>,
+    /// Precision–recall step vertices, for `--plot`.
+    #[serde(skip)]
+    pr_steps: Vec<(f64, f64)>,
 }
 
 /// Scores of one source on one data set, with timing when a model computed them.
@@ -133,6 +146,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         bail!(
             "nothing to evaluate: give --model DIR or --scores-file NAME=FILE (no default model ships yet)"
         );
+    }
+    if let Some(path) = &args.plot {
+        plot::check_extension(path)?;
     }
     let options = ParseOptions {
         container: Container::Json,
@@ -149,6 +165,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .map(|path| data_files::read(path, options))
         .collect::<Result<Vec<_>>>()?;
 
+    let thresholds = (args.threshold, args.target_fpr);
     let mut results = Vec::new();
     let mut scores_out = args.scores.as_deref().map(create_writer).transpose()?;
     for model in &args.models {
@@ -164,13 +181,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             batch_size: args.batch_size,
         };
         for (set, scored) in sets.iter().zip(backend::run(args.backend, job)?) {
-            results.push(record(
-                &name,
-                set,
-                &scored,
-                args.threshold,
-                &mut scores_out,
-            )?);
+            results.push(record(&name, set, &scored, thresholds, &mut scores_out)?);
         }
     }
     for (name, path) in &args.score_files {
@@ -196,7 +207,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 batch_ms: Vec::new(),
                 seconds: None,
             };
-            results.push(record(name, set, &scored, args.threshold, &mut scores_out)?);
+            results.push(record(name, set, &scored, thresholds, &mut scores_out)?);
         }
     }
     if let Some(mut out) = scores_out {
@@ -207,6 +218,21 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let report = serde_json::json!({ "results": results });
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let series: Vec<plot::Series> = results
+            .iter()
+            .map(|r| plot::Series {
+                label: format!(
+                    "{} · {} (AP {})",
+                    r.model,
+                    r.dataset,
+                    r.auprc.map_or("–".into(), |a| format!("{a:.3}"))
+                ),
+                points: r.pr_steps.clone(),
+            })
+            .collect();
+        plot::write_pr_curves(path, &series)?;
     }
     Ok(())
 }
@@ -257,11 +283,11 @@ fn record(
     model: &str,
     set: &NamedDataset,
     scored: &Scored,
-    threshold: f64,
+    (threshold, target_fpr): (f64, f64),
     scores_out: &mut Option<BufWriter<std::fs::File>>,
 ) -> Result<EvalResult> {
     let labels: Vec<bool> = set.dataset.rows.iter().map(|r| r.unsafe_label).collect();
-    let m = BinaryMetrics::compute(&labels, &scored.scores, threshold);
+    let (m, curve) = BinaryMetrics::compute_with_curve(&labels, &scored.scores, threshold);
     let undefined = m.undefined();
     if !undefined.is_empty() {
         tracing::warn!(
@@ -296,10 +322,13 @@ fn record(
         roc_auc: m.roc_auc,
         threshold,
         best_f1_threshold: m.best_f1_threshold,
+        target_fpr,
+        target_fpr_threshold: curve.threshold_at_fpr(target_fpr),
         latency_ms_p50: percentile(&sorted, 0.50),
         latency_ms_p95: percentile(&sorted, 0.95),
         examples_per_s: scored.seconds.map(|s| m.n as f64 / s),
         peak_rss_mb: peak_rss_mb(),
+        pr_steps: curve.pr_steps(),
     })
 }
 

@@ -4,6 +4,7 @@ mod backend;
 mod data_files;
 mod eval;
 mod model_dir;
+mod plot;
 mod score;
 
 use std::io::IsTerminal;

@@ -103,6 +103,11 @@ fn report_and_scores_agree_and_score_files_reproduce_them() {
     let m = BinaryMetrics::compute(&labels, &s, 0.5);
     assert_eq!(results[0]["f1"].as_f64(), m.f1);
     assert_eq!(results[0]["auprc"].as_f64(), m.auprc);
+    let curve = harmaug_core::metrics::Curve::new(&labels, &s);
+    assert_eq!(
+        results[0]["target_fpr_threshold"].as_f64(),
+        curve.threshold_at_fpr(0.05)
+    );
 
     // Those scores as a --scores-file reproduce the model's row.
     let named = format!("tiny={}", scores.display());
@@ -249,4 +254,53 @@ fn wildguardmix_parquet_as_downloaded() {
     ]);
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("| wildguardmix_test | 4 |"));
+}
+
+#[test]
+fn plots_are_written_as_svg_or_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = repo("tests/fixtures/bert-tiny-f32");
+    let data = repo("tests/fixtures/formats/harmbench_classifier.json");
+    let svg = dir.path().join("pr.svg");
+    ok(&harmaug(&[
+        "eval",
+        "--model",
+        &model,
+        "--data",
+        &data,
+        "--plot",
+        svg.to_str().unwrap(),
+    ]));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.starts_with("<svg") && text.contains("harmbench_classifier (AP 0.833)"),
+        "{}",
+        &text[..200]
+    );
+
+    let png = dir.path().join("pr.png");
+    ok(&harmaug(&[
+        "eval",
+        "--model",
+        &model,
+        "--data",
+        &data,
+        "--plot",
+        png.to_str().unwrap(),
+    ]));
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    assert_eq!(width, 960);
+
+    let out = harmaug(&[
+        "eval",
+        "--model",
+        &model,
+        "--data",
+        &data,
+        "--plot",
+        dir.path().join("pr.pdf").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--plot must end in .svg or .png"));
 }
