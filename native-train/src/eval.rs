@@ -11,8 +11,7 @@ use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
 use harmaug_core::datasets::{Container, Format, Level, ParseOptions};
 use harmaug_core::metrics::BinaryMetrics;
-use harmaug_core::{Guard, GuardInput, LoadOptions};
-use indicatif::{ProgressBar, ProgressStyle};
+use harmaug_core::{GuardInput, LoadOptions};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -20,6 +19,7 @@ use crate::backend::{self, BackendChoice, BackendJob};
 use crate::data_files::{self, NamedDataset};
 use crate::model_dir::ModelDir;
 use crate::plot;
+use crate::progress;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -248,17 +248,12 @@ impl BackendJob for EvalJob<'_> {
     type Output = Vec<Scored>;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<Vec<Scored>> {
-        let guard = Guard::<B>::load(&self.model.files(), &self.options, &device)
-            .with_context(|| format!("loading model {}", self.model.path.display()))?;
+        let guard = self.model.load_guard::<B>(&self.options, &device)?;
         let mut all = Vec::new();
         for set in self.sets {
             let inputs: Vec<GuardInput> =
                 set.dataset.rows.iter().map(|r| r.input.clone()).collect();
-            let bar =
-                ProgressBar::new(inputs.len() as u64).with_style(ProgressStyle::with_template(
-                    "{spinner} {msg} {pos}/{len} [{elapsed_precise}] {per_sec} ETA {eta}",
-                )?);
-            bar.set_message(set.name.clone());
+            let bar = progress::bar(inputs.len(), &set.name)?;
             let started = Instant::now();
             let mut last = started;
             let mut batch_ms = Vec::new();

@@ -5,6 +5,7 @@ mod data_files;
 mod eval;
 mod model_dir;
 mod plot;
+mod progress;
 mod score;
 
 use std::io::IsTerminal;

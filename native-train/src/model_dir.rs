@@ -5,8 +5,9 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use harmaug_core::ModelFiles;
+use burn::tensor::backend::Backend;
 use harmaug_core::checkpoint::ReleasePages;
+use harmaug_core::{Guard, LoadOptions, ModelFiles};
 use memmap2::Mmap;
 #[cfg(unix)]
 use memmap2::UncheckedAdvice;
@@ -42,6 +43,16 @@ impl ModelDir {
             weights,
             tokenizer_json,
         })
+    }
+
+    /// The guard in this directory on backend `B`.
+    pub fn load_guard<B: Backend>(
+        &self,
+        options: &LoadOptions,
+        device: &B::Device,
+    ) -> Result<Guard<B>> {
+        Guard::load(&self.files(), options, device)
+            .with_context(|| format!("loading model {}", self.path.display()))
     }
 
     pub fn files(&self) -> ModelFiles<'_> {

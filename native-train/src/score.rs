@@ -11,12 +11,12 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
 use clap::Args;
 use harmaug_core::formats::{Row, parse_jsonl};
-use harmaug_core::{Guard, GuardInput, LoadOptions};
-use indicatif::{ProgressBar, ProgressStyle};
+use harmaug_core::{GuardInput, LoadOptions};
 use serde_json::{Map, Number, Value};
 
 use crate::backend::{self, BackendChoice, BackendJob};
 use crate::model_dir::ModelDir;
+use crate::progress;
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
@@ -108,12 +108,8 @@ impl BackendJob for ScoreJob<'_> {
     type Output = Vec<f32>;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<Vec<f32>> {
-        let guard = Guard::<B>::load(&self.model.files(), &self.options, &device)
-            .with_context(|| format!("loading model {}", self.model.path.display()))?;
-        let bar =
-            ProgressBar::new(self.inputs.len() as u64).with_style(ProgressStyle::with_template(
-                "{spinner} scoring {pos}/{len} [{elapsed_precise}] {per_sec} ETA {eta}",
-            )?);
+        let guard = self.model.load_guard::<B>(&self.options, &device)?;
+        let bar = progress::bar(self.inputs.len(), "scoring")?;
         let started = Instant::now();
         let scored = guard.score(&self.inputs, self.batch_size, |n| bar.inc(n as u64))?;
         bar.finish_and_clear();
