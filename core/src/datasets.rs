@@ -40,16 +40,6 @@ impl Format {
         }
     }
 
-    pub const ALL: [Format; 7] = [
-        Format::OpenAiModeration,
-        Format::OpenAiModerationCategories,
-        Format::ToxicChat,
-        Format::HarmBench,
-        Format::WildGuardMix,
-        Format::BeaverTails,
-        Format::Generic,
-    ];
-
     /// Picks the format from one row's fields.
     pub fn detect(fields: &Map<String, Value>) -> Option<Format> {
         let has = |key: &str| fields.contains_key(key);
