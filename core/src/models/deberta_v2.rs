@@ -9,7 +9,7 @@ use burn::tensor::{Int, Tensor, TensorData, activation, backend::Backend};
 
 use super::activation::Activation;
 use super::head::{ClassificationHead, HeadSpec};
-use super::{BatchTensors, FreshParts, merge_heads, project, split_heads};
+use super::{BatchTensors, FreshParts, merge_heads, position_ids, project, split_heads};
 use crate::Result;
 use crate::checkpoint::Checkpoint;
 use crate::config::DebertaV2Config;
@@ -82,9 +82,7 @@ impl<B: Backend> DebertaV2Embeddings<B> {
         let [b, seq] = batch.input_ids.dims();
         let mut x = self.word.forward(batch.input_ids.clone());
         if let Some(position) = &self.position {
-            let positions = Tensor::<B, 1, Int>::arange(0..seq as i64, &x.device())
-                .unsqueeze::<2>()
-                .expand([b, seq]);
+            let positions = position_ids::<B>(b, seq, &x.device());
             x = x + position.forward(positions);
         }
         if let Some(token_type) = &self.token_type {

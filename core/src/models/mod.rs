@@ -77,6 +77,17 @@ impl<B: Backend> BatchTensors<B> {
     }
 }
 
+/// Absolute position ids `0..seq` for every row, `[batch, seq]`.
+pub(crate) fn position_ids<B: Backend>(
+    batch: usize,
+    seq: usize,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
+    Tensor::<B, 1, Int>::arange(0..seq as i64, device)
+        .unsqueeze::<2>()
+        .expand([batch, seq])
+}
+
 /// A linear layer over every token of `[batch, seq, d_in]` as one `[batch·seq, d_in]` matmul:
 /// burn's 3-D `linear` broadcasts the weight and runs one small matmul per sequence.
 pub(crate) fn project<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
