@@ -1,12 +1,19 @@
-//! `model.safetensors` bytes → burn tensors and the basic modules built from them.
+//! `model.safetensors` bytes ↔ burn tensors and the basic modules built from them.
 //!
 //! Tensors may be stored as f32, f16, bf16 or f64; they are widened to f32 because every
 //! backend computes in f32 here. Architectures name the keys; this file only knows the
 //! PyTorch conventions (`weight`/`bias`, `[out, in]` linear weights).
+//!
+//! Loading records where each parameter came from ([`ParamNames`]), so that a trained model is
+//! written back ([`to_safetensors`]) under the same HF names without a second list of keys.
 
-use burn::module::Param;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::{Error, Result};
@@ -21,7 +28,21 @@ pub trait ReleasePages {
 pub struct Checkpoint<'a> {
     tensors: SafeTensors<'a>,
     release: Option<&'a dyn ReleasePages>,
+    /// Every parameter built so far and the key it was read from (or is to be saved under).
+    names: RefCell<Vec<(ParamId, TensorKey)>>,
 }
+
+/// The HF name of a parameter and how its values are laid out relative to PyTorch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorKey {
+    pub name: String,
+    /// Linear weights are stored `[in, out]` in burn and `[out, in]` in PyTorch.
+    pub transposed: bool,
+}
+
+/// Parameter id → HF key, for every parameter of a loaded model. Ids survive training
+/// (autodiff, optimiser steps and `valid()` keep them), so a trained model saves by them.
+pub type ParamNames = HashMap<ParamId, TensorKey>;
 
 impl<'a> Checkpoint<'a> {
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Self> {
@@ -30,12 +51,56 @@ impl<'a> Checkpoint<'a> {
         Ok(Self {
             tensors,
             release: None,
+            names: RefCell::default(),
         })
     }
 
     pub fn with_release(mut self, release: Option<&'a dyn ReleasePages>) -> Self {
         self.release = release;
         self
+    }
+
+    /// Notes that `param` is saved as `name` (`transposed` for linear weights).
+    pub fn record<const D: usize, B: Backend>(
+        &self,
+        param: &Param<Tensor<B, D>>,
+        name: &str,
+        transposed: bool,
+    ) {
+        let key = TensorKey {
+            name: name.to_string(),
+            transposed,
+        };
+        self.names.borrow_mut().push((param.id, key));
+    }
+
+    /// Records a linear layer built elsewhere (a freshly initialised head) under `prefix`.
+    pub fn record_linear<B: Backend>(&self, prefix: &str, linear: &Linear<B>) {
+        self.record(&linear.weight, &format!("{prefix}.weight"), true);
+        if let Some(bias) = &linear.bias {
+            self.record(bias, &format!("{prefix}.bias"), false);
+        }
+    }
+
+    /// How many parameters have been recorded: a mark for [`Self::prefix_names_since`].
+    pub fn names_mark(&self) -> usize {
+        self.names.borrow().len()
+    }
+
+    /// Puts `prefix` before the names recorded since `mark`, except those starting with one of
+    /// `except`: a base model read from bare keys is saved under `bert.`/`deberta.` like the
+    /// `*ForSequenceClassification` checkpoints transformers writes and expects.
+    pub fn prefix_names_since(&self, mark: usize, prefix: &str, except: &[&str]) {
+        for (_, key) in self.names.borrow_mut().iter_mut().skip(mark) {
+            if !key.name.starts_with(prefix) && !except.iter().any(|e| key.name.starts_with(e)) {
+                key.name = format!("{prefix}{}", key.name);
+            }
+        }
+    }
+
+    /// The names of every parameter built from this checkpoint.
+    pub fn param_names(&self) -> ParamNames {
+        self.names.borrow().iter().cloned().collect()
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -92,10 +157,10 @@ impl<'a> Checkpoint<'a> {
         d_out: usize,
         device: &B::Device,
     ) -> Result<Linear<B>> {
-        let bias = self.tensor::<B, 1>(&format!("{prefix}.bias"), [d_out], device)?;
+        let bias = self.param::<B, 1>(&format!("{prefix}.bias"), [d_out], device)?;
         Ok(Linear {
             weight: self.linear_weight(prefix, d_in, d_out, device)?,
-            bias: Some(Param::from_tensor(bias)),
+            bias: Some(bias),
         })
     }
 
@@ -130,7 +195,21 @@ impl<'a> Checkpoint<'a> {
             }
         }
         let weight = Tensor::from_data(TensorData::new(weight, [d_in, d_out]), device);
-        Ok(Param::from_tensor(weight))
+        let param = Param::from_tensor(weight);
+        self.record(&param, &format!("{prefix}.weight"), true);
+        Ok(param)
+    }
+
+    /// The tensor `name` as a parameter, recorded under its name.
+    fn param<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Param<Tensor<B, D>>> {
+        let param = Param::from_tensor(self.tensor(name, shape, device)?);
+        self.record(&param, name, false);
+        Ok(param)
     }
 
     pub fn layer_norm<B: Backend>(
@@ -141,12 +220,8 @@ impl<'a> Checkpoint<'a> {
         device: &B::Device,
     ) -> Result<LayerNorm<B>> {
         let mut norm = LayerNormConfig::new(d).with_epsilon(epsilon).init(device);
-        norm.gamma = Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d], device)?);
-        norm.beta = Some(Param::from_tensor(self.tensor(
-            &format!("{prefix}.bias"),
-            [d],
-            device,
-        )?));
+        norm.gamma = self.param(&format!("{prefix}.weight"), [d], device)?;
+        norm.beta = Some(self.param(&format!("{prefix}.bias"), [d], device)?);
         Ok(norm)
     }
 
@@ -158,8 +233,113 @@ impl<'a> Checkpoint<'a> {
         device: &B::Device,
     ) -> Result<Embedding<B>> {
         Ok(Embedding {
-            weight: Param::from_tensor(self.tensor(name, [rows, d], device)?),
+            weight: self.param(name, [rows, d], device)?,
         })
+    }
+}
+
+/// How [`to_safetensors`] stores values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoredDtype {
+    #[default]
+    F32,
+    F16,
+}
+
+impl StoredDtype {
+    fn safetensors(self) -> Dtype {
+        match self {
+            StoredDtype::F32 => Dtype::F32,
+            StoredDtype::F16 => Dtype::F16,
+        }
+    }
+
+    /// Little-endian bytes of `values` in this type.
+    fn encode(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            StoredDtype::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            StoredDtype::F16 => values
+                .iter()
+                .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                .collect(),
+        }
+    }
+}
+
+/// Writes every parameter of `module` as a safetensors file under its HF name (linear weights
+/// transposed back to PyTorch's `[out, in]`), sorted by name, with `{"format": "pt"}` metadata
+/// as transformers writes. A parameter without a recorded name is an error, not a silent gap.
+pub fn to_safetensors<B: Backend, M: Module<B>>(
+    module: &M,
+    names: &ParamNames,
+    dtype: StoredDtype,
+) -> Result<Vec<u8>> {
+    let mut collector = Collector {
+        names,
+        tensors: BTreeMap::new(),
+        unnamed: 0,
+    };
+    module.visit(&mut collector);
+    if collector.unnamed > 0 {
+        return Err(Error::Checkpoint(format!(
+            "{} parameters have no recorded name; cannot save them",
+            collector.unnamed
+        )));
+    }
+    serialize(collector.tensors, dtype)
+}
+
+/// Host tensors: name → (shape, row-major values).
+pub type HostTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Host tensors as a safetensors file, with `{"format": "pt"}` metadata.
+pub fn serialize(tensors: HostTensors, dtype: StoredDtype) -> Result<Vec<u8>> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(name, (shape, values))| (name, shape, dtype.encode(&values)))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(dtype.safetensors(), shape.clone(), bytes)
+                .map(|view| (name.clone(), view))
+                .map_err(|e| Error::Checkpoint(format!("tensor `{name}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::Checkpoint(format!("serialising: {e}")))
+}
+
+struct Collector<'n> {
+    names: &'n ParamNames,
+    /// In PyTorch's layout.
+    tensors: HostTensors,
+    unnamed: usize,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Collector<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let Some(key) = self.names.get(&param.id) else {
+            self.unnamed += 1;
+            return;
+        };
+        let tensor = param.val();
+        let mut shape = tensor.dims().to_vec();
+        let data = tensor.into_data().convert::<f32>();
+        let mut values = data.into_vec::<f32>().unwrap_or_default();
+        if key.transposed && shape.len() == 2 {
+            let (d_in, d_out) = (shape[0], shape[1]);
+            let mut pytorch = vec![0.0f32; values.len()];
+            for (i, row) in values.chunks_exact(d_out).enumerate() {
+                for (o, &w) in row.iter().enumerate() {
+                    pytorch[o * d_in + i] = w;
+                }
+            }
+            values = pytorch;
+            shape = vec![d_out, d_in];
+        }
+        self.tensors.insert(key.name.clone(), (shape, values));
     }
 }
 

@@ -41,7 +41,7 @@ impl ArchConfig {
     }
 }
 
-/// `BertConfig` fields that change the forward pass (dropout is irrelevant in eval mode).
+/// `BertConfig` fields that change the forward pass (dropout only while training).
 #[derive(Debug, Clone, Deserialize)]
 pub struct BertConfig {
     pub vocab_size: usize,
@@ -62,8 +62,17 @@ pub struct BertConfig {
     pub position_embedding_type: String,
     #[serde(default = "default_initializer_range")]
     pub initializer_range: f64,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    /// Before the classifier; `None` means `hidden_dropout_prob`.
+    pub classifier_dropout: Option<f64>,
 }
 
+fn default_dropout() -> f64 {
+    0.1
+}
 fn default_type_vocab_size() -> usize {
     2
 }
@@ -125,6 +134,15 @@ pub struct DebertaV2Config {
     pub pooler_hidden_size: Option<usize>,
     #[serde(default = "default_hidden_act")]
     pub pooler_hidden_act: Activation,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    /// On the [CLS] state before the ContextPooler's dense layer.
+    #[serde(default)]
+    pub pooler_dropout: f64,
+    /// Before the classifier; `None` means `hidden_dropout_prob`.
+    pub cls_dropout: Option<f64>,
 }
 
 /// `pos_att_type`: a list (`["p2c", "c2p"]`) or, in older configs, a string (`"p2c|c2p"`).
@@ -301,6 +319,14 @@ impl ModelConfig {
                     )));
                 }
                 check_heads(config.hidden_size, config.num_attention_heads)?;
+                check_dropout("hidden_dropout_prob", config.hidden_dropout_prob)?;
+                check_dropout(
+                    "attention_probs_dropout_prob",
+                    config.attention_probs_dropout_prob,
+                )?;
+                if let Some(p) = config.classifier_dropout {
+                    check_dropout("classifier_dropout", p)?;
+                }
                 ArchConfig::Bert(config)
             }
             "deberta-v2" => {
@@ -311,6 +337,15 @@ impl ModelConfig {
                         "deberta-v2 with conv_kernel_size {} (the DeBERTa-v2-xlarge ConvLayer)",
                         config.conv_kernel_size
                     )));
+                }
+                check_dropout("hidden_dropout_prob", config.hidden_dropout_prob)?;
+                check_dropout(
+                    "attention_probs_dropout_prob",
+                    config.attention_probs_dropout_prob,
+                )?;
+                check_dropout("pooler_dropout", config.pooler_dropout)?;
+                if let Some(p) = config.cls_dropout {
+                    check_dropout("cls_dropout", p)?;
                 }
                 ArchConfig::DebertaV2(config)
             }
@@ -323,6 +358,14 @@ impl ModelConfig {
         let labels = Labels::from_id2label(header.id2label.as_ref())?;
         Ok(Self { arch, labels })
     }
+}
+
+/// burn's dropout panics outside [0, 1]; 1 would zero everything.
+fn check_dropout(key: &str, p: f64) -> Result<()> {
+    if !(0.0..1.0).contains(&p) {
+        return Err(Error::Config(format!("`{key}` must be in [0, 1), not {p}")));
+    }
+    Ok(())
 }
 
 fn check_heads(hidden: usize, heads: usize) -> Result<()> {

@@ -9,7 +9,10 @@
 //! | HarmBench classifier eval | `prompt`, `response`, `label` "safe"/"unsafe" | "unsafe" |
 //! | WildGuardMix test | `prompt`, `response`, `response_harm_label` (or `prompt_harm_label` at prompt level) | "harmful"; null rows skipped and counted |
 //! | BeaverTails | `prompt`, `response`, `is_safe` | `is_safe` false |
-//! | generic | `prompt`, `response`?, `label` 0/1 or bool | 1 / true |
+//! | generic | `prompt`, `response`?, `label` 0/1 or bool and/or `teacher_score` | 1 / true, else `teacher_score` > 0.5 |
+//!
+//! Any row may carry `teacher_score` (a teacher's P(unsafe) in [0, 1], written by `harmaug
+//! label`): the soft label distillation learns from.
 
 use serde_json::{Map, Value};
 
@@ -55,7 +58,7 @@ impl Format {
             Format::OpenAiModerationCategories
         } else if has("label") && fields.get("label").is_some_and(Value::is_string) {
             Format::HarmBench
-        } else if has("prompt") && has("label") {
+        } else if has("prompt") && (has("label") || has("teacher_score")) {
             Format::Generic
         } else {
             return None;
@@ -81,6 +84,8 @@ pub struct LabelledRow {
     pub fields: Map<String, Value>,
     pub input: GuardInput,
     pub unsafe_label: bool,
+    /// A teacher's P(unsafe), when the row carries one.
+    pub teacher_score: Option<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,12 +150,15 @@ pub fn parse(bytes: &[u8], options: &ParseOptions) -> Result<Dataset, RowError> 
         invalid: Vec::new(),
     };
     for (line, fields) in objects {
-        match row(format, level, &fields) {
-            Ok(Some((input, unsafe_label))) => dataset.rows.push(LabelledRow {
+        let parsed = teacher_score(&fields)
+            .and_then(|score| Ok(row(format, level, &fields, score)?.map(|r| (r, score))));
+        match parsed {
+            Ok(Some(((input, unsafe_label), teacher_score))) => dataset.rows.push(LabelledRow {
                 line,
                 fields,
                 input,
                 unsafe_label,
+                teacher_score,
             }),
             Ok(None) => dataset.skipped += 1,
             Err(message) if options.skip_invalid => invalid.push(RowError { line, message }),
@@ -268,11 +276,33 @@ fn objects(bytes: &[u8], skip_invalid: bool) -> ObjectsAndInvalid {
     }
 }
 
-/// The guard input and label of one row, or `None` for a row without a label.
+/// `teacher_score`, if present: a probability.
+fn teacher_score(fields: &Map<String, Value>) -> Result<Option<f32>, String> {
+    match fields.get("teacher_score") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|p| (0.0..=1.0).contains(&p)) => {
+            Ok(n.as_f64().map(|p| p as f32))
+        }
+        Some(Value::String(s))
+            if s.trim()
+                .parse::<f64>()
+                .is_ok_and(|p| (0.0..=1.0).contains(&p)) =>
+        {
+            Ok(s.trim().parse::<f64>().ok().map(|p| p as f32))
+        }
+        Some(other) => Err(format!(
+            "field `teacher_score` must be a probability in [0, 1], not {other}"
+        )),
+    }
+}
+
+/// The guard input and label of one row, or `None` for a row without a label. A generic row
+/// without `label` takes its hard label from `teacher_score`.
 fn row(
     format: Format,
     level: Level,
     fields: &Map<String, Value>,
+    teacher_score: Option<f32>,
 ) -> Result<Option<(GuardInput, bool)>, String> {
     let text = |key: &str| match fields.get(key) {
         Some(Value::String(s)) => Ok(s.clone()),
@@ -327,7 +357,13 @@ fn row(
         }
         Format::ToxicChat => Ok(prompt_only(text("user_input")?, flag("toxicity")?)),
         Format::BeaverTails => pair(!flag("is_safe")?),
-        Format::Generic => pair(flag("label")?),
+        Format::Generic => match (fields.get("label"), teacher_score) {
+            (None | Some(Value::Null), Some(score)) => pair(score > 0.5),
+            (None | Some(Value::Null), None) => {
+                Err("missing field `label` (or a `teacher_score`)".into())
+            }
+            _ => pair(flag("label")?),
+        },
         Format::HarmBench => match named("label", "unsafe", "safe")? {
             Some(label) => pair(label),
             None => Err("missing field `label`".into()),

@@ -3,7 +3,7 @@
 
 use burn::tensor::{Tensor, activation::softmax, backend::Backend};
 
-use crate::checkpoint::{Checkpoint, ReleasePages};
+use crate::checkpoint::{Checkpoint, ParamNames, ReleasePages};
 use crate::config::{Labels, ModelConfig};
 use crate::models::{BatchTensors, FreshParts, GuardModel};
 pub use crate::tokenize::GuardInput;
@@ -40,10 +40,20 @@ pub struct Scores {
 
 pub struct Guard<B: Backend> {
     model: GuardModel<B>,
-    encoder: TextEncoder,
-    config: ModelConfig,
-    fresh: FreshParts,
+    parts: GuardParts,
     device: B::Device,
+}
+
+/// Everything of a guard except the model: lets a trainer own the model and build scoring
+/// guards from it (on the inner backend, for validation) without reloading anything.
+#[derive(Clone)]
+pub struct GuardParts {
+    pub encoder: TextEncoder,
+    pub config: ModelConfig,
+    /// Parts initialised fresh because the checkpoint lacked them.
+    pub fresh: FreshParts,
+    /// The HF name of every parameter, to save the model back (see [`crate::checkpoint`]).
+    pub names: ParamNames,
 }
 
 impl<B: Backend> Guard<B> {
@@ -71,30 +81,50 @@ impl<B: Backend> Guard<B> {
                  meaningless until the model is fine-tuned"
             );
         }
+        let names = checkpoint.param_names();
         Ok(Self {
             model,
-            encoder,
-            config,
-            fresh,
+            parts: GuardParts {
+                encoder,
+                config,
+                fresh,
+                names,
+            },
             device: device.clone(),
         })
     }
 
+    pub fn from_parts(model: GuardModel<B>, parts: GuardParts, device: &B::Device) -> Self {
+        Self {
+            model,
+            parts,
+            device: device.clone(),
+        }
+    }
+
+    pub fn into_parts(self) -> (GuardModel<B>, GuardParts) {
+        (self.model, self.parts)
+    }
+
+    pub fn parts(&self) -> &GuardParts {
+        &self.parts
+    }
+
     pub fn labels(&self) -> &Labels {
-        &self.config.labels
+        &self.parts.config.labels
     }
 
     pub fn config(&self) -> &ModelConfig {
-        &self.config
+        &self.parts.config
     }
 
     pub fn max_length(&self) -> usize {
-        self.encoder.max_length()
+        self.parts.encoder.max_length()
     }
 
     /// Parts initialised fresh because the checkpoint lacked them.
     pub fn fresh_parts(&self) -> &FreshParts {
-        &self.fresh
+        &self.parts.fresh
     }
 
     pub fn model(&self) -> &GuardModel<B> {
@@ -102,12 +132,12 @@ impl<B: Backend> Guard<B> {
     }
 
     pub fn encode(&self, input: &GuardInput) -> Result<EncodedText> {
-        self.encoder.encode(input)
+        self.parts.encoder.encode(input)
     }
 
     pub fn batch_tensors(&self, rows: &[&EncodedText]) -> BatchTensors<B> {
         BatchTensors::from_batch(
-            &EncodedBatch::pad(rows, self.encoder.pad_id()),
+            &EncodedBatch::pad(rows, self.parts.encoder.pad_id()),
             &self.device,
         )
     }
@@ -123,19 +153,30 @@ impl<B: Backend> Guard<B> {
         &self,
         inputs: &[GuardInput],
         batch_size: usize,
-        mut progress: impl FnMut(usize),
+        progress: impl FnMut(usize),
     ) -> Result<Scores> {
         let encoded = inputs
             .iter()
-            .map(|input| self.encoder.encode(input))
+            .map(|input| self.parts.encoder.encode(input))
             .collect::<Result<Vec<_>>>()?;
+        let rows: Vec<&EncodedText> = encoded.iter().collect();
+        self.score_encoded(&rows, batch_size, progress)
+    }
+
+    /// [`Self::score`] for inputs already encoded with this guard's encoder.
+    pub fn score_encoded(
+        &self,
+        encoded: &[&EncodedText],
+        batch_size: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Scores> {
         let truncated = encoded.iter().filter(|e| e.truncated).count();
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         order.sort_by_key(|&i| encoded[i].ids.len());
 
-        let mut scores = vec![0.0f32; inputs.len()];
+        let mut scores = vec![0.0f32; encoded.len()];
         for chunk in order.chunks(batch_size.max(1)) {
-            let rows: Vec<&EncodedText> = chunk.iter().map(|&i| &encoded[i]).collect();
+            let rows: Vec<&EncodedText> = chunk.iter().map(|&i| encoded[i]).collect();
             let probabilities = self.unsafe_probabilities(self.logits(&rows))?;
             for (&i, p) in chunk.iter().zip(probabilities) {
                 scores[i] = p;
@@ -148,7 +189,7 @@ impl<B: Backend> Guard<B> {
     /// softmax(logits)[:, unsafe_index] as host floats.
     pub fn unsafe_probabilities(&self, logits: Tensor<B, 2>) -> Result<Vec<f32>> {
         let [rows, _] = logits.dims();
-        let unsafe_index = self.config.labels.unsafe_index;
+        let unsafe_index = self.parts.config.labels.unsafe_index;
         let column = softmax(logits, 1).slice([0..rows, unsafe_index..unsafe_index + 1]);
         column
             .into_data()

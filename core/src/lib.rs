@@ -16,6 +16,7 @@ pub mod formats;
 pub mod guard;
 pub mod metrics;
 pub mod models;
+pub mod rng;
 pub mod tokenize;
 
 pub use error::{Error, Result};

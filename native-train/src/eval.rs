@@ -68,7 +68,7 @@ pub struct EvalArgs {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum FormatArg {
+pub(crate) enum FormatArg {
     Auto,
     OpenaiModeration,
     OpenaiModerationCategories,
@@ -80,7 +80,7 @@ enum FormatArg {
 }
 
 impl FormatArg {
-    fn format(self) -> Option<Format> {
+    pub(crate) fn format(self) -> Option<Format> {
         Some(match self {
             FormatArg::Auto => return None,
             FormatArg::OpenaiModeration => Format::OpenAiModeration,

@@ -2,6 +2,7 @@
 
 mod backend;
 mod data_files;
+mod distill;
 mod eval;
 mod model_dir;
 mod plot;
@@ -34,6 +35,8 @@ struct Cli {
 enum Command {
     /// Score prompts (or prompt + response pairs) with P(unsafe), as JSONL on stdout.
     Score(score::ScoreArgs),
+    /// Train a student guard (HarmAug distillation): hard labels and teacher scores, resumable.
+    Distill(distill::DistillArgs),
     /// Evaluate guards on labelled benchmarks: F1, AUPRC and more, equal to scikit-learn's.
     Eval(eval::EvalArgs),
 }
@@ -51,5 +54,6 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Score(args) => score::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Distill(args) => distill::run(args),
     }
 }

@@ -12,3 +12,15 @@ pub fn bar(len: usize, what: &str) -> Result<ProgressBar> {
     bar.set_message(what.to_string());
     Ok(bar)
 }
+
+/// A bar over training updates, starting at `done` (a resumed run), with a message slot for
+/// loss and learning rate.
+pub fn steps_bar(total: usize, done: usize) -> Result<ProgressBar> {
+    let style = ProgressStyle::with_template(
+        "{spinner} update {pos}/{len} [{elapsed_precise}] {msg} ETA {eta}",
+    )?;
+    let bar = ProgressBar::new(total as u64).with_style(style);
+    bar.set_position(done as u64);
+    bar.reset_eta();
+    Ok(bar)
+}

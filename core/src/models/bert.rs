@@ -1,8 +1,9 @@
 //! BERT (and MiniLM, which is BERT-shaped) with transformers' `BertForSequenceClassification`
-//! semantics in eval mode: no dropout, post-LayerNorm residual blocks, tanh pooler on [CLS].
+//! semantics: post-LayerNorm residual blocks, tanh pooler on [CLS]. Dropout sits where
+//! transformers puts it and acts only on autodiff backends, i.e. while training.
 
 use burn::module::Module;
-use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
 use burn::tensor::{Int, Tensor, activation, backend::Backend};
 
 use super::activation::Activation;
@@ -18,6 +19,7 @@ pub struct BertEmbeddings<B: Backend> {
     position: Embedding<B>,
     token_type: Embedding<B>,
     norm: LayerNorm<B>,
+    dropout: Dropout,
 }
 
 impl<B: Backend> BertEmbeddings<B> {
@@ -43,6 +45,7 @@ impl<B: Backend> BertEmbeddings<B> {
                 device,
             )?,
             norm: ckpt.layer_norm(&format!("{p}LayerNorm"), h, c.layer_norm_eps, device)?,
+            dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
         })
     }
 
@@ -56,7 +59,7 @@ impl<B: Backend> BertEmbeddings<B> {
         let x = self.word.forward(input_ids)
             + self.token_type.forward(token_type_ids)
             + self.position.forward(positions);
-        self.norm.forward(x)
+        self.dropout.forward(self.norm.forward(x))
     }
 }
 
@@ -70,6 +73,10 @@ pub struct BertLayer<B: Backend> {
     intermediate: Linear<B>,
     output: Linear<B>,
     output_norm: LayerNorm<B>,
+    /// On the attention probabilities.
+    attention_dropout: Dropout,
+    /// On each sub-layer's output, before the residual sum.
+    hidden_dropout: Dropout,
     num_heads: usize,
     #[module(skip)]
     activation: Activation,
@@ -92,6 +99,8 @@ impl<B: Backend> BertLayer<B> {
             intermediate: ckpt.linear(&format!("{p}intermediate.dense"), h, i, device)?,
             output: ckpt.linear(&format!("{p}output.dense"), i, h, device)?,
             output_norm: ckpt.layer_norm(&format!("{p}output.LayerNorm"), h, eps, device)?,
+            attention_dropout: DropoutConfig::new(c.attention_probs_dropout_prob).init(),
+            hidden_dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
             num_heads: c.num_attention_heads,
             activation: c.hidden_act,
         })
@@ -103,14 +112,22 @@ impl<B: Backend> BertLayer<B> {
         let q = heads(project(&self.query, x.clone()));
         let k = heads(project(&self.key, x.clone()));
         let v = heads(project(&self.value, x.clone()));
-        let context = merge_heads(scaled_dot_product(q, k, v, key_bias));
-        let x = self
-            .attention_norm
-            .forward(project(&self.attention_out, context) + x);
+        let context = merge_heads(scaled_dot_product(
+            q,
+            k,
+            v,
+            key_bias,
+            &self.attention_dropout,
+        ));
+        let attended = self
+            .hidden_dropout
+            .forward(project(&self.attention_out, context));
+        let x = self.attention_norm.forward(attended + x);
         let inner = self
             .activation
             .forward(project(&self.intermediate, x.clone()));
-        self.output_norm.forward(project(&self.output, inner) + x)
+        let out = self.hidden_dropout.forward(project(&self.output, inner));
+        self.output_norm.forward(out + x)
     }
 }
 
@@ -122,6 +139,7 @@ pub(crate) fn scaled_dot_product<B: Backend>(
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     bias: Option<Tensor<B, 4>>,
+    probs_dropout: &Dropout,
 ) -> Tensor<B, 4> {
     let [.., head_dim] = q.dims();
     let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (head_dim as f64).sqrt());
@@ -129,7 +147,9 @@ pub(crate) fn scaled_dot_product<B: Backend>(
         Some(bias) => scores + bias,
         None => scores,
     };
-    activation::softmax(scores, 3).matmul(v)
+    probs_dropout
+        .forward(activation::softmax(scores, 3))
+        .matmul(v)
 }
 
 /// The encoder: embeddings and the layer stack (HF `BertModel` without the pooler).
@@ -190,10 +210,14 @@ impl<B: Backend> BertForSequenceClassification<B> {
             num_labels,
             init_std: c.initializer_range,
             seed: head_seed,
+            pooler_dropout: 0.0,
+            classifier_dropout: c.classifier_dropout.unwrap_or(c.hidden_dropout_prob),
         };
+        let mark = ckpt.names_mark();
         let mut fresh = FreshParts::default();
         let head = ClassificationHead::load(&spec, ckpt, &mut fresh, device)?;
         let bert = Bert::load(c, ckpt, p, device)?;
+        ckpt.prefix_names_since(mark, "bert.", &["classifier."]);
         Ok((Self { bert, head }, fresh))
     }
 

@@ -1,10 +1,11 @@
 //! DeBERTa-v2 and -v3 (`model_type: "deberta-v2"`) with transformers'
-//! `DebertaV2ForSequenceClassification` semantics in eval mode. This is the HarmAug student:
+//! `DebertaV2ForSequenceClassification` semantics (dropout where transformers has it, active only
+//! on autodiff backends, i.e. while training). This is the HarmAug student:
 //! disentangled attention adds content→position (c2p) and position→content (p2c) terms from
 //! shared relative-position embeddings with log-bucketed distances.
 
 use burn::module::Module;
-use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
 use burn::tensor::{Int, Tensor, TensorData, activation, backend::Backend};
 
 use super::activation::Activation;
@@ -24,6 +25,7 @@ pub struct DebertaV2Embeddings<B: Backend> {
     /// `embedding_size` → `hidden_size`, only when they differ.
     projection: Option<Linear<B>>,
     norm: LayerNorm<B>,
+    dropout: Dropout,
 }
 
 impl<B: Backend> DebertaV2Embeddings<B> {
@@ -74,6 +76,7 @@ impl<B: Backend> DebertaV2Embeddings<B> {
                 c.layer_norm_eps,
                 device,
             )?,
+            dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
         })
     }
 
@@ -91,7 +94,8 @@ impl<B: Backend> DebertaV2Embeddings<B> {
         if let Some(projection) = &self.projection {
             x = project(projection, x);
         }
-        self.norm.forward(x) * mask.unsqueeze_dim(2)
+        self.dropout
+            .forward(self.norm.forward(x) * mask.unsqueeze_dim(2))
     }
 }
 
@@ -113,6 +117,10 @@ pub struct DisentangledSelfAttention<B: Backend> {
     /// Separate projections of the relative embeddings, only without `share_att_key`.
     pos_key: Option<Linear<B>>,
     pos_query: Option<Linear<B>>,
+    /// On the attention probabilities.
+    probs_dropout: Dropout,
+    /// On the relative embeddings before they are projected.
+    position_dropout: Dropout,
     num_heads: usize,
     head_size: usize,
     relative: bool,
@@ -142,6 +150,8 @@ impl<B: Backend> DisentangledSelfAttention<B> {
             value: ckpt.linear(&format!("{p}value_proj"), h, all, device)?,
             pos_key,
             pos_query,
+            probs_dropout: DropoutConfig::new(c.attention_probs_dropout_prob).init(),
+            position_dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
             num_heads: c.num_attention_heads,
             head_size: c.head_size(),
             relative,
@@ -167,9 +177,10 @@ impl<B: Backend> DisentangledSelfAttention<B> {
         let mut scores = q.clone().matmul(k.clone().swap_dims(2, 3)) * scale;
         if let Some(rel) = relative.filter(|_| self.relative) {
             let [batch, ..] = q.dims();
+            let embeddings = self.position_dropout.forward(rel.embeddings.clone());
             // Relative embeddings projected like content: [span·2, width] → [batch, heads, span·2, d].
             let rel_heads = |linear: &Linear<B>| {
-                let projected = linear.forward(rel.embeddings.clone());
+                let projected = linear.forward(embeddings.clone());
                 let [rows, width] = projected.dims();
                 let heads = split_heads(projected.reshape([1, rows, width]), self.num_heads);
                 let [_, h, r, d] = heads.dims();
@@ -194,7 +205,8 @@ impl<B: Backend> DisentangledSelfAttention<B> {
         if let Some(bias) = bias {
             scores = scores + bias;
         }
-        merge_heads(activation::softmax(scores, 3).matmul(v))
+        let probs = self.probs_dropout.forward(activation::softmax(scores, 3));
+        merge_heads(probs.matmul(v))
     }
 }
 
@@ -206,6 +218,8 @@ pub struct DebertaV2Layer<B: Backend> {
     intermediate: Linear<B>,
     output: Linear<B>,
     output_norm: LayerNorm<B>,
+    /// On each sub-layer's output, before the residual sum.
+    dropout: Dropout,
     #[module(skip)]
     activation: Activation,
 }
@@ -236,6 +250,7 @@ impl<B: Backend> DebertaV2Layer<B> {
             intermediate: ckpt.linear(&format!("{p}intermediate.dense"), h, i, device)?,
             output: ckpt.linear(&format!("{p}output.dense"), i, h, device)?,
             output_norm: ckpt.layer_norm(&format!("{p}output.LayerNorm"), h, eps, device)?,
+            dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
             activation: c.hidden_act,
         })
     }
@@ -247,13 +262,13 @@ impl<B: Backend> DebertaV2Layer<B> {
         relative: Option<&RelativePositions<B>>,
     ) -> Tensor<B, 3> {
         let context = self.attention.forward(x.clone(), bias, relative);
-        let x = self
-            .attention_norm
-            .forward(project(&self.attention_out, context) + x);
+        let attended = self.dropout.forward(project(&self.attention_out, context));
+        let x = self.attention_norm.forward(attended + x);
         let inner = self
             .activation
             .forward(project(&self.intermediate, x.clone()));
-        self.output_norm.forward(project(&self.output, inner) + x)
+        let out = self.dropout.forward(project(&self.output, inner));
+        self.output_norm.forward(out + x)
     }
 }
 
@@ -402,10 +417,14 @@ impl<B: Backend> DebertaV2ForSequenceClassification<B> {
             num_labels,
             init_std: c.initializer_range,
             seed: head_seed,
+            pooler_dropout: c.pooler_dropout,
+            classifier_dropout: c.cls_dropout.unwrap_or(c.hidden_dropout_prob),
         };
+        let mark = ckpt.names_mark();
         let mut fresh = FreshParts::default();
         let head = ClassificationHead::load(&spec, ckpt, &mut fresh, device)?;
         let deberta = DebertaV2::load(c, ckpt, p, device)?;
+        ckpt.prefix_names_since(mark, "deberta.", &["classifier.", "pooler."]);
         Ok((Self { deberta, head }, fresh))
     }
 

@@ -5,19 +5,23 @@
 //! same head natively and on the web.
 
 use burn::module::{Module, Param};
-use burn::nn::Linear;
+use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use super::FreshParts;
 use super::activation::Activation;
 use crate::Result;
 use crate::checkpoint::Checkpoint;
+use crate::rng::SplitMix64;
 
 #[derive(Module, Debug)]
 pub struct ClassificationHead<B: Backend> {
+    /// On the [CLS] state before the pooler (DeBERTa's `pooler_dropout`; 0 for BERT).
+    pooler_dropout: Dropout,
     pooler: Linear<B>,
     #[module(skip)]
     activation: Activation,
+    classifier_dropout: Dropout,
     classifier: Linear<B>,
 }
 
@@ -31,6 +35,9 @@ pub struct HeadSpec<'a> {
     /// Standard deviation of fresh weights (the config's `initializer_range`).
     pub init_std: f64,
     pub seed: u64,
+    /// Dropout on the [CLS] state and on the pooled state (training only).
+    pub pooler_dropout: f64,
+    pub classifier_dropout: f64,
 }
 
 impl<B: Backend> ClassificationHead<B> {
@@ -48,12 +55,17 @@ impl<B: Backend> ClassificationHead<B> {
                 ckpt.linear(key, h, d_out, device)
             } else {
                 fresh.names.push(name);
-                Ok(seeded_linear(h, d_out, spec.init_std, seed, device))
+                let linear = seeded_linear(h, d_out, spec.init_std, seed, device);
+                ckpt.record_linear(key, &linear);
+                Ok(linear)
             }
         };
+        let dropout = |prob: f64| DropoutConfig::new(prob).init();
         Ok(Self {
+            pooler_dropout: dropout(spec.pooler_dropout),
             pooler: part("pooler", spec.pooler_key, h, spec.seed)?,
             activation: spec.activation,
+            classifier_dropout: dropout(spec.classifier_dropout),
             classifier: part(
                 "classifier",
                 "classifier",
@@ -67,8 +79,10 @@ impl<B: Backend> ClassificationHead<B> {
     pub fn forward(&self, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
         let [b, _, h] = hidden.dims();
         let cls = hidden.slice([0..b, 0..1]).reshape([b, h]);
+        let cls = self.pooler_dropout.forward(cls);
         let pooled = self.activation.forward(self.pooler.forward(cls));
-        self.classifier.forward(pooled)
+        self.classifier
+            .forward(self.classifier_dropout.forward(pooled))
     }
 }
 
@@ -88,51 +102,5 @@ pub fn seeded_linear<B: Backend>(
     Linear {
         weight: Param::from_tensor(weight),
         bias: Some(Param::from_tensor(Tensor::zeros([d_out], device))),
-    }
-}
-
-/// SplitMix64: tiny, well-mixed and identical on every platform.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1]: never 0, so the logarithm below is finite.
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
-    }
-
-    /// Box–Muller.
-    fn standard_normal(&mut self) -> f64 {
-        let (u1, u2) = (self.unit(), self.unit());
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normal_samples_have_the_right_moments() {
-        let mut rng = SplitMix64(7);
-        let n = 100_000;
-        let xs: Vec<f64> = (0..n).map(|_| rng.standard_normal()).collect();
-        let mean = xs.iter().sum::<f64>() / n as f64;
-        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
-        assert!(mean.abs() < 0.02, "mean {mean}");
-        assert!((var - 1.0).abs() < 0.02, "variance {var}");
-    }
-
-    #[test]
-    fn same_seed_same_head() {
-        let (mut a, mut b) = (SplitMix64(42), SplitMix64(42));
-        assert!((0..10).all(|_| a.next_u64() == b.next_u64()));
     }
 }

@@ -9,6 +9,7 @@ pub mod bert;
 pub mod deberta_v2;
 pub mod head;
 
+use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
@@ -110,11 +111,13 @@ pub(crate) fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
     x.swap_dims(1, 2).reshape([batch, seq, heads * d])
 }
 
-/// The architectures `harmaug` can load, chosen by `config.json`'s `model_type`.
-#[derive(Debug)]
+/// The architectures `harmaug` can load, chosen by `config.json`'s `model_type`. A burn
+/// `Module`, so trainers can differentiate, update and save it like any other.
+#[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)] // One per process; boxing would hide it from `Module`.
 pub enum GuardModel<B: Backend> {
-    Bert(Box<bert::BertForSequenceClassification<B>>),
-    DebertaV2(Box<deberta_v2::DebertaV2ForSequenceClassification<B>>),
+    Bert(bert::BertForSequenceClassification<B>),
+    DebertaV2(deberta_v2::DebertaV2ForSequenceClassification<B>),
 }
 
 /// What loading found missing from the checkpoint and initialised fresh instead.
@@ -136,13 +139,13 @@ impl<B: Backend> GuardModel<B> {
                 let (model, fresh) = bert::BertForSequenceClassification::load(
                     c, num_labels, checkpoint, head_seed, device,
                 )?;
-                Ok((GuardModel::Bert(Box::new(model)), fresh))
+                Ok((GuardModel::Bert(model), fresh))
             }
             ArchConfig::DebertaV2(c) => {
                 let (model, fresh) = deberta_v2::DebertaV2ForSequenceClassification::load(
                     c, num_labels, checkpoint, head_seed, device,
                 )?;
-                Ok((GuardModel::DebertaV2(Box::new(model)), fresh))
+                Ok((GuardModel::DebertaV2(model), fresh))
             }
         }
     }

@@ -1,0 +1,588 @@
+//! `harmaug distill`: trains a student guard as the HarmAug paper does (see `loss`, `optimizer`
+//! and `data`), on any burn backend, resumable after a kill (see `state`).
+//!
+//! One update = one effective batch (`--batch-size` rows drawn by the sampler) = several
+//! micro-batches whose gradients are summed, then clipped by their global norm and applied by
+//! AdamW with the scheduled learning rate.
+
+mod data;
+mod loss;
+mod optimizer;
+mod state;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
+use burn::tensor::ElementConversion;
+use burn::tensor::backend::Backend;
+use clap::Args;
+use harmaug_core::checkpoint::{self, Checkpoint, StoredDtype};
+use harmaug_core::datasets::{Level, ParseOptions};
+use harmaug_core::guard::GuardParts;
+use harmaug_core::metrics::BinaryMetrics;
+use harmaug_core::models::{BatchTensors, GuardModel};
+use harmaug_core::tokenize::{EncodedBatch, EncodedText};
+use harmaug_core::{Guard, LoadOptions, ModelFiles};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::backend::{self, BackendChoice, BackendJob};
+use crate::eval::FormatArg;
+use crate::model_dir::ModelDir;
+use data::{Example, Sampler, Sampling};
+use loss::Targets;
+use optimizer::{AdamW, AdamWConfig, GradientSum, LinearSchedule};
+use state::{MetricsLog, RunSettings, SnapshotFiles, TrainerState};
+
+#[derive(Debug, Args)]
+pub struct DistillArgs {
+    /// The student to start from: a HF model directory (`config.json`, `model.safetensors`,
+    /// `tokenizer.json`) of a BERT or DeBERTa-v2/v3 model, with or without a classifier.
+    #[arg(long)]
+    model: PathBuf,
+    /// Training data (repeatable): JSONL rows `{"prompt", "response"?, "label"?,
+    /// "teacher_score"?}` or any format `harmaug eval` reads.
+    #[arg(long = "train", required = true)]
+    train: Vec<PathBuf>,
+    /// Output directory: the trained student, `metrics.jsonl` and `trainer_state/`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue the run saved in `--out` (same data and hyper-parameters).
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendChoice,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Rows per optimiser update (the effective batch).
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Rows per forward/backward pass; gradients are accumulated up to `--batch-size`.
+    #[arg(long, default_value_t = 16)]
+    micro_batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 3e-5)]
+    lr: f64,
+    /// Linear warm-up, in updates.
+    #[arg(long, default_value_t = 100)]
+    warmup_steps: usize,
+    #[arg(long, default_value_t = 0.1)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 0.9)]
+    beta1: f64,
+    #[arg(long, default_value_t = 0.999)]
+    beta2: f64,
+    #[arg(long, default_value_t = 1e-8)]
+    adam_epsilon: f64,
+    /// Weight of the KL term against the teacher score (the CE term gets 1 − λ).
+    #[arg(long = "lambda", default_value_t = 0.5)]
+    lambda: f64,
+    /// Global gradient-norm clip (0 disables).
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Truncation length. DeBERTa's `max_position_embeddings` is raised to match, as the paper
+    /// does; BERT cannot go past its position table and is capped with a warning.
+    #[arg(long, default_value_t = 1024)]
+    max_length: usize,
+    #[arg(long, value_enum, default_value = "balanced")]
+    sampling: Sampling,
+    /// Share of the rows held out (stratified) for end-of-epoch validation; 0 disables.
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Stop after this many updates (smoke runs); the schedule still spans every epoch.
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Snapshot the run every N updates (and always at the end).
+    #[arg(long, default_value_t = 100)]
+    save_every: usize,
+    /// The format of the --train files (default: detected per file).
+    #[arg(long, value_enum, default_value = "auto")]
+    format: FormatArg,
+    /// Leave out invalid rows (counted) instead of stopping at the first.
+    #[arg(long)]
+    skip_invalid: bool,
+}
+
+pub fn run(args: DistillArgs) -> Result<()> {
+    if args.batch_size == 0 || args.micro_batch_size == 0 || args.epochs == 0 {
+        bail!("--batch-size, --micro-batch-size and --epochs must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&args.lambda) {
+        bail!("--lambda must be in [0, 1], not {}", args.lambda);
+    }
+    if !(0.0..1.0).contains(&args.val_fraction) {
+        bail!(
+            "--val-fraction must be in [0, 1), not {}",
+            args.val_fraction
+        );
+    }
+    backend::run(args.backend, Distill { args })
+}
+
+struct Distill {
+    args: DistillArgs,
+}
+
+impl BackendJob for Distill {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        train::<B>(&self.args, &device)
+    }
+}
+
+/// One line of `metrics.jsonl` per update.
+#[derive(Serialize)]
+struct StepRecord {
+    step: usize,
+    epoch: f64,
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+    examples_per_s: f64,
+}
+
+/// One line of `metrics.jsonl` per validation.
+#[derive(Serialize)]
+struct ValidationRecord {
+    step: usize,
+    epoch: f64,
+    val_rows: usize,
+    val_loss: f64,
+    val_f1: Option<f64>,
+    val_auprc: Option<f64>,
+    val_precision: Option<f64>,
+    val_recall: Option<f64>,
+}
+
+fn train<B: Backend>(args: &DistillArgs, device: &B::Device) -> Result<()> {
+    type AB<B> = Autodiff<B>;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let snapshot = if args.resume {
+        let snapshot = state::latest_snapshot(&args.out)?;
+        if snapshot.is_none() {
+            tracing::warn!(
+                "--resume: no snapshot in {} yet, starting afresh",
+                args.out.display()
+            );
+        }
+        snapshot
+    } else {
+        if state::latest_snapshot(&args.out)?.is_some() {
+            bail!(
+                "{} already holds a run; pass --resume to continue it or choose another --out",
+                args.out.display()
+            );
+        }
+        None
+    };
+
+    // The student: from the snapshot when resuming, else from --model with its config made
+    // binary and long enough.
+    let source = ModelDir::open(snapshot.as_deref().unwrap_or(&args.model))?;
+    let (config_json, max_length) = student_config(source.files().config_json, args.max_length)
+        .with_context(|| format!("{}/config.json", source.path.display()))?;
+    let files = ModelFiles {
+        config_json: &config_json,
+        ..source.files()
+    };
+    let options = LoadOptions {
+        max_length: Some(max_length),
+        head_seed: args.seed,
+    };
+    let guard = Guard::<AB<B>>::load(&files, &options, device)
+        .with_context(|| format!("loading model {}", source.path.display()))?;
+    let unsafe_index = guard.labels().unsafe_index;
+    let (mut model, parts) = guard.into_parts();
+
+    // Data.
+    let parse = ParseOptions {
+        format: args.format.format(),
+        level: Level::Response,
+        skip_invalid: args.skip_invalid,
+        ..Default::default()
+    };
+    let (examples, truncated) = data::load(&args.train, parse, &parts.encoder)?;
+    if truncated > 0 {
+        tracing::warn!("{truncated} rows are longer than {max_length} tokens and were truncated");
+    }
+    let labels: Vec<bool> = examples.iter().map(|e| e.unsafe_label).collect();
+    let (train_rows, val_rows) = data::stratified_split(&labels, args.val_fraction, args.seed);
+    if train_rows.is_empty() {
+        bail!(
+            "no training rows left after holding out --val-fraction {}",
+            args.val_fraction
+        );
+    }
+    let sampler = Sampler::new(&train_rows, &labels, args.sampling, args.seed);
+    let [safe, unsafe_] = sampler.class_counts();
+    let soft = examples
+        .iter()
+        .filter(|e| e.teacher_score.is_some())
+        .count();
+    tracing::info!(
+        "{} training rows ({safe} safe, {unsafe_} unsafe; {soft} of all rows with a teacher \
+         score), {} validation rows",
+        train_rows.len(),
+        val_rows.len()
+    );
+    if safe == 0 || unsafe_ == 0 {
+        tracing::warn!(
+            "the training rows hold only one class; the student cannot learn a boundary"
+        );
+    }
+
+    let steps_per_epoch = sampler.steps_per_epoch(args.batch_size);
+    let total_steps = steps_per_epoch * args.epochs;
+    let settings = RunSettings {
+        model: args.model.clone(),
+        train_files: args
+            .train
+            .iter()
+            .map(|p| Ok((p.clone(), std::fs::metadata(p)?.len())))
+            .collect::<std::io::Result<_>>()?,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        max_length,
+        lambda: args.lambda,
+        max_grad_norm: args.max_grad_norm,
+        adamw: AdamWConfig {
+            beta1: args.beta1,
+            beta2: args.beta2,
+            epsilon: args.adam_epsilon,
+            weight_decay: args.weight_decay,
+        },
+        schedule: LinearSchedule {
+            peak: args.lr,
+            warmup: args.warmup_steps,
+            total: total_steps,
+        },
+        sampling: args.sampling,
+        val_fraction: args.val_fraction,
+        seed: args.seed,
+    };
+
+    let mut adamw = AdamW::<B>::new(settings.adamw);
+    let mut completed = 0;
+    if let Some(snapshot) = &snapshot {
+        let saved = state::read_state(snapshot)?;
+        if saved.settings != settings {
+            bail!(
+                "--resume: the arguments differ from the saved run's ({}); saved: {}",
+                snapshot.join("state.json").display(),
+                serde_json::to_string(&saved.settings)?
+            );
+        }
+        let path = snapshot.join("optimizer.safetensors");
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let moments = Checkpoint::from_bytes(&bytes)?;
+        adamw
+            .load_state::<AB<B>, _>(&model, &parts.names, &moments, saved.completed_steps as u64)
+            .with_context(|| format!("loading {}", path.display()))?;
+        completed = saved.completed_steps;
+        tracing::info!("resuming at update {completed} of {total_steps}");
+    }
+    let last_step = args.max_steps.map_or(total_steps, |m| m.min(total_steps));
+    tracing::info!(
+        "{total_steps} updates ({} epochs × {steps_per_epoch}) of {} rows in micro-batches of \
+         {}; stopping after update {last_step}",
+        args.epochs,
+        args.batch_size,
+        args.micro_batch_size
+    );
+
+    let mut metrics = MetricsLog::open(&args.out, completed)?;
+    let bar = crate::progress::steps_bar(last_step, completed)?;
+    let run = Run {
+        args,
+        settings: &settings,
+        parts: &parts,
+        examples: &examples,
+        val_rows: &val_rows,
+        unsafe_index,
+        steps_per_epoch,
+        total_steps,
+        device,
+    };
+    let mut epoch_rows = (usize::MAX, Vec::new());
+    let mut last_saved = completed;
+    while completed < last_step {
+        let (epoch, step_in_epoch) = (completed / steps_per_epoch, completed % steps_per_epoch);
+        if epoch_rows.0 != epoch {
+            epoch_rows = (epoch, sampler.epoch(epoch));
+        }
+        let micro = data::micro_batches(
+            &epoch_rows.1,
+            step_in_epoch,
+            args.batch_size,
+            args.micro_batch_size,
+            &examples,
+        );
+        let started = Instant::now();
+        // Dropout masks from the step number: a resumed run draws what the first would have.
+        AB::<B>::seed(
+            device,
+            args.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ completed as u64,
+        );
+        let rows: usize = micro.iter().map(Vec::len).sum();
+        let mut gradients = GradientSum::<B>::default();
+        let mut loss_sum = 0.0;
+        for batch in &micro {
+            let (tensors, targets) = run.batch::<AB<B>>(batch);
+            let loss = targets.summed_loss(model.logits(&tensors));
+            loss_sum += loss.clone().into_scalar().elem::<f64>();
+            let grads = loss.backward();
+            gradients.add::<AB<B>, _>(&model, &grads);
+        }
+        // The objective is the mean over the effective batch: scale the summed gradients.
+        let grad_norm = gradients.global_norm() / rows as f64;
+        let clip = if args.max_grad_norm > 0.0 {
+            (args.max_grad_norm / (grad_norm + 1e-6)).min(1.0)
+        } else {
+            1.0
+        };
+        let lr = settings.schedule.lr(completed);
+        model = adamw.step::<AB<B>, _>(model, gradients, lr, clip / rows as f64);
+        completed += 1;
+
+        let seconds = started.elapsed().as_secs_f64();
+        let record = StepRecord {
+            step: completed,
+            epoch: completed as f64 / steps_per_epoch as f64,
+            loss: loss_sum / rows as f64,
+            lr,
+            grad_norm,
+            examples_per_s: rows as f64 / seconds,
+        };
+        metrics.write(&record)?;
+        bar.set_message(format!(
+            "loss {:.4} lr {:.2e} {:.1} ex/s",
+            record.loss, lr, record.examples_per_s
+        ));
+        bar.inc(1);
+
+        let epoch_done = completed % steps_per_epoch == 0;
+        if epoch_done || completed == last_step {
+            bar.suspend(|| run.validate(&model, completed, &mut metrics))?;
+        }
+        if completed % args.save_every.max(1) == 0 || completed == last_step {
+            run.snapshot(&model, &adamw, completed, &source)?;
+            last_saved = completed;
+        }
+    }
+    bar.finish();
+    if last_saved != completed {
+        run.snapshot(&model, &adamw, completed, &source)?;
+    }
+    run.write_student(&model, &source)?;
+    tracing::info!(
+        "student saved to {} after {completed} of {total_steps} updates",
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// What every step of a run reads.
+struct Run<'a, B: Backend> {
+    args: &'a DistillArgs,
+    settings: &'a RunSettings,
+    parts: &'a GuardParts,
+    examples: &'a [Example],
+    val_rows: &'a [usize],
+    unsafe_index: usize,
+    steps_per_epoch: usize,
+    total_steps: usize,
+    device: &'a B::Device,
+}
+
+impl<B: Backend> Run<'_, B> {
+    /// The padded tensors and the loss targets of `rows`.
+    fn batch<BB: Backend<Device = B::Device>>(
+        &self,
+        rows: &[usize],
+    ) -> (BatchTensors<BB>, Targets) {
+        let encoded: Vec<&EncodedText> = rows.iter().map(|&i| &self.examples[i].encoded).collect();
+        let padded = EncodedBatch::pad(&encoded, self.parts.encoder.pad_id());
+        let hard: Vec<bool> = rows
+            .iter()
+            .map(|&i| self.examples[i].unsafe_label)
+            .collect();
+        let soft: Vec<Option<f32>> = rows
+            .iter()
+            .map(|&i| self.examples[i].teacher_score)
+            .collect();
+        (
+            BatchTensors::from_batch(&padded, self.device),
+            Targets::new(&hard, &soft, self.unsafe_index, self.args.lambda),
+        )
+    }
+
+    /// Scores the validation rows with the current weights (no dropout) and logs F1 at 0.5,
+    /// AUPRC and the validation loss.
+    fn validate(
+        &self,
+        model: &GuardModel<Autodiff<B>>,
+        step: usize,
+        metrics: &mut MetricsLog,
+    ) -> Result<()> {
+        if self.val_rows.is_empty() {
+            return Ok(());
+        }
+        let guard = Guard::<B>::from_parts(model.valid(), self.parts.clone(), self.device);
+        let batch = self.args.micro_batch_size.max(32);
+        let mut loss = 0.0;
+        let mut scores = Vec::with_capacity(self.val_rows.len());
+        let mut order = self.val_rows.to_vec();
+        order.sort_by_key(|&i| self.examples[i].encoded.ids.len());
+        let mut labels = Vec::with_capacity(order.len());
+        for chunk in order.chunks(batch) {
+            let (tensors, targets) = self.batch::<B>(chunk);
+            let logits = guard.model().logits(&tensors);
+            loss += targets
+                .summed_loss(logits.clone())
+                .into_scalar()
+                .elem::<f64>();
+            scores.extend(
+                guard
+                    .unsafe_probabilities(logits)?
+                    .into_iter()
+                    .map(f64::from),
+            );
+            labels.extend(chunk.iter().map(|&i| self.examples[i].unsafe_label));
+        }
+        let m = BinaryMetrics::compute(&labels, &scores, 0.5);
+        let record = ValidationRecord {
+            step,
+            epoch: step as f64 / self.steps_per_epoch as f64,
+            val_rows: labels.len(),
+            val_loss: loss / labels.len() as f64,
+            val_f1: m.f1,
+            val_auprc: m.auprc,
+            val_precision: m.precision,
+            val_recall: m.recall,
+        };
+        let show = |v: Option<f64>| v.map_or("undefined".into(), |v| format!("{v:.4}"));
+        tracing::info!(
+            "validation after update {step}: loss {:.4}, F1 {}, AUPRC {} ({} rows)",
+            record.val_loss,
+            show(record.val_f1),
+            show(record.val_auprc),
+            record.val_rows
+        );
+        metrics.write(&record)
+    }
+
+    fn snapshot(
+        &self,
+        model: &GuardModel<Autodiff<B>>,
+        adamw: &AdamW<B>,
+        completed: usize,
+        source: &ModelDir,
+    ) -> Result<()> {
+        let weights =
+            checkpoint::to_safetensors(&model.valid(), &self.parts.names, StoredDtype::F32)?;
+        let moments = checkpoint::serialize(
+            adamw.state::<Autodiff<B>, _>(model, &self.parts.names)?,
+            StoredDtype::F32,
+        )?;
+        let config = self.config_json()?;
+        let tokenizer = std::fs::read(source.path.join("tokenizer.json"))?;
+        let state = TrainerState {
+            completed_steps: completed,
+            total_steps: self.total_steps,
+            steps_per_epoch: self.steps_per_epoch,
+            epoch: completed / self.steps_per_epoch,
+            step_in_epoch: completed % self.steps_per_epoch,
+            settings: self.settings.clone(),
+            harmaug_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let files = SnapshotFiles {
+            files: vec![
+                ("config.json", config.as_bytes()),
+                ("model.safetensors", &weights),
+                ("tokenizer.json", &tokenizer),
+                ("optimizer.safetensors", &moments),
+            ],
+        };
+        let dir = state::write_snapshot(&self.args.out, &state, files)?;
+        tracing::debug!("snapshot {}", dir.display());
+        Ok(())
+    }
+
+    /// The student in `--out`, loadable by `harmaug score` and transformers.
+    fn write_student(&self, model: &GuardModel<Autodiff<B>>, source: &ModelDir) -> Result<()> {
+        let out = &self.args.out;
+        let weights =
+            checkpoint::to_safetensors(&model.valid(), &self.parts.names, StoredDtype::F32)?;
+        state::replace_file(&out.join("model.safetensors"), &weights)?;
+        state::replace_file(&out.join("config.json"), self.config_json()?.as_bytes())?;
+        let tokenizer = std::fs::read(source.path.join("tokenizer.json"))?;
+        state::replace_file(&out.join("tokenizer.json"), &tokenizer)?;
+        Ok(())
+    }
+
+    fn config_json(&self) -> Result<String> {
+        let source = ModelDir::open(&self.args.model)?;
+        Ok(student_config(source.files().config_json, self.settings.max_length)?.0)
+    }
+}
+
+/// The student's `config.json`: the source's, with a binary safe/unsafe label map and
+/// the architecture transformers should load; DeBERTa's `max_position_embeddings` raised to
+/// `max_length` (the paper trains at 1024); BERT's length capped at its position table.
+/// Returns the JSON and the length to train at.
+fn student_config(source: &str, max_length: usize) -> Result<(String, usize)> {
+    let mut config: Value = serde_json::from_str(source)?;
+    let Some(object) = config.as_object_mut() else {
+        bail!("expected a JSON object");
+    };
+    let model_type = object
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let positions = object
+        .get("max_position_embeddings")
+        .and_then(Value::as_u64)
+        .unwrap_or(512) as usize;
+    let length = match model_type.as_str() {
+        "deberta-v2" if max_length > positions => {
+            object.insert("max_position_embeddings".into(), json!(max_length));
+            max_length
+        }
+        _ if max_length > positions => {
+            tracing::warn!(
+                "{model_type} has {positions} positions: training at max length {positions}, \
+                 not {max_length}"
+            );
+            positions
+        }
+        _ => max_length,
+    };
+    let labels = object.get("id2label").and_then(Value::as_object);
+    let label_count = labels.map_or(2, |l| l.len());
+    if label_count != 2 {
+        bail!("`id2label` has {label_count} labels; a student guard has 2 (safe, unsafe)");
+    }
+    let names_unsafe = labels.is_some_and(|l| {
+        l.values().filter_map(Value::as_str).any(|n| {
+            ["unsafe", "harmful", "toxic", "toxicity"].contains(&n.to_lowercase().as_str())
+        })
+    });
+    if !names_unsafe {
+        object.insert("id2label".into(), json!({"0": "safe", "1": "unsafe"}));
+        object.insert("label2id".into(), json!({"safe": 0, "unsafe": 1}));
+    }
+    let architecture = match model_type.as_str() {
+        "deberta-v2" => "DebertaV2ForSequenceClassification",
+        _ => "BertForSequenceClassification",
+    };
+    object.insert("architectures".into(), json!([architecture]));
+    Ok((serde_json::to_string_pretty(&config)?, length))
+}
