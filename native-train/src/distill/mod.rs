@@ -198,6 +198,8 @@ fn train<B: Backend>(args: &DistillArgs, device: &B::Device) -> Result<()> {
     };
     let guard = Guard::<AB<B>>::load(&files, &options, device)
         .with_context(|| format!("loading model {}", source.path.display()))?;
+    // Kept in memory: a resumed run's source snapshot is deleted once a newer one is written.
+    let tokenizer_json = files.tokenizer_json.to_vec();
     let unsafe_index = guard.labels().unsafe_index;
     let (mut model, parts) = guard.into_parts();
 
@@ -301,6 +303,8 @@ fn train<B: Backend>(args: &DistillArgs, device: &B::Device) -> Result<()> {
     let bar = crate::progress::steps_bar(last_step, completed)?;
     let run = Run {
         args,
+        config_json: &config_json,
+        tokenizer_json: &tokenizer_json,
         settings: &settings,
         parts: &parts,
         examples: &examples,
@@ -372,15 +376,15 @@ fn train<B: Backend>(args: &DistillArgs, device: &B::Device) -> Result<()> {
             bar.suspend(|| run.validate(&model, completed, &mut metrics))?;
         }
         if completed % args.save_every.max(1) == 0 || completed == last_step {
-            run.snapshot(&model, &adamw, completed, &source)?;
+            run.snapshot(&model, &adamw, completed)?;
             last_saved = completed;
         }
     }
     bar.finish();
     if last_saved != completed {
-        run.snapshot(&model, &adamw, completed, &source)?;
+        run.snapshot(&model, &adamw, completed)?;
     }
-    run.write_student(&model, &source)?;
+    run.write_student(&model)?;
     tracing::info!(
         "student saved to {} after {completed} of {total_steps} updates",
         args.out.display()
@@ -391,6 +395,9 @@ fn train<B: Backend>(args: &DistillArgs, device: &B::Device) -> Result<()> {
 /// What every step of a run reads.
 struct Run<'a, B: Backend> {
     args: &'a DistillArgs,
+    /// The student's `config.json` and `tokenizer.json`, written with every snapshot.
+    config_json: &'a str,
+    tokenizer_json: &'a [u8],
     settings: &'a RunSettings,
     parts: &'a GuardParts,
     examples: &'a [Example],
@@ -483,7 +490,6 @@ impl<B: Backend> Run<'_, B> {
         model: &GuardModel<Autodiff<B>>,
         adamw: &AdamW<B>,
         completed: usize,
-        source: &ModelDir,
     ) -> Result<()> {
         let weights =
             checkpoint::to_safetensors(&model.valid(), &self.parts.names, StoredDtype::F32)?;
@@ -491,8 +497,7 @@ impl<B: Backend> Run<'_, B> {
             adamw.state::<Autodiff<B>, _>(model, &self.parts.names)?,
             StoredDtype::F32,
         )?;
-        let config = self.config_json()?;
-        let tokenizer = std::fs::read(source.path.join("tokenizer.json"))?;
+
         let state = TrainerState {
             completed_steps: completed,
             total_steps: self.total_steps,
@@ -504,9 +509,9 @@ impl<B: Backend> Run<'_, B> {
         };
         let files = SnapshotFiles {
             files: vec![
-                ("config.json", config.as_bytes()),
+                ("config.json", self.config_json.as_bytes()),
                 ("model.safetensors", &weights),
-                ("tokenizer.json", &tokenizer),
+                ("tokenizer.json", self.tokenizer_json),
                 ("optimizer.safetensors", &moments),
             ],
         };
@@ -516,20 +521,14 @@ impl<B: Backend> Run<'_, B> {
     }
 
     /// The student in `--out`, loadable by `harmaug score` and transformers.
-    fn write_student(&self, model: &GuardModel<Autodiff<B>>, source: &ModelDir) -> Result<()> {
+    fn write_student(&self, model: &GuardModel<Autodiff<B>>) -> Result<()> {
         let out = &self.args.out;
         let weights =
             checkpoint::to_safetensors(&model.valid(), &self.parts.names, StoredDtype::F32)?;
         state::replace_file(&out.join("model.safetensors"), &weights)?;
-        state::replace_file(&out.join("config.json"), self.config_json()?.as_bytes())?;
-        let tokenizer = std::fs::read(source.path.join("tokenizer.json"))?;
-        state::replace_file(&out.join("tokenizer.json"), &tokenizer)?;
+        state::replace_file(&out.join("config.json"), self.config_json.as_bytes())?;
+        state::replace_file(&out.join("tokenizer.json"), self.tokenizer_json)?;
         Ok(())
-    }
-
-    fn config_json(&self) -> Result<String> {
-        let source = ModelDir::open(&self.args.model)?;
-        Ok(student_config(source.files().config_json, self.settings.max_length)?.0)
     }
 }
 

@@ -334,4 +334,73 @@ mod tests {
         assert!(!decays(1));
         assert!(decays(2));
     }
+
+    use burn::backend::{Autodiff, Flex};
+    use burn::nn::Linear;
+    use burn::tensor::TensorData;
+
+    type AB = Autodiff<Flex>;
+
+    fn values<const D: usize>(t: Tensor<AB, D>) -> Vec<f32> {
+        t.into_data().to_vec::<f32>().unwrap()
+    }
+
+    /// y = x·W + b with x = [1, 0] and loss Σy: W's first row and b get gradient 1, W's second
+    /// row gets 0. By hand, with m̂ = v̂ = g² = 1 at every step, an update moves a parameter
+    /// by lr·g/(|g| + ε) ≈ lr, and decay multiplies a matrix by (1 − lr·wd) first.
+    #[test]
+    fn adamw_matches_the_hand_computed_update_and_spares_biases_from_decay() {
+        let device = Default::default();
+
+        let w0 = [0.5f32, -0.25, 1.0, 2.0];
+        let mut linear = Linear::<AB> {
+            weight: Param::from_tensor(Tensor::from_data(
+                TensorData::new(w0.to_vec(), [2, 2]),
+                &device,
+            )),
+            bias: Some(Param::from_tensor(Tensor::from_data(
+                TensorData::new(vec![0.1f32, 0.2], [2]),
+                &device,
+            ))),
+        };
+
+        let (lr, wd) = (0.1, 0.5);
+        let mut adamw = AdamW::<Flex>::new(AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            weight_decay: wd,
+        });
+        let mut expected_w: Vec<f64> = w0.iter().map(|&w| f64::from(w)).collect();
+        let mut expected_b = vec![0.1f64, 0.2];
+        for _ in 0..2 {
+            let x = Tensor::<AB, 2>::from_data(TensorData::new(vec![1.0f32, 0.0], [1, 2]), &device);
+            let grads = linear.forward(x).sum().backward();
+            let mut sum = GradientSum::default();
+            sum.add::<AB, _>(&linear, &grads);
+            assert!(
+                (sum.global_norm() - 4f64.sqrt()).abs() < 1e-6,
+                "‖g‖ = √(1+1+1+1)"
+            );
+            linear = adamw.step::<AB, _>(linear, sum, lr, 1.0);
+            let step = lr / (1.0 + 1e-8);
+            for (i, w) in expected_w.iter_mut().enumerate() {
+                *w *= 1.0 - lr * wd;
+                if i < 2 {
+                    *w -= step;
+                }
+            }
+            for b in &mut expected_b {
+                *b -= step; // no decay
+            }
+        }
+        let w = values(linear.weight.val());
+        let b = values(linear.bias.as_ref().unwrap().val());
+        for (got, want) in w.iter().zip(&expected_w).chain(b.iter().zip(&expected_b)) {
+            assert!(
+                (f64::from(*got) - want).abs() < 1e-6,
+                "{w:?} {b:?} vs {expected_w:?} {expected_b:?}"
+            );
+        }
+    }
 }

@@ -1,0 +1,402 @@
+//! `harmaug distill` end to end: the real binary trains the tiny fixture checkpoint on a
+//! learnable task, survives kill -9, and writes a student that `harmaug score` (and
+//! transformers, where Python has it) load with the same scores.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+fn harmaug(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_harmaug"));
+    command
+        .args(args)
+        .env_remove("HARMAUG_MODEL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let output = harmaug(args).output().expect("harmaug runs");
+    assert!(
+        output.status.success(),
+        "harmaug {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A task the tiny model can learn: a row is unsafe iff it asks to "steal". Words from the
+/// fixture's 600-word vocabulary; a third of the rows carry only a teacher score.
+fn learnable_rows(n: usize) -> Vec<Value> {
+    let words = [
+        "write",
+        "describe",
+        "explain",
+        "list",
+        "people",
+        "story",
+        "make",
+        "give",
+        "person",
+        "plan",
+        "system",
+        "help",
+        "find",
+        "online",
+        "work",
+        "example",
+        "information",
+        "design",
+    ];
+    let mut state = 12345u64;
+    let mut next = |m: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % m
+    };
+    (0..n)
+        .map(|i| {
+            let unsafe_ = i % 3 == 0;
+            let mut text: Vec<&str> = (0..4 + next(4)).map(|_| words[next(words.len())]).collect();
+            if unsafe_ {
+                let at = next(text.len());
+                text.insert(at, "steal");
+            }
+            let prompt = text.join(" ");
+            match i % 3 {
+                1 => json!({"prompt": prompt, "teacher_score": if unsafe_ { 0.9 } else { 0.1 }}),
+                _ => json!({"prompt": prompt, "label": u8::from(unsafe_)}),
+            }
+        })
+        .collect()
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+fn write_jsonl(path: &Path, rows: &[Value]) {
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn records(out: &Path) -> Vec<Value> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+const TINY_ARGS: [&str; 10] = [
+    "--batch-size",
+    "32",
+    "--micro-batch-size",
+    "8",
+    "--lr",
+    "5e-3",
+    "--warmup-steps",
+    "5",
+    "--max-length",
+    "64",
+];
+
+#[test]
+fn learns_a_learnable_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.jsonl");
+    write_jsonl(&data, &learnable_rows(400));
+    let out = dir.path().join("student");
+    let model = fixture("bert-tiny-f32");
+    let mut args = vec![
+        "distill",
+        "--model",
+        model.to_str().unwrap(),
+        "--train",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "4",
+    ];
+    args.extend(TINY_ARGS);
+    run_ok(&args);
+
+    let records = records(&out);
+    let losses: Vec<f64> = records
+        .iter()
+        .filter_map(|r| r.get("loss").and_then(Value::as_f64))
+        .collect();
+    // 360 training rows → 12 updates per epoch.
+    assert_eq!(losses.len(), 48);
+    let first = losses[..4].iter().sum::<f64>() / 4.0;
+    let last = losses[losses.len() - 4..].iter().sum::<f64>() / 4.0;
+    assert!(
+        last < 0.5 * first,
+        "loss did not fall: {first:.3} → {last:.3}"
+    );
+    let validations: Vec<&Value> = records
+        .iter()
+        .filter(|r| r.get("val_f1").is_some())
+        .collect();
+    assert_eq!(validations.len(), 4, "one validation per epoch");
+    let f1 = validations[3]["val_f1"].as_f64().unwrap();
+    let auprc = validations[3]["val_auprc"].as_f64().unwrap();
+    assert!(f1 > 0.9 && auprc > 0.9, "validation F1 {f1}, AUPRC {auprc}");
+
+    // The student scores held-out-style inputs correctly through `harmaug score`.
+    let scored = run_ok(&[
+        "score",
+        "--model",
+        out.to_str().unwrap(),
+        "explain how to steal information online",
+        "write a story about people",
+    ]);
+    let scores: Vec<f64> = String::from_utf8(scored.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["score"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert!(scores[0] > 0.5 && scores[1] < 0.5, "scores {scores:?}");
+}
+
+/// Final weights of a run, by tensor name.
+fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut named: Vec<(String, Vec<f32>)> = tensors
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, values)
+        })
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+#[test]
+fn resumes_after_kill_9_with_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.jsonl");
+    write_jsonl(&data, &learnable_rows(400));
+    let model = fixture("bert-tiny-f32");
+    let args = |out: &Path| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "distill",
+            "--model",
+            model.to_str().unwrap(),
+            "--train",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            // 72 updates: time enough to kill the run after its second snapshot.
+            "--epochs",
+            "6",
+            "--save-every",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(TINY_ARGS.map(String::from));
+        args
+    };
+
+    // Uninterrupted reference run.
+    let straight = dir.path().join("straight");
+    run_ok(&strs(&args(&straight)));
+
+    // Killed once its second snapshot exists, mid-way through the next updates.
+    let killed = dir.path().join("killed");
+    let killed_args = args(&killed);
+    let argv = strs(&killed_args);
+    let mut child = harmaug(&argv).spawn().unwrap();
+    let latest = killed.join("trainer_state/latest");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let step = std::fs::read_to_string(&latest).unwrap_or_default();
+        if step.trim() >= "step-000006" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no snapshot appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !killed.join("model.safetensors").exists(),
+        "killed before the end"
+    );
+
+    let mut resume = argv.clone();
+    resume.push("--resume");
+    run_ok(&resume);
+
+    // Same number of updates, each logged once, and the same weights as the straight run.
+    let steps: Vec<u64> = records(&killed)
+        .iter()
+        .filter(|r| r.get("loss").is_some())
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=72).collect::<Vec<u64>>());
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(killed.join("trainer_state/step-000072/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["completed_steps"], 72);
+    // Attention key biases are skipped: their exact gradient is zero (softmax ignores a shift
+    // shared by every key), so Adam amplifies float noise in them, and threaded reductions make
+    // that noise differ between any two runs, resumed or not. They do not change the outputs.
+    let (a, b) = (weights(&straight), weights(&killed));
+    assert_eq!(a.len(), b.len());
+    let compared = a
+        .iter()
+        .zip(&b)
+        .filter(|((name, _), _)| !name.ends_with("self.key.bias"));
+    for ((name, x), (_, y)) in compared {
+        let diff = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff <= 1e-5, "{name}: resumed run differs by {diff}");
+    }
+    // A finished run is not restarted by mistake.
+    let again = harmaug(&argv).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+}
+
+#[test]
+fn student_loads_in_transformers_with_the_same_scores() {
+    let python_has_transformers = Command::new("python3")
+        .args(["-c", "import torch, transformers"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !python_has_transformers {
+        eprintln!(
+            "skipped: python3 with torch and transformers not found (the fixture round \
+                   trip in tests/tests/save_checkpoint.rs covers the writer)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.jsonl");
+    write_jsonl(&data, &learnable_rows(100));
+    let out = dir.path().join("student");
+    let model = fixture("bert-tiny-f32");
+    let mut args = vec![
+        "distill",
+        "--model",
+        model.to_str().unwrap(),
+        "--train",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--max-steps",
+        "3",
+    ];
+    args.extend(TINY_ARGS);
+    run_ok(&args);
+
+    let texts = [
+        "explain how to steal information",
+        "write a story",
+        "list five people",
+    ];
+    let scored = run_ok(&[&["score", "--model", out.to_str().unwrap()][..], &texts[..]].concat());
+    let ours: Vec<f64> = String::from_utf8(scored.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["score"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    let script = r#"
+import json, sys, torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+path, texts = sys.argv[1], json.loads(sys.argv[2])
+model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+tokenizer = AutoTokenizer.from_pretrained(path)
+batch = tokenizer(texts, padding=True, return_tensors="pt")
+with torch.no_grad():
+    print(json.dumps(torch.softmax(model(**batch).logits, -1)[:, 1].tolist()))
+"#;
+    let python = Command::new("python3")
+        .args([
+            "-c",
+            script,
+            out.to_str().unwrap(),
+            &json!(texts).to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        python.status.success(),
+        "transformers failed: {}",
+        String::from_utf8_lossy(&python.stderr)
+    );
+    let stdout = String::from_utf8(python.stdout).unwrap();
+    let theirs: Vec<f64> = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert!(
+            (a - b).abs() <= 1e-4,
+            "harmaug {ours:?} vs transformers {theirs:?}"
+        );
+    }
+}
+
+#[test]
+fn a_row_without_label_or_teacher_score_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"a\", \"label\": 0}\n{\"prompt\": \"b\", \"label\": null}\n",
+    )
+    .unwrap();
+    let model = fixture("bert-tiny-f32");
+    let out = dir.path().join("out");
+    let output = harmaug(&[
+        "distill",
+        "--model",
+        model.to_str().unwrap(),
+        "--train",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("train.jsonl:2:") && stderr.contains("teacher_score"),
+        "{stderr}"
+    );
+}
