@@ -400,3 +400,47 @@ fn a_row_without_label_or_teacher_score_is_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn trains_data_parallel_on_two_model_copies() {
+    // Two copies on the one CPU device exercise the multi-device path: threads, model forks,
+    // gradients summed across copies (on GPUs, `--devices 0,1` puts them on two cards).
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.jsonl");
+    write_jsonl(&data, &learnable_rows(400));
+    let out = dir.path().join("student");
+    let model = fixture("bert-tiny-f32");
+    let mut args = vec![
+        "distill",
+        "--model",
+        model.to_str().unwrap(),
+        "--train",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "4",
+        "--devices",
+        "0,0",
+    ];
+    args.extend(TINY_ARGS);
+    run_ok(&args);
+    let records = records(&out);
+    assert_eq!(
+        records.iter().filter(|r| r.get("loss").is_some()).count(),
+        48
+    );
+    let f1 = records.iter().rev().find_map(|r| r.get("val_f1")).unwrap();
+    assert!(f1.as_f64().unwrap() > 0.9, "validation F1 {f1}");
+
+    let missing = harmaug(
+        &[
+            &args[..args.len() - TINY_ARGS.len() - 2],
+            &["--devices", "0,7"],
+        ]
+        .concat(),
+    )
+    .output()
+    .unwrap();
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("device 7 does not exist"));
+}

@@ -15,9 +15,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::ElementConversion;
-use burn::tensor::backend::Backend;
+// `from_id` comes from the device trait the prelude exports; `id` from the backend one.
+use burn::prelude::DeviceOps as _;
+use burn::tensor::backend::{Backend, DeviceId, DeviceOps};
 use clap::Args;
 use harmaug_core::checkpoint::{self, Checkpoint, StoredDtype};
 use harmaug_core::datasets::{Level, ParseOptions};
@@ -97,6 +99,12 @@ pub struct DistillArgs {
     /// Stop after this many updates (smoke runs); the schedule still spans every epoch.
     #[arg(long)]
     max_steps: Option<usize>,
+    /// Train data-parallel on these device indices of the backend (e.g. `--devices 0,1` with
+    /// `--backend cuda`): each update's micro-batches are dealt round-robin to one model copy
+    /// per device, and the gradients are summed on the first. Default: the backend's default
+    /// device.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<u16>,
     /// Snapshot the run every N updates (and always at the end).
     #[arg(long, default_value_t = 100)]
     save_every: usize,
@@ -132,7 +140,23 @@ impl BackendJob for Distill {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
-        train::<B>(&self.args, &device)
+        let kind = device.id().type_id;
+        let devices: Vec<B::Device> = if self.args.devices.is_empty() {
+            vec![device]
+        } else {
+            let count = B::device_count(kind);
+            if let Some(&missing) = self.args.devices.iter().find(|&&i| usize::from(i) >= count) {
+                bail!("--devices: device {missing} does not exist ({count} found)");
+            }
+            let at = |index_id| {
+                B::Device::from_id(DeviceId {
+                    type_id: kind,
+                    index_id,
+                })
+            };
+            self.args.devices.iter().map(|&i| at(i)).collect()
+        };
+        train::<B>(&self.args, &devices)
     }
 }
 
@@ -160,7 +184,8 @@ struct ValidationRecord {
     val_recall: Option<f64>,
 }
 
-fn train<B: Backend>(args: &DistillArgs, device: &B::Device) -> Result<()> {
+fn train<B: Backend>(args: &DistillArgs, devices: &[B::Device]) -> Result<()> {
+    let device = &devices[0];
     type AB<B> = Autodiff<B>;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -312,7 +337,7 @@ fn train<B: Backend>(args: &DistillArgs, device: &B::Device) -> Result<()> {
         unsafe_index,
         steps_per_epoch,
         total_steps,
-        device,
+        devices,
     };
     let mut epoch_rows = (usize::MAX, Vec::new());
     let mut last_saved = completed;
@@ -330,20 +355,12 @@ fn train<B: Backend>(args: &DistillArgs, device: &B::Device) -> Result<()> {
         );
         let started = Instant::now();
         // Dropout masks from the step number: a resumed run draws what the first would have.
-        AB::<B>::seed(
-            device,
-            args.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ completed as u64,
-        );
-        let rows: usize = micro.iter().map(Vec::len).sum();
-        let mut gradients = GradientSum::<B>::default();
-        let mut loss_sum = 0.0;
-        for batch in &micro {
-            let (tensors, targets) = run.batch::<AB<B>>(batch);
-            let loss = targets.summed_loss(model.logits(&tensors));
-            loss_sum += loss.clone().into_scalar().elem::<f64>();
-            let grads = loss.backward();
-            gradients.add::<AB<B>, _>(&model, &grads);
+        for (d, device) in devices.iter().enumerate() {
+            let seed = args.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ completed as u64;
+            AB::<B>::seed(device, seed.wrapping_add(d as u64));
         }
+        let rows: usize = micro.iter().map(Vec::len).sum();
+        let (gradients, loss_sum) = run.gradients(&model, &micro);
         // The objective is the mean over the effective batch: scale the summed gradients.
         let grad_norm = gradients.global_norm() / rows as f64;
         let clip = if args.max_grad_norm > 0.0 {
@@ -405,14 +422,74 @@ struct Run<'a, B: Backend> {
     unsafe_index: usize,
     steps_per_epoch: usize,
     total_steps: usize,
-    device: &'a B::Device,
+    /// The model and optimiser live on the first; the others hold replicas.
+    devices: &'a [B::Device],
 }
 
 impl<B: Backend> Run<'_, B> {
     /// The padded tensors and the loss targets of `rows`.
+    /// Summed gradients (on the first device) and summed loss of one update's micro-batches.
+    /// With several devices, each gets a copy of the model and every n-th micro-batch, runs
+    /// on its own thread, and its gradients are moved to the first device and added.
+    fn gradients(
+        &self,
+        model: &GuardModel<Autodiff<B>>,
+        micro: &[Vec<usize>],
+    ) -> (GradientSum<B>, f64) {
+        let [first, others @ ..] = self.devices else {
+            unreachable!("at least one device")
+        };
+        if others.is_empty() {
+            return self.accumulate(model, micro.iter(), first);
+        }
+        let count = self.devices.len();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = self
+                .devices
+                .iter()
+                .enumerate()
+                .map(|(d, device)| {
+                    let replica = if d == 0 {
+                        model.clone()
+                    } else {
+                        model.clone().fork(device)
+                    };
+                    let share = micro.iter().skip(d).step_by(count);
+                    scope.spawn(move || self.accumulate(&replica, share, device))
+                })
+                .collect();
+            let mut total = (GradientSum::default(), 0.0);
+            for worker in workers {
+                let (gradients, loss) = worker.join().expect("a training thread panicked");
+                total.0.merge(gradients);
+                total.1 += loss;
+            }
+            total
+        })
+    }
+
+    fn accumulate<'r>(
+        &self,
+        model: &GuardModel<Autodiff<B>>,
+        micro: impl Iterator<Item = &'r Vec<usize>>,
+        device: &B::Device,
+    ) -> (GradientSum<B>, f64) {
+        let mut gradients = GradientSum::<B>::default();
+        let mut loss_sum = 0.0;
+        for batch in micro {
+            let (tensors, targets) = self.batch::<Autodiff<B>>(batch, device);
+            let loss = targets.summed_loss(model.logits(&tensors));
+            loss_sum += loss.clone().into_scalar().elem::<f64>();
+            let grads = loss.backward();
+            gradients.add::<Autodiff<B>, _>(model, &grads);
+        }
+        (gradients, loss_sum)
+    }
+
     fn batch<BB: Backend<Device = B::Device>>(
         &self,
         rows: &[usize],
+        device: &B::Device,
     ) -> (BatchTensors<BB>, Targets) {
         let encoded: Vec<&EncodedText> = rows.iter().map(|&i| &self.examples[i].encoded).collect();
         let padded = EncodedBatch::pad(&encoded, self.parts.encoder.pad_id());
@@ -425,7 +502,7 @@ impl<B: Backend> Run<'_, B> {
             .map(|&i| self.examples[i].teacher_score)
             .collect();
         (
-            BatchTensors::from_batch(&padded, self.device),
+            BatchTensors::from_batch(&padded, device),
             Targets::new(&hard, &soft, self.unsafe_index, self.args.lambda),
         )
     }
@@ -441,7 +518,7 @@ impl<B: Backend> Run<'_, B> {
         if self.val_rows.is_empty() {
             return Ok(());
         }
-        let guard = Guard::<B>::from_parts(model.valid(), self.parts.clone(), self.device);
+        let guard = Guard::<B>::from_parts(model.valid(), self.parts.clone(), &self.devices[0]);
         let batch = self.args.micro_batch_size.max(32);
         let mut loss = 0.0;
         let mut scores = Vec::with_capacity(self.val_rows.len());
@@ -449,7 +526,7 @@ impl<B: Backend> Run<'_, B> {
         order.sort_by_key(|&i| self.examples[i].encoded.ids.len());
         let mut labels = Vec::with_capacity(order.len());
         for chunk in order.chunks(batch) {
-            let (tensors, targets) = self.batch::<B>(chunk);
+            let (tensors, targets) = self.batch::<B>(chunk, &self.devices[0]);
             let logits = guard.model().logits(&tensors);
             loss += targets
                 .summed_loss(logits.clone())

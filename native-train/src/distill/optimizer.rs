@@ -75,6 +75,20 @@ impl<B: Backend> GradientSum<B> {
         module.visit(&mut Accumulate { sum: self, grads });
     }
 
+    /// Adds another sum (another device's), moving its tensors to this sum's devices.
+    pub fn merge(&mut self, other: GradientSum<B>) {
+        for (id, grad) in other.grads {
+            let total = match self.grads.remove(&id) {
+                Some(previous) => {
+                    let device = previous.device();
+                    previous + grad.to_device(&device)
+                }
+                None => grad,
+            };
+            self.grads.insert(id, total);
+        }
+    }
+
     /// √(Σ‖g‖²) over every parameter, as `clip_grad_norm_` computes it.
     pub fn global_norm(&self) -> f64 {
         let squares = self
