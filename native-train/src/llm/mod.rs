@@ -1,0 +1,122 @@
+//! Language models for synthesis and labelling, behind one trait: served ones (any
+//! OpenAI-compatible `/v1` endpoint: vLLM, llama.cpp's llama-server, TGI) today. Prompts are
+//! always rendered here with the model's chat template, so every back end sees the same text.
+
+pub mod gguf;
+pub mod served;
+pub mod template;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+pub use template::{ChatTemplate, Message};
+
+/// Sampling parameters of one completion request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sampling {
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_new_tokens: usize,
+    /// Per-request seed (servers that honour it make the request repeatable).
+    pub seed: Option<u64>,
+}
+
+/// A model that continues prompt text.
+pub trait TextModel: Send + Sync {
+    /// Names the model in provenance fields.
+    fn name(&self) -> &str;
+    fn template(&self) -> &ChatTemplate;
+    /// The continuation of `prompt` (already rendered with the chat template).
+    fn complete(&self, prompt: &str, sampling: &Sampling) -> Result<String>;
+    /// Log-probabilities of the first generated token being each of `words` (any token whose
+    /// text, trimmed and lower-cased, equals the word counts towards it).
+    fn first_token_logprobs(&self, prompt: &str, words: &[&str]) -> Result<Vec<f64>>;
+    /// Retries made so far (for the run summary).
+    fn retries(&self) -> u64 {
+        0
+    }
+}
+
+/// Connection settings shared by the commands that talk to LLMs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LlmOptions {
+    /// More OpenAI-compatible endpoints serving the same model, used round-robin.
+    #[arg(long = "endpoint")]
+    pub endpoints: Vec<String>,
+    /// The chat template: a `.gguf` file (its metadata), a `tokenizer_config.json`, or a Jinja
+    /// file. Default: asked from the server (llama-server's `/props`).
+    #[arg(long)]
+    pub chat_template: Option<PathBuf>,
+    /// Model name sent with requests (default: the server's first `/v1/models` entry).
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Seconds before a request is abandoned (and retried).
+    #[arg(long, default_value_t = 120.0)]
+    pub timeout: f64,
+    /// Retries of a request after timeouts, 5xx answers and broken connections, with
+    /// exponential backoff (0.5 s, 1 s, 2 s, … up to 30 s).
+    #[arg(long, default_value_t = 6)]
+    pub retries: u32,
+}
+
+/// Opens `spec`: an `http(s)://…/v1` URL (plus `--endpoint`s) of a served model. An embedded
+/// GGUF path is refused with a pointer to llama-server until the in-process runtime lands.
+pub fn open(spec: &str, options: &LlmOptions) -> Result<Box<dyn TextModel>> {
+    if spec.starts_with("http://") || spec.starts_with("https://") {
+        let mut endpoints = vec![spec.to_string()];
+        endpoints.extend(options.endpoints.iter().cloned());
+        let template = match &options.chat_template {
+            Some(path) => Some(template_from_file(path)?),
+            None => None,
+        };
+        return Ok(Box::new(served::Served::connect(
+            endpoints, template, options,
+        )?));
+    }
+    if spec.ends_with(".gguf") {
+        bail!(
+            "{spec}: in-process GGUF models are not supported yet; serve it with llama.cpp \
+             (`llama-server -m {spec} --port 8080`) and pass http://127.0.0.1:8080/v1"
+        );
+    }
+    bail!("{spec}: expected an http(s)://host:port/v1 URL of an OpenAI-compatible server");
+}
+
+/// A chat template from a GGUF file's metadata, a HF `tokenizer_config.json`, or a Jinja file.
+pub fn template_from_file(path: &std::path::Path) -> Result<ChatTemplate> {
+    let name = path.display();
+    if path.extension().is_some_and(|e| e == "gguf") {
+        let metadata = gguf::Metadata::read(path)?;
+        let source = metadata
+            .string("tokenizer.chat_template")
+            .with_context(|| format!("{name}: no tokenizer.chat_template in its metadata"))?;
+        let bos = metadata.special_token("bos").unwrap_or_default();
+        let eos = metadata.special_token("eos").unwrap_or_default();
+        return ChatTemplate::new(source, bos, eos).with_context(|| format!("{name}"));
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
+    if path.extension().is_some_and(|e| e == "json") {
+        let config: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {name}"))?;
+        let token = |key: &str| match &config[key] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Object(o) => o
+                .get("content")
+                .and_then(|c| c.as_str())
+                .unwrap_or_default()
+                .to_string(),
+            _ => String::new(),
+        };
+        let source = config["chat_template"]
+            .as_str()
+            .with_context(|| format!("{name}: no `chat_template` string"))?;
+        return ChatTemplate::new(source, &token("bos_token"), &token("eos_token"))
+            .with_context(|| format!("{name}"));
+    }
+    ChatTemplate::new(text, "", "").with_context(|| format!("{name}"))
+}

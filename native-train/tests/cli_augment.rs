@@ -1,0 +1,320 @@
+//! `harmaug augment generate|respond` and `harmaug label` against a real LLM: llama.cpp's
+//! `llama-server` (built by scripts/setup.sh) serving SmolLM2-135M-Instruct (GGUF, from PyPI),
+//! started by the test on 127.0.0.1. Also kills the server mid-run (the client retries and
+//! finishes) and kills harmaug itself (a rerun resumes without duplicates).
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn cached(relative: &str, env: &str) -> PathBuf {
+    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+            .join(".cache/harmaug")
+            .join(relative)
+    });
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup.sh",
+        path.display()
+    );
+    path
+}
+
+fn gguf() -> PathBuf {
+    cached(
+        "assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "HARMAUG_SMOLLM2",
+    )
+}
+
+fn seeds() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/train/prompts_harmful_seed.jsonl");
+    assert!(path.is_file(), "{} is missing", path.display());
+    path
+}
+
+/// A running llama-server; killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(port: u16) -> Server {
+        let binary = cached("bin/llama-server", "HARMAUG_LLAMA_SERVER");
+        let child = Command::new(binary)
+            .args(["-m", gguf().to_str().unwrap(), "--host", "127.0.0.1"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "-c",
+                "4096",
+                "-np",
+                "2",
+                "-t",
+                "2",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("llama-server starts");
+        let server = Server { child, port };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !server.healthy() {
+            assert!(
+                Instant::now() < deadline,
+                "llama-server did not become healthy"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        server
+    }
+
+    fn healthy(&self) -> bool {
+        Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{}/health", self.port)])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn harmaug(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_harmaug"));
+    command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let output = harmaug(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "harmaug {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn rows(path: &Path) -> Vec<serde_json::Map<String, Value>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn unique_ids(rows: &[serde_json::Map<String, Value>]) -> bool {
+    let ids: HashSet<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    ids.len() == rows.len()
+}
+
+#[test]
+fn generates_responds_and_labels_with_a_real_llama_server() {
+    let server = Server::start(free_port());
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("prompts.jsonl");
+    let seeds = seeds();
+    run_ok(&[
+        "augment",
+        "generate",
+        "--generator",
+        &url,
+        "--seeds",
+        seeds.to_str().unwrap(),
+        "--num",
+        "20",
+        "--out",
+        prompts.to_str().unwrap(),
+        "--concurrency",
+        "2",
+        "--max-new-tokens",
+        "48",
+    ]);
+    let generated = rows(&prompts);
+    assert_eq!(generated.len(), 20);
+    assert!(unique_ids(&generated));
+    let seed_texts: HashSet<String> = std::fs::read_to_string(&seeds)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["prompt"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+        })
+        .collect();
+    for row in &generated {
+        let prompt = row["prompt"].as_str().unwrap();
+        assert!(
+            prompt.len() > 5 && !seed_texts.contains(&prompt.to_lowercase()),
+            "{prompt}"
+        );
+        let provenance = &row["provenance"];
+        assert_eq!(provenance["exemplars"].as_array().unwrap().len(), 3);
+        assert_eq!(provenance["prefix"], "I have an idea for a prompt:");
+        assert!(
+            provenance["generator"]
+                .as_str()
+                .unwrap()
+                .contains("SmolLM2"),
+            "{provenance}"
+        );
+    }
+
+    let pairs = dir.path().join("pairs.jsonl");
+    run_ok(&[
+        "augment",
+        "respond",
+        "--responder",
+        &url,
+        "--input",
+        prompts.to_str().unwrap(),
+        "--out",
+        pairs.to_str().unwrap(),
+        "--max-new-tokens",
+        "48",
+        "--with-refusal",
+    ]);
+    let answered = rows(&pairs);
+    assert_eq!(answered.len(), 40, "a response and a refusal per prompt");
+    assert!(unique_ids(&answered));
+    assert!(
+        answered
+            .iter()
+            .all(|r| !r["response"].as_str().unwrap().is_empty())
+    );
+
+    let labelled = dir.path().join("labelled.jsonl");
+    run_ok(&[
+        "label",
+        "--teacher",
+        &url,
+        "--input",
+        pairs.to_str().unwrap(),
+        "--out",
+        labelled.to_str().unwrap(),
+    ]);
+    let scored = rows(&labelled);
+    assert_eq!(scored.len(), 40);
+    let scores: Vec<f64> = scored
+        .iter()
+        .map(|r| r["teacher_score"].as_f64().unwrap())
+        .collect();
+    assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)));
+    let spread = scores.iter().copied().fold(f64::MIN, f64::max)
+        - scores.iter().copied().fold(f64::MAX, f64::min);
+    assert!(spread > 0.01, "every score the same: {scores:?}");
+    // The labelled rows keep their fields and train a student directly.
+    assert!(
+        scored
+            .iter()
+            .all(|r| r.contains_key("response") && r.contains_key("teacher"))
+    );
+}
+
+#[test]
+fn retries_through_a_server_restart_and_resumes_after_kill_9() {
+    let port = free_port();
+    let mut server = Some(Server::start(port));
+    let url = server.as_ref().unwrap().url();
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("prompts.jsonl");
+    let seeds = seeds();
+    let args = |num: &'static str| -> Vec<String> {
+        [
+            "augment",
+            "generate",
+            "--generator",
+            &url,
+            "--seeds",
+            seeds.to_str().unwrap(),
+            "--num",
+            num,
+            "--out",
+            prompts.to_str().unwrap(),
+            "--concurrency",
+            "1",
+            "--max-new-tokens",
+            "48",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let wait_for_rows = |n: usize, child: &mut Child| {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while rows(&prompts).len() < n {
+            assert!(Instant::now() < deadline, "no progress");
+            assert!(child.try_wait().unwrap().is_none(), "harmaug ended early");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    // The server dies mid-run and comes back two seconds later: requests are retried.
+    let first = args("30");
+    let mut child = harmaug(&first.iter().map(String::as_str).collect::<Vec<_>>())
+        .spawn()
+        .unwrap();
+    wait_for_rows(5, &mut child);
+    drop(server.take());
+    std::thread::sleep(Duration::from_secs(2));
+    server = Some(Server::start(port));
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(rows(&prompts).len(), 30);
+    let retries: u64 = stderr
+        .split(" retries")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(retries > 0, "no retries counted: {stderr}");
+
+    // harmaug itself is killed; the rerun resumes and ends with exactly the rows asked for.
+    let second = args("60");
+    let argv: Vec<&str> = second.iter().map(String::as_str).collect();
+    let mut child = harmaug(&argv).spawn().unwrap();
+    wait_for_rows(35, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = rows(&prompts).len();
+    assert!((35..60).contains(&before), "{before}");
+    run_ok(&argv);
+    let all = rows(&prompts);
+    assert_eq!(all.len(), 60);
+    assert!(unique_ids(&all));
+    let texts: HashSet<String> = all
+        .iter()
+        .map(|r| r["prompt"].as_str().unwrap().to_lowercase())
+        .collect();
+    assert_eq!(texts.len(), 60, "duplicates after resuming");
+    drop(server);
+}
