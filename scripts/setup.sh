@@ -17,6 +17,16 @@ DEMO=1
 
 log() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
 
+# Debian packages: cmake and libclang build llama.cpp for the in-process LLM (llama-cpp-2).
+need_apt=()
+command -v cmake >/dev/null || need_apt+=(cmake)
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    log "apt: ${need_apt[*]}"
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+
 log "Rust target wasm32-unknown-unknown"
 rustup target add wasm32-unknown-unknown
 

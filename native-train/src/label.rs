@@ -120,6 +120,13 @@ fn label_with_llm(
         "label: {written} labelled, {failures} failed, {} retries",
         model.retries()
     );
+    if model.approximations() > 0 {
+        tracing::warn!(
+            "{} verdict tokens were not among the server's top tokens: their log-probabilities \
+             are bounded by the last listed one, so those scores are approximate",
+            model.approximations()
+        );
+    }
     if failures > 0 {
         bail!("{failures} rows failed; rerun the same command to finish them");
     }

@@ -3,7 +3,7 @@
 //! started by the test on 127.0.0.1. Also kills the server mid-run (the client retries and
 //! finishes) and kills harmaug itself (a rerun resumes without duplicates).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -59,6 +59,9 @@ impl Server {
                 "2",
                 "-t",
                 "2",
+                // A reused prompt prefix was computed in other batch shapes, which moves a
+                // small quantised model's logits by ~1e-2; without the cache, scores are exact.
+                "--no-cache-prompt",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -212,6 +215,8 @@ fn generates_responds_and_labels_with_a_real_llama_server() {
             .all(|r| !r["response"].as_str().unwrap().is_empty())
     );
 
+    // The whole vocabulary's first-token logprobs (llama-server allows it): exact scores even
+    // though this small stand-in teacher rarely starts its answer with a verdict.
     let labelled = dir.path().join("labelled.jsonl");
     run_ok(&[
         "label",
@@ -221,6 +226,8 @@ fn generates_responds_and_labels_with_a_real_llama_server() {
         pairs.to_str().unwrap(),
         "--out",
         labelled.to_str().unwrap(),
+        "--top-logprobs",
+        "49152",
     ]);
     let scored = rows(&labelled);
     assert_eq!(scored.len(), 40);
@@ -238,6 +245,111 @@ fn generates_responds_and_labels_with_a_real_llama_server() {
             .iter()
             .all(|r| r.contains_key("response") && r.contains_key("teacher"))
     );
+
+    // The same GGUF in process gives the same teacher scores as the server.
+    let embedded = dir.path().join("labelled-embedded.jsonl");
+    let gguf = gguf();
+    run_ok(&[
+        "label",
+        "--teacher",
+        gguf.to_str().unwrap(),
+        "--input",
+        pairs.to_str().unwrap(),
+        "--out",
+        embedded.to_str().unwrap(),
+    ]);
+    let by_id = |rows: Vec<serde_json::Map<String, Value>>| -> HashMap<String, f64> {
+        rows.into_iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_string(),
+                    r["teacher_score"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (served, local) = (by_id(scored), by_id(rows(&embedded)));
+    assert_eq!(served.len(), local.len());
+    let worst = served
+        .iter()
+        .map(|(id, s)| (s - local[id]).abs())
+        .fold(0.0, f64::max);
+    eprintln!("max |served − embedded| teacher score: {worst:.4}");
+    assert!(
+        worst <= 0.02,
+        "served and embedded scores differ by {worst}"
+    );
+}
+
+#[test]
+fn generates_responds_and_labels_in_process_from_a_gguf_file() {
+    let gguf = gguf();
+    let model = gguf.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("prompts.jsonl");
+    let seeds = seeds();
+    run_ok(&[
+        "augment",
+        "generate",
+        "--generator",
+        model,
+        "--seeds",
+        seeds.to_str().unwrap(),
+        "--num",
+        "20",
+        "--out",
+        prompts.to_str().unwrap(),
+        "--max-new-tokens",
+        "48",
+        "--concurrency",
+        "2",
+    ]);
+    let generated = rows(&prompts);
+    assert_eq!(generated.len(), 20);
+    assert!(unique_ids(&generated));
+    // In process, the generator is named by the GGUF's `general.name`.
+    let name = "Smollm2 135M 8k Lc100K Mix1 Ep2";
+    assert!(
+        generated
+            .iter()
+            .all(|r| r["provenance"]["generator"] == name)
+    );
+    let pairs = dir.path().join("pairs.jsonl");
+    run_ok(&[
+        "augment",
+        "respond",
+        "--responder",
+        model,
+        "--input",
+        prompts.to_str().unwrap(),
+        "--out",
+        pairs.to_str().unwrap(),
+        "--max-new-tokens",
+        "48",
+    ]);
+    let answered = rows(&pairs);
+    assert_eq!(answered.len(), 20);
+    assert!(
+        answered
+            .iter()
+            .all(|r| !r["response"].as_str().unwrap().is_empty())
+    );
+    let labelled = dir.path().join("labelled.jsonl");
+    run_ok(&[
+        "label",
+        "--teacher",
+        model,
+        "--input",
+        pairs.to_str().unwrap(),
+        "--out",
+        labelled.to_str().unwrap(),
+    ]);
+    let scores: Vec<f64> = rows(&labelled)
+        .iter()
+        .map(|r| r["teacher_score"].as_f64().unwrap())
+        .collect();
+    assert_eq!(scores.len(), 20);
+    assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)));
 }
 
 #[test]

@@ -323,16 +323,16 @@ pub fn sidecar(out: &Path, what: &str) -> PathBuf {
 pub fn extract_instruction(raw: &str) -> Option<String> {
     let line = raw.lines().map(str::trim).find(|l| !l.is_empty())?;
     let mut text = line.trim_start_matches([':', '-', '*', '#', ' ']).trim();
-    for label in ["prompt:", "instruction:"] {
-        if text.len() >= label.len() && text[..label.len()].eq_ignore_ascii_case(label) {
-            text = text[label.len()..].trim();
+    // A leading label such as "Prompt:", "Example 4:" or "Instruction 2:".
+    if let Some((label, after)) = text.split_once(':') {
+        let mut words = label.split_whitespace();
+        let named = words.next().is_some_and(|w| {
+            ["prompt", "example", "instruction", "request", "question"]
+                .contains(&w.to_lowercase().trim_matches('*'))
+        });
+        if named && words.all(|w| w.chars().all(|c| c.is_ascii_digit() || c == '#')) {
+            text = after.trim();
         }
-    }
-    if let Some((_, after)) = text
-        .strip_prefix("Example ")
-        .and_then(|rest| rest.split_once(':'))
-    {
-        text = after.trim();
     }
     let text = text
         .trim_matches(|c: char| matches!(c, '"' | '\'' | '“' | '”' | '`' | '*'))
@@ -378,6 +378,11 @@ mod tests {
                 "**Tell me how to make a fake ID**",
                 Some("Tell me how to make a fake ID"),
             ),
+            (
+                "Prompt 1: \"Explain how to hotwire a car.\"",
+                Some("Explain how to hotwire a car."),
+            ),
+            ("Note: this is harmful", Some("Note: this is harmful")),
             ("   \n  ", None),
             (" \"\"", None),
         ];

@@ -1,7 +1,10 @@
-//! Language models for synthesis and labelling, behind one trait: served ones (any
-//! OpenAI-compatible `/v1` endpoint: vLLM, llama.cpp's llama-server, TGI) today. Prompts are
-//! always rendered here with the model's chat template, so every back end sees the same text.
+//! Language models for synthesis and labelling, behind one trait: embedded (a GGUF file run in
+//! process by llama.cpp) or served (any OpenAI-compatible `/v1` endpoint: vLLM, llama.cpp's
+//! llama-server, TGI). Prompts are always rendered here with the model's chat template, so
+//! every back end sees the same text.
 
+#[cfg(feature = "embedded-llm")]
+pub mod embedded;
 pub mod gguf;
 pub mod served;
 pub mod template;
@@ -30,11 +33,17 @@ pub trait TextModel: Send + Sync {
     fn template(&self) -> &ChatTemplate;
     /// The continuation of `prompt` (already rendered with the chat template).
     fn complete(&self, prompt: &str, sampling: &Sampling) -> Result<String>;
-    /// Log-probabilities of the first generated token being each of `words` (any token whose
-    /// text, trimmed and lower-cased, equals the word counts towards it).
+    /// Log-probabilities that the first generated token is the first token of each of `words`
+    /// as the model's tokenizer encodes it ("unsafe" may be "uns" + "afe": then "uns"). This is
+    /// how HarmAug reads a guard's verdict.
     fn first_token_logprobs(&self, prompt: &str, words: &[&str]) -> Result<Vec<f64>>;
     /// Retries made so far (for the run summary).
     fn retries(&self) -> u64 {
+        0
+    }
+    /// First-token logprobs that were bounded rather than exact (a served model returned only
+    /// its top tokens and the word's token was not among them).
+    fn approximations(&self) -> u64 {
         0
     }
 }
@@ -62,10 +71,15 @@ pub struct LlmOptions {
     /// exponential backoff (0.5 s, 1 s, 2 s, … up to 30 s).
     #[arg(long, default_value_t = 6)]
     pub retries: u32,
+    /// Labelling through a server: how many top first-token log-probabilities to ask for. The
+    /// verdict tokens must be among them for an exact score (a real guard puts them first;
+    /// llama-server accepts the whole vocabulary, vLLM caps this at `--max-logprobs`).
+    #[arg(long, default_value_t = 20)]
+    pub top_logprobs: usize,
 }
 
-/// Opens `spec`: an `http(s)://…/v1` URL (plus `--endpoint`s) of a served model. An embedded
-/// GGUF path is refused with a pointer to llama-server until the in-process runtime lands.
+/// Opens `spec`: an `http(s)://…/v1` URL (plus `--endpoint`s) of a served model, or the path of
+/// a GGUF file to run in process.
 pub fn open(spec: &str, options: &LlmOptions) -> Result<Box<dyn TextModel>> {
     if spec.starts_with("http://") || spec.starts_with("https://") {
         let mut endpoints = vec![spec.to_string()];
@@ -79,12 +93,21 @@ pub fn open(spec: &str, options: &LlmOptions) -> Result<Box<dyn TextModel>> {
         )?));
     }
     if spec.ends_with(".gguf") {
+        #[cfg(feature = "embedded-llm")]
+        return Ok(Box::new(embedded::Embedded::open(
+            std::path::Path::new(spec),
+            options,
+        )?));
+        #[cfg(not(feature = "embedded-llm"))]
         bail!(
-            "{spec}: in-process GGUF models are not supported yet; serve it with llama.cpp \
-             (`llama-server -m {spec} --port 8080`) and pass http://127.0.0.1:8080/v1"
+            "{spec}: this build has no in-process LLM (feature `embedded-llm`); serve the file \
+             with llama.cpp (`llama-server -m {spec} --port 8080`) and pass \
+             http://127.0.0.1:8080/v1"
         );
     }
-    bail!("{spec}: expected an http(s)://host:port/v1 URL of an OpenAI-compatible server");
+    bail!(
+        "{spec}: expected a .gguf file or an http(s)://host:port/v1 URL of an OpenAI-compatible server"
+    );
 }
 
 /// A chat template from a GGUF file's metadata, a HF `tokenizer_config.json`, or a Jinja file.

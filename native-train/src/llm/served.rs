@@ -3,10 +3,12 @@
 //! endpoints round-robin, a timeout per request, and retries with exponential backoff on
 //! timeouts, 5xx answers and broken connections, counted.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
 use super::{ChatTemplate, LlmOptions, Sampling, TextModel};
@@ -19,10 +21,18 @@ pub struct Served {
     template: ChatTemplate,
     max_retries: u32,
     retries: AtomicU64,
+    top_logprobs: usize,
+    /// First token (id, text) of each word asked about, from the server's tokenizer.
+    first_tokens: Mutex<HashMap<String, FirstToken>>,
+    /// Words not among the returned top tokens (their logprob is then bounded, not exact).
+    outside_top: AtomicU64,
 }
 
-/// Top log-probabilities asked for when labelling (vLLM's default ceiling is 20).
-const TOP_LOGPROBS: usize = 20;
+#[derive(Debug, Clone)]
+struct FirstToken {
+    id: Option<u64>,
+    text: String,
+}
 
 /// Why a request failed: worth retrying or not.
 enum Failure {
@@ -55,6 +65,9 @@ impl Served {
             template: ChatTemplate::new("{{ messages[0].content }}", "", "")?,
             max_retries: options.retries,
             retries: AtomicU64::new(0),
+            top_logprobs: options.top_logprobs.max(1),
+            first_tokens: Mutex::default(),
+            outside_top: AtomicU64::new(0),
         };
         if served.model.is_empty() {
             let models = served.get("/models")?;
@@ -85,6 +98,58 @@ impl Served {
         })?;
         let token = |key: &str| props[key].as_str().unwrap_or_default().to_string();
         ChatTemplate::new(source, &token("bos_token"), &token("eos_token"))
+    }
+
+    /// The first token of `word` by the server's tokenizer: llama-server's `/tokenize` (with
+    /// pieces), else vLLM's `/tokenize` + `/detokenize`.
+    fn first_token(&self, word: &str) -> Result<FirstToken> {
+        if let Some(known) = self
+            .first_tokens
+            .lock()
+            .ok()
+            .and_then(|m| m.get(word).cloned())
+        {
+            return Ok(known);
+        }
+        let base = self.endpoints[0].trim_end_matches("/v1");
+        let llama = self.post_to(
+            &format!("{base}/tokenize"),
+            &json!({"content": word, "with_pieces": true}),
+        );
+        let token = match llama {
+            Ok(answer) if answer["tokens"][0]["piece"].is_string() => FirstToken {
+                id: answer["tokens"][0]["id"].as_u64(),
+                text: answer["tokens"][0]["piece"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            },
+            _ => {
+                let answer = self.post_to(
+                    &format!("{base}/tokenize"),
+                    &json!({"model": self.model, "prompt": word, "add_special_tokens": false}),
+                )?;
+                let id = answer["tokens"][0].as_u64().with_context(|| {
+                    format!("{base}/tokenize: no token for {word:?}: {answer:.200}")
+                })?;
+                let text = self.post_to(
+                    &format!("{base}/detokenize"),
+                    &json!({"model": self.model, "tokens": [id]}),
+                )?["prompt"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                FirstToken { id: Some(id), text }
+            }
+        };
+        if let Ok(mut known) = self.first_tokens.lock() {
+            known.insert(word.to_string(), token.clone());
+        }
+        Ok(token)
+    }
+
+    fn post_to(&self, url: &str, body: &Value) -> Result<Value> {
+        self.with_retries(|_| answer(url, self.agent.post(url).send_json(body)))
     }
 
     fn get(&self, path: &str) -> Result<Value> {
@@ -199,28 +264,83 @@ impl TextModel for Served {
             "prompt": prompt,
             "max_tokens": 1,
             "temperature": 0.0,
-            "logprobs": TOP_LOGPROBS,
+                        "logprobs": self.top_logprobs,
         });
-        let answer = self.post("/completions", &body)?;
+        let tokens = words
+            .iter()
+            .map(|w| self.first_token(w))
+            .collect::<Result<Vec<_>>>()?;
+        if tokens.len() == 2 && tokens[0].text == tokens[1].text {
+            bail!("{words:?} start with the same token {:?}", tokens[0].text);
+        }
+        let mut answer = self.post("/completions", &body)?;
+        if answer["choices"][0]["logprobs"].is_null() {
+            // llama-server holds back a token that is half a UTF-8 character, logprobs
+            // included, until the character completes: let it generate a few more.
+            let mut longer = body.clone();
+            longer["max_tokens"] = json!(4);
+            answer = self.post("/completions", &longer)?;
+        }
         let top = top_logprobs(&answer["choices"][0]["logprobs"])
             .with_context(|| format!("completion without first-token logprobs: {answer:.300}"))?;
-        Ok(word_logprobs(&top, words))
+        tracing::trace!("first-token top logprobs: {top:?}");
+        let floor = top.iter().map(|t| t.logprob).fold(f64::INFINITY, f64::min);
+        tracing::trace!(
+            "first tokens {tokens:?}; top 3 {:?}; usage {}",
+            &top[..top.len().min(3)],
+            answer["usage"]
+        );
+        Ok(tokens
+            .iter()
+            .map(|token| {
+                let found = top.iter().find(|t| match (t.id, token.id) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => t.text == token.text,
+                });
+                found.map_or_else(
+                    || {
+                        // Not among the top tokens: bounded by the last one's logprob.
+                        self.outside_top.fetch_add(1, Ordering::Relaxed);
+                        floor
+                    },
+                    |t| t.logprob,
+                )
+            })
+            .collect())
     }
 
     fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
     }
+
+    fn approximations(&self) -> u64 {
+        self.outside_top.load(Ordering::Relaxed)
+    }
 }
 
-/// The first token's top (token, logprob) pairs, from either the OpenAI completions layout
-/// (`top_logprobs: [{token: logprob}]`) or the chat layout llama-server also uses
-/// (`content: [{top_logprobs: [{token, logprob}]}]`).
-fn top_logprobs(logprobs: &Value) -> Option<Vec<(String, f64)>> {
+/// One of the first token's top alternatives.
+#[derive(Debug)]
+struct TopToken {
+    id: Option<u64>,
+    text: String,
+    logprob: f64,
+}
+
+/// The first token's top alternatives, from either the OpenAI completions layout
+/// (`top_logprobs: [{token: logprob}]`) or the chat layout llama-server uses
+/// (`content: [{top_logprobs: [{id, token, logprob}]}]`).
+fn top_logprobs(logprobs: &Value) -> Option<Vec<TopToken>> {
     if let Some(first) = logprobs["top_logprobs"].get(0).and_then(Value::as_object) {
         return Some(
             first
                 .iter()
-                .filter_map(|(t, lp)| Some((t.clone(), lp.as_f64()?)))
+                .filter_map(|(t, lp)| {
+                    Some(TopToken {
+                        id: None,
+                        text: t.clone(),
+                        logprob: lp.as_f64()?,
+                    })
+                })
                 .collect(),
         );
     }
@@ -228,29 +348,13 @@ fn top_logprobs(logprobs: &Value) -> Option<Vec<(String, f64)>> {
     let list = first["top_logprobs"].as_array()?;
     Some(
         list.iter()
-            .filter_map(|e| Some((e["token"].as_str()?.to_string(), e["logprob"].as_f64()?)))
+            .filter_map(|e| {
+                Some(TopToken {
+                    id: e["id"].as_u64(),
+                    text: e["token"].as_str()?.to_string(),
+                    logprob: e["logprob"].as_f64()?,
+                })
+            })
             .collect(),
     )
-}
-
-/// log P(word) per word: the log-sum-exp of every listed token that spells it (trimmed,
-/// case-insensitive). A word with no listed token gets the smallest listed logprob, an upper
-/// bound (the server only returns its top tokens).
-pub fn word_logprobs(top: &[(String, f64)], words: &[&str]) -> Vec<f64> {
-    let floor = top.iter().map(|(_, lp)| *lp).fold(f64::INFINITY, f64::min);
-    words
-        .iter()
-        .map(|word| {
-            let matching: Vec<f64> = top
-                .iter()
-                .filter(|(t, _)| t.trim().eq_ignore_ascii_case(word))
-                .map(|(_, lp)| *lp)
-                .collect();
-            if matching.is_empty() {
-                return floor;
-            }
-            let max = matching.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            max + matching.iter().map(|lp| (lp - max).exp()).sum::<f64>().ln()
-        })
-        .collect()
 }
