@@ -138,18 +138,19 @@ fn unique_ids(rows: &[serde_json::Map<String, Value>]) -> bool {
     ids.len() == rows.len()
 }
 
-#[test]
-fn generates_responds_and_labels_with_a_real_llama_server() {
-    let server = Server::start(free_port());
-    let url = server.url();
-    let dir = tempfile::tempdir().unwrap();
-    let prompts = dir.path().join("prompts.jsonl");
+type Rows = Vec<serde_json::Map<String, Value>>;
+
+/// The three stages on 20 prompts with `model` (a URL or a GGUF path), checked for what every
+/// back end must give: ids, provenance, a response and a refusal per prompt, scores in [0, 1].
+/// Returns (generated, answered, labelled) rows and the pairs file.
+fn synthesise(model: &str, dir: &Path, label_extra: &[&str]) -> (Rows, Rows, Rows, PathBuf) {
+    let prompts = dir.join("prompts.jsonl");
     let seeds = seeds();
     run_ok(&[
         "augment",
         "generate",
         "--generator",
-        &url,
+        model,
         "--seeds",
         seeds.to_str().unwrap(),
         "--num",
@@ -183,21 +184,14 @@ fn generates_responds_and_labels_with_a_real_llama_server() {
         let provenance = &row["provenance"];
         assert_eq!(provenance["exemplars"].as_array().unwrap().len(), 3);
         assert_eq!(provenance["prefix"], "I have an idea for a prompt:");
-        assert!(
-            provenance["generator"]
-                .as_str()
-                .unwrap()
-                .contains("SmolLM2"),
-            "{provenance}"
-        );
     }
 
-    let pairs = dir.path().join("pairs.jsonl");
+    let pairs = dir.join("pairs.jsonl");
     run_ok(&[
         "augment",
         "respond",
         "--responder",
-        &url,
+        model,
         "--input",
         prompts.to_str().unwrap(),
         "--out",
@@ -215,20 +209,18 @@ fn generates_responds_and_labels_with_a_real_llama_server() {
             .all(|r| !r["response"].as_str().unwrap().is_empty())
     );
 
-    // The whole vocabulary's first-token logprobs (llama-server allows it): exact scores even
-    // though this small stand-in teacher rarely starts its answer with a verdict.
-    let labelled = dir.path().join("labelled.jsonl");
-    run_ok(&[
+    let labelled = dir.join("labelled.jsonl");
+    let mut label = vec![
         "label",
         "--teacher",
-        &url,
+        model,
         "--input",
         pairs.to_str().unwrap(),
         "--out",
         labelled.to_str().unwrap(),
-        "--top-logprobs",
-        "49152",
-    ]);
+    ];
+    label.extend(label_extra);
+    run_ok(&label);
     let scored = rows(&labelled);
     assert_eq!(scored.len(), 40);
     let scores: Vec<f64> = scored
@@ -245,6 +237,24 @@ fn generates_responds_and_labels_with_a_real_llama_server() {
             .iter()
             .all(|r| r.contains_key("response") && r.contains_key("teacher"))
     );
+    (generated, answered, scored, pairs)
+}
+
+#[test]
+fn generates_responds_and_labels_with_a_real_llama_server() {
+    let server = Server::start(free_port());
+    let dir = tempfile::tempdir().unwrap();
+    // The whole vocabulary's first-token logprobs (llama-server allows it): exact scores even
+    // though this small stand-in teacher rarely starts its answer with a verdict.
+    let (generated, _, scored, pairs) =
+        synthesise(&server.url(), dir.path(), &["--top-logprobs", "49152"]);
+    // A served model is named by the server (llama-server: the file it serves).
+    assert!(generated.iter().all(|r| {
+        r["provenance"]["generator"]
+            .as_str()
+            .unwrap()
+            .contains("SmolLM2")
+    }));
 
     // The same GGUF in process gives the same teacher scores as the server.
     let embedded = dir.path().join("labelled-embedded.jsonl");
@@ -258,7 +268,7 @@ fn generates_responds_and_labels_with_a_real_llama_server() {
         "--out",
         embedded.to_str().unwrap(),
     ]);
-    let by_id = |rows: Vec<serde_json::Map<String, Value>>| -> HashMap<String, f64> {
+    let by_id = |rows: Rows| -> HashMap<String, f64> {
         rows.into_iter()
             .map(|r| {
                 (
@@ -284,29 +294,8 @@ fn generates_responds_and_labels_with_a_real_llama_server() {
 #[test]
 fn generates_responds_and_labels_in_process_from_a_gguf_file() {
     let gguf = gguf();
-    let model = gguf.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let prompts = dir.path().join("prompts.jsonl");
-    let seeds = seeds();
-    run_ok(&[
-        "augment",
-        "generate",
-        "--generator",
-        model,
-        "--seeds",
-        seeds.to_str().unwrap(),
-        "--num",
-        "20",
-        "--out",
-        prompts.to_str().unwrap(),
-        "--max-new-tokens",
-        "48",
-        "--concurrency",
-        "2",
-    ]);
-    let generated = rows(&prompts);
-    assert_eq!(generated.len(), 20);
-    assert!(unique_ids(&generated));
+    let (generated, ..) = synthesise(gguf.to_str().unwrap(), dir.path(), &[]);
     // In process, the generator is named by the GGUF's `general.name`.
     let name = "Smollm2 135M 8k Lc100K Mix1 Ep2";
     assert!(
@@ -314,119 +303,4 @@ fn generates_responds_and_labels_in_process_from_a_gguf_file() {
             .iter()
             .all(|r| r["provenance"]["generator"] == name)
     );
-    let pairs = dir.path().join("pairs.jsonl");
-    run_ok(&[
-        "augment",
-        "respond",
-        "--responder",
-        model,
-        "--input",
-        prompts.to_str().unwrap(),
-        "--out",
-        pairs.to_str().unwrap(),
-        "--max-new-tokens",
-        "48",
-    ]);
-    let answered = rows(&pairs);
-    assert_eq!(answered.len(), 20);
-    assert!(
-        answered
-            .iter()
-            .all(|r| !r["response"].as_str().unwrap().is_empty())
-    );
-    let labelled = dir.path().join("labelled.jsonl");
-    run_ok(&[
-        "label",
-        "--teacher",
-        model,
-        "--input",
-        pairs.to_str().unwrap(),
-        "--out",
-        labelled.to_str().unwrap(),
-    ]);
-    let scores: Vec<f64> = rows(&labelled)
-        .iter()
-        .map(|r| r["teacher_score"].as_f64().unwrap())
-        .collect();
-    assert_eq!(scores.len(), 20);
-    assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)));
-}
-
-#[test]
-fn retries_through_a_server_restart_and_resumes_after_kill_9() {
-    let port = free_port();
-    let mut server = Some(Server::start(port));
-    let url = server.as_ref().unwrap().url();
-    let dir = tempfile::tempdir().unwrap();
-    let prompts = dir.path().join("prompts.jsonl");
-    let seeds = seeds();
-    let args = |num: &'static str| -> Vec<String> {
-        [
-            "augment",
-            "generate",
-            "--generator",
-            &url,
-            "--seeds",
-            seeds.to_str().unwrap(),
-            "--num",
-            num,
-            "--out",
-            prompts.to_str().unwrap(),
-            "--concurrency",
-            "1",
-            "--max-new-tokens",
-            "48",
-        ]
-        .map(String::from)
-        .to_vec()
-    };
-    let wait_for_rows = |n: usize, child: &mut Child| {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while rows(&prompts).len() < n {
-            assert!(Instant::now() < deadline, "no progress");
-            assert!(child.try_wait().unwrap().is_none(), "harmaug ended early");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-
-    // The server dies mid-run and comes back two seconds later: requests are retried.
-    let first = args("30");
-    let mut child = harmaug(&first.iter().map(String::as_str).collect::<Vec<_>>())
-        .spawn()
-        .unwrap();
-    wait_for_rows(5, &mut child);
-    drop(server.take());
-    std::thread::sleep(Duration::from_secs(2));
-    server = Some(Server::start(port));
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    assert_eq!(rows(&prompts).len(), 30);
-    let retries: u64 = stderr
-        .split(" retries")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    assert!(retries > 0, "no retries counted: {stderr}");
-
-    // harmaug itself is killed; the rerun resumes and ends with exactly the rows asked for.
-    let second = args("60");
-    let argv: Vec<&str> = second.iter().map(String::as_str).collect();
-    let mut child = harmaug(&argv).spawn().unwrap();
-    wait_for_rows(35, &mut child);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let before = rows(&prompts).len();
-    assert!((35..60).contains(&before), "{before}");
-    run_ok(&argv);
-    let all = rows(&prompts);
-    assert_eq!(all.len(), 60);
-    assert!(unique_ids(&all));
-    let texts: HashSet<String> = all
-        .iter()
-        .map(|r| r["prompt"].as_str().unwrap().to_lowercase())
-        .collect();
-    assert_eq!(texts.len(), 60, "duplicates after resuming");
-    drop(server);
 }

@@ -111,26 +111,32 @@ const TINY_ARGS: [&str; 10] = [
     "64",
 ];
 
+/// `harmaug distill` of the fixture checkpoint on `data` into `out` with the tiny settings,
+/// then `extra`.
+fn distill_args(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let model = fixture("bert-tiny-f32");
+    let args: Vec<String> = ["distill", "--model", model.to_str().unwrap()]
+        .into_iter()
+        .chain([
+            "--train",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .chain(TINY_ARGS)
+        .chain(extra.iter().copied())
+        .map(String::from)
+        .collect();
+    args
+}
+
 #[test]
 fn learns_a_learnable_task() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("train.jsonl");
     write_jsonl(&data, &learnable_rows(400));
     let out = dir.path().join("student");
-    let model = fixture("bert-tiny-f32");
-    let mut args = vec![
-        "distill",
-        "--model",
-        model.to_str().unwrap(),
-        "--train",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--epochs",
-        "4",
-    ];
-    args.extend(TINY_ARGS);
-    run_ok(&args);
+    run_ok(&strs(&distill_args(&data, &out, &["--epochs", "4"])));
 
     let records = records(&out);
     let losses: Vec<f64> = records
@@ -155,14 +161,20 @@ fn learns_a_learnable_task() {
     assert!(f1 > 0.9 && auprc > 0.9, "validation F1 {f1}, AUPRC {auprc}");
 
     // The student scores held-out-style inputs correctly through `harmaug score`.
-    let scored = run_ok(&[
-        "score",
-        "--model",
-        out.to_str().unwrap(),
-        "explain how to steal information online",
-        "write a story about people",
-    ]);
-    let scores: Vec<f64> = String::from_utf8(scored.stdout)
+    let scores = harmaug_scores(
+        &out,
+        &[
+            "explain how to steal information online",
+            "write a story about people",
+        ],
+    );
+    assert!(scores[0] > 0.5 && scores[1] < 0.5, "scores {scores:?}");
+}
+
+/// `harmaug score --model DIR TEXT...` → the scores.
+fn harmaug_scores(model: &Path, texts: &[&str]) -> Vec<f64> {
+    let scored = run_ok(&[&["score", "--model", model.to_str().unwrap()][..], texts].concat());
+    String::from_utf8(scored.stdout)
         .unwrap()
         .lines()
         .map(|l| {
@@ -170,8 +182,7 @@ fn learns_a_learnable_task() {
                 .as_f64()
                 .unwrap()
         })
-        .collect();
-    assert!(scores[0] > 0.5 && scores[1] < 0.5, "scores {scores:?}");
+        .collect()
 }
 
 /// Final weights of a run, by tensor name.
@@ -199,27 +210,8 @@ fn resumes_after_kill_9_with_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("train.jsonl");
     write_jsonl(&data, &learnable_rows(400));
-    let model = fixture("bert-tiny-f32");
-    let args = |out: &Path| -> Vec<String> {
-        let mut args: Vec<String> = [
-            "distill",
-            "--model",
-            model.to_str().unwrap(),
-            "--train",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            // 72 updates: time enough to kill the run after its second snapshot.
-            "--epochs",
-            "6",
-            "--save-every",
-            "3",
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend(TINY_ARGS.map(String::from));
-        args
-    };
+    // 72 updates: time enough to kill the run after its second snapshot.
+    let args = |out: &Path| distill_args(&data, out, &["--epochs", "6", "--save-every", "3"]);
 
     // Uninterrupted reference run.
     let straight = dir.path().join("straight");
@@ -307,36 +299,14 @@ fn student_loads_in_transformers_with_the_same_scores() {
     let data = dir.path().join("train.jsonl");
     write_jsonl(&data, &learnable_rows(100));
     let out = dir.path().join("student");
-    let model = fixture("bert-tiny-f32");
-    let mut args = vec![
-        "distill",
-        "--model",
-        model.to_str().unwrap(),
-        "--train",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--max-steps",
-        "3",
-    ];
-    args.extend(TINY_ARGS);
-    run_ok(&args);
+    run_ok(&strs(&distill_args(&data, &out, &["--max-steps", "3"])));
 
     let texts = [
         "explain how to steal information",
         "write a story",
         "list five people",
     ];
-    let scored = run_ok(&[&["score", "--model", out.to_str().unwrap()][..], &texts[..]].concat());
-    let ours: Vec<f64> = String::from_utf8(scored.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["score"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect();
+    let ours = harmaug_scores(&out, &texts);
     let script = r#"
 import json, sys, torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -409,22 +379,11 @@ fn trains_data_parallel_on_two_model_copies() {
     let data = dir.path().join("train.jsonl");
     write_jsonl(&data, &learnable_rows(400));
     let out = dir.path().join("student");
-    let model = fixture("bert-tiny-f32");
-    let mut args = vec![
-        "distill",
-        "--model",
-        model.to_str().unwrap(),
-        "--train",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--epochs",
-        "4",
-        "--devices",
-        "0,0",
-    ];
-    args.extend(TINY_ARGS);
-    run_ok(&args);
+    run_ok(&strs(&distill_args(
+        &data,
+        &out,
+        &["--epochs", "4", "--devices", "0,0"],
+    )));
     let records = records(&out);
     assert_eq!(
         records.iter().filter(|r| r.get("loss").is_some()).count(),
@@ -433,14 +392,9 @@ fn trains_data_parallel_on_two_model_copies() {
     let f1 = records.iter().rev().find_map(|r| r.get("val_f1")).unwrap();
     assert!(f1.as_f64().unwrap() > 0.9, "validation F1 {f1}");
 
-    let missing = harmaug(
-        &[
-            &args[..args.len() - TINY_ARGS.len() - 2],
-            &["--devices", "0,7"],
-        ]
-        .concat(),
-    )
-    .output()
-    .unwrap();
+    let other = dir.path().join("other");
+    let missing = harmaug(&strs(&distill_args(&data, &other, &["--devices", "0,7"])))
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&missing.stderr).contains("device 7 does not exist"));
 }
