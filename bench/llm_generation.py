@@ -6,6 +6,8 @@
    once through the embedded model and once through a llama-server started here (one request
    at a time, same sampling). Generated tokens are counted with the server's tokenizer; time
    is the command's wall time (prompt processing included on both sides).
+   The alternative runtime, candle-transformers' quantized llama (bench/candle_llm, not part of
+   the product), generates for the same chat-templated prompts, token ids from the server.
 2. Prompts/hour of stage 1: `harmaug augment generate --num N` through each back end.
 
     scripts/setup.sh            # llama-server, SmolLM2 GGUF, harmaug
@@ -57,6 +59,36 @@ def count_tokens(port, texts):
     return total
 
 
+def prompt_ids(port, prompts):
+    """The chat-templated prompts as token ids, by llama-server's template and tokenizer."""
+    lines = []
+    for text in prompts:
+        def post(path, body):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            return json.load(urllib.request.urlopen(request))
+        rendered = post("/apply-template", {"messages": [{"role": "user", "content": text}]})["prompt"]
+        ids = post("/tokenize", {"content": rendered, "add_special": True, "parse_special": True})["tokens"]
+        lines.append(",".join(str(i) for i in ids))
+    return "\n".join(lines) + "\n"
+
+
+def candle_rate(port, prompts, tmp):
+    manifest = ROOT / "bench/candle_llm/Cargo.toml"
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--manifest-path", str(manifest)], check=True)
+    ids = tmp / "prompt_ids.txt"
+    ids.write_text(prompt_ids(port, prompts))
+    eos_text = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/props"))["eos_token"]
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/tokenize",
+                                     data=json.dumps({"content": eos_text, "parse_special": True}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    eos = json.load(urllib.request.urlopen(request))["tokens"][0]
+    out = subprocess.run([str(ROOT / "bench/candle_llm/target/release/candle-llm-bench"), str(GGUF), str(ids), "128",
+                          str(eos)], check=True, capture_output=True, text=True).stdout
+    _, tokens, seconds, rate = (x.strip() for x in out.split(","))
+    return int(tokens), float(seconds), float(rate)
+
+
 def timed(args):
     start = time.perf_counter()
     subprocess.run(args, check=True, capture_output=True)
@@ -92,6 +124,9 @@ def main():
                 rates[name] = tokens / seconds
                 ratio = rates[name] / rates["llama-server"]
                 print(f"| {name} | {seconds:.1f} | {tokens} | {rates[name]:.1f} | {ratio:.2f} |", flush=True)
+            tokens, seconds, rate = candle_rate(port, [r["prompt"] for r in rows], tmp)
+            print(f"| candle-transformers 0.11 quantized llama (model load excluded) | {seconds:.1f} | {tokens} | "
+                  f"{rate:.1f} | {rate / rates['llama-server']:.2f} |", flush=True)
             print()
             print("| back end | stage 1: kept prompts | seconds | prompts/hour |")
             print("|---|---|---|---|")

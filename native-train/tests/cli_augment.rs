@@ -304,3 +304,82 @@ fn generates_responds_and_labels_in_process_from_a_gguf_file() {
             .all(|r| r["provenance"]["generator"] == name)
     );
 }
+
+#[test]
+fn retries_through_a_server_restart_and_resumes_after_kill_9() {
+    let port = free_port();
+    let mut server = Some(Server::start(port));
+    let url = server.as_ref().unwrap().url();
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("prompts.jsonl");
+    let seeds = seeds();
+    let args = |num: &'static str| -> Vec<String> {
+        [
+            "augment",
+            "generate",
+            "--generator",
+            &url,
+            "--seeds",
+            seeds.to_str().unwrap(),
+            "--num",
+            num,
+            "--out",
+            prompts.to_str().unwrap(),
+            "--concurrency",
+            "1",
+            "--max-new-tokens",
+            "48",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let wait_for_rows = |n: usize, child: &mut Child| {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while rows(&prompts).len() < n {
+            assert!(Instant::now() < deadline, "no progress");
+            assert!(child.try_wait().unwrap().is_none(), "harmaug ended early");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    // The server dies mid-run and comes back two seconds later: requests are retried.
+    let first = args("30");
+    let mut child = harmaug(&first.iter().map(String::as_str).collect::<Vec<_>>())
+        .spawn()
+        .unwrap();
+    wait_for_rows(5, &mut child);
+    drop(server.take());
+    std::thread::sleep(Duration::from_secs(2));
+    server = Some(Server::start(port));
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(rows(&prompts).len(), 30);
+    let retries: u64 = stderr
+        .split(" retries")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(retries > 0, "no retries counted: {stderr}");
+
+    // harmaug itself is killed; the rerun resumes and ends with exactly the rows asked for.
+    let second = args("60");
+    let argv: Vec<&str> = second.iter().map(String::as_str).collect();
+    let mut child = harmaug(&argv).spawn().unwrap();
+    wait_for_rows(35, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = rows(&prompts).len();
+    assert!((35..60).contains(&before), "{before}");
+    run_ok(&argv);
+    let all = rows(&prompts);
+    assert_eq!(all.len(), 60);
+    assert!(unique_ids(&all));
+    let texts: HashSet<String> = all
+        .iter()
+        .map(|r| r["prompt"].as_str().unwrap().to_lowercase())
+        .collect();
+    assert_eq!(texts.len(), 60, "duplicates after resuming");
+    drop(server);
+}

@@ -136,8 +136,13 @@ impl TextModel for Embedded {
         let mut sampler = if sampling.temperature <= 0.0 {
             LlamaSampler::greedy()
         } else {
+            // llama-server's default chain (top-k 40, min-p 0.05 around the requested top-p
+            // and temperature): the same sampling either way, and top-k first spares sorting
+            // the whole vocabulary at every token.
             LlamaSampler::chain_simple([
+                LlamaSampler::top_k(40),
                 LlamaSampler::top_p(sampling.top_p as f32, 1),
+                LlamaSampler::min_p(0.05, 1),
                 LlamaSampler::temp(sampling.temperature as f32),
                 LlamaSampler::dist(seed),
             ])
