@@ -24,3 +24,13 @@ pub fn steps_bar(total: usize, done: usize) -> Result<ProgressBar> {
     bar.reset_eta();
     Ok(bar)
 }
+
+/// A bar over a download of `len` bytes (a spinner when the size is unknown).
+pub fn bytes_bar(len: Option<u64>, what: &str) -> Result<ProgressBar> {
+    let style = ProgressStyle::with_template(
+        "{spinner} {msg} {bytes}/{total_bytes} [{elapsed_precise}] {bytes_per_sec} ETA {eta}",
+    )?;
+    let bar = ProgressBar::new(len.unwrap_or(0)).with_style(style);
+    bar.set_message(what.to_string());
+    Ok(bar)
+}

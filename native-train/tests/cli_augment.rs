@@ -383,3 +383,79 @@ fn retries_through_a_server_restart_and_resumes_after_kill_9() {
     assert_eq!(texts.len(), 60, "duplicates after resuming");
     drop(server);
 }
+
+#[test]
+fn downloads_a_gguf_from_a_hub_endpoint_once() {
+    // A real HTTP server (python's http.server) laid out like the Hub's `resolve` URLs; the
+    // download lands in $HOME/.cache/harmaug/hub and the second run needs no server.
+    let dir = tempfile::tempdir().unwrap();
+    let served = dir.path().join("hub/test-owner/smollm2/resolve/main");
+    std::fs::create_dir_all(&served).unwrap();
+    std::os::unix::fs::symlink(gguf(), served.join("model.gguf")).unwrap();
+    let port = free_port();
+    let mut hub = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(dir.path().join("hub"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    let input = dir.path().join("rows.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": \"a\", \"prompt\": \"How do I bake bread?\"}\n",
+    )
+    .unwrap();
+    let home = dir.path().join("home");
+    let label = |out: &str| {
+        harmaug(&[
+            "label",
+            "--teacher",
+            "hf://test-owner/smollm2/model.gguf",
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            dir.path().join(out).to_str().unwrap(),
+        ])
+        .env("HOME", &home)
+        .env("HF_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .output()
+        .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let output = label("first.jsonl");
+        if output.status.success() || Instant::now() > deadline {
+            break output;
+        }
+        std::thread::sleep(Duration::from_millis(300)); // the server may still be starting
+    };
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let cached = home.join(".cache/harmaug/hub/test-owner/smollm2/model.gguf");
+    assert_eq!(
+        std::fs::metadata(&cached).unwrap().len(),
+        std::fs::metadata(gguf()).unwrap().len()
+    );
+    hub.kill().unwrap();
+    hub.wait().unwrap();
+    let second = label("second.jsonl");
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(
+        rows(&dir.path().join("second.jsonl"))[0]["teacher_score"],
+        rows(&dir.path().join("first.jsonl"))[0]["teacher_score"]
+    );
+}

@@ -6,6 +6,8 @@
 #[cfg(feature = "embedded-llm")]
 pub mod embedded;
 pub mod gguf;
+#[cfg(feature = "embedded-llm")]
+pub mod hub;
 pub mod served;
 pub mod template;
 
@@ -78,8 +80,8 @@ pub struct LlmOptions {
     pub top_logprobs: usize,
 }
 
-/// Opens `spec`: an `http(s)://…/v1` URL (plus `--endpoint`s) of a served model, or the path of
-/// a GGUF file to run in process.
+/// Opens `spec`: an `http(s)://…/v1` URL (plus `--endpoint`s) of a served model, or a GGUF file
+/// to run in process: a path, or `hf://OWNER/REPO/FILE.gguf` on the Hugging Face Hub.
 pub fn open(spec: &str, options: &LlmOptions) -> Result<Box<dyn TextModel>> {
     if spec.starts_with("http://") || spec.starts_with("https://") {
         let mut endpoints = vec![spec.to_string()];
@@ -94,10 +96,14 @@ pub fn open(spec: &str, options: &LlmOptions) -> Result<Box<dyn TextModel>> {
     }
     if spec.ends_with(".gguf") {
         #[cfg(feature = "embedded-llm")]
-        return Ok(Box::new(embedded::Embedded::open(
-            std::path::Path::new(spec),
-            options,
-        )?));
+        {
+            let path = if spec.starts_with("hf://") {
+                hub::fetch(spec)?
+            } else {
+                PathBuf::from(spec)
+            };
+            return Ok(Box::new(embedded::Embedded::open(&path, options)?));
+        }
         #[cfg(not(feature = "embedded-llm"))]
         bail!(
             "{spec}: this build has no in-process LLM (feature `embedded-llm`); serve the file \
