@@ -141,11 +141,28 @@ impl<'a> Checkpoint<'a> {
                 view.shape()
             )));
         }
-        let values = to_f32(name, view.dtype(), view.data())?;
+        let values = if view.dtype() == Dtype::I8 {
+            self.dequantize(name, shape, view.data())?
+        } else {
+            to_f32(name, view.dtype(), view.data())?
+        };
         if let Some(release) = self.release {
             release.release(view.data());
         }
         Ok(values)
+    }
+
+    /// An int8 matrix (as [`to_safetensors`] writes with [`StoredDtype::Int8`]) times its
+    /// per-row scales `<name>.int8_scale`.
+    fn dequantize(&self, name: &str, shape: &[usize], bytes: &[u8]) -> Result<Vec<f32>> {
+        let rows = shape.first().copied().unwrap_or(1);
+        let scales = self.values(&format!("{name}{INT8_SCALE_SUFFIX}"), &[rows])?;
+        let per_row = bytes.len() / rows.max(1);
+        Ok(bytes
+            .chunks_exact(per_row.max(1))
+            .zip(&scales)
+            .flat_map(|(row, &scale)| row.iter().map(move |&q| f32::from(q as i8) * scale))
+            .collect())
     }
 
     /// A PyTorch `nn.Linear` (`weight` `[out, in]`, `bias` `[out]`) as a burn `Linear`
@@ -244,26 +261,48 @@ pub enum StoredDtype {
     #[default]
     F32,
     F16,
+    /// Linear weights as int8 with a symmetric f32 scale per output channel (row) stored as
+    /// `<name>.int8_scale`; every other tensor (embeddings, biases, norms) as f16. Not a
+    /// transformers format: harmaug's own bundles (`harmaug export`), which it loads back.
+    Int8,
 }
 
-impl StoredDtype {
-    fn safetensors(self) -> Dtype {
-        match self {
-            StoredDtype::F32 => Dtype::F32,
-            StoredDtype::F16 => Dtype::F16,
-        }
-    }
+/// Key suffix of the per-row scales of an int8 matrix.
+pub const INT8_SCALE_SUFFIX: &str = ".int8_scale";
 
-    /// Little-endian bytes of `values` in this type.
-    fn encode(self, values: &[f32]) -> Vec<u8> {
+impl StoredDtype {
+    /// The safetensors type and little-endian bytes of a plain (not int8) tensor.
+    fn encode(self, values: &[f32]) -> (Dtype, Vec<u8>) {
         match self {
-            StoredDtype::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            StoredDtype::F16 => values
-                .iter()
-                .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
-                .collect(),
+            StoredDtype::F32 => (
+                Dtype::F32,
+                values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            StoredDtype::F16 | StoredDtype::Int8 => (
+                Dtype::F16,
+                values
+                    .iter()
+                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                    .collect(),
+            ),
         }
     }
+}
+
+/// Symmetric per-row int8: each row scaled so that its largest |value| maps to 127.
+fn quantize_rows(values: &[f32], row_len: usize) -> (Vec<u8>, Vec<f32>) {
+    let mut quantized = Vec::with_capacity(values.len());
+    let mut scales = Vec::with_capacity(values.len() / row_len.max(1));
+    for row in values.chunks(row_len.max(1)) {
+        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        quantized.extend(
+            row.iter()
+                .map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8 as u8),
+        );
+        scales.push(scale);
+    }
+    (quantized, scales)
 }
 
 /// Writes every parameter of `module` as a safetensors file under its HF name (linear weights
@@ -277,6 +316,7 @@ pub fn to_safetensors<B: Backend, M: Module<B>>(
     let mut collector = Collector {
         names,
         tensors: BTreeMap::new(),
+        linear_weights: Vec::new(),
         unnamed: 0,
     };
     module.visit(&mut collector);
@@ -286,22 +326,45 @@ pub fn to_safetensors<B: Backend, M: Module<B>>(
             collector.unnamed
         )));
     }
-    serialize(collector.tensors, dtype)
+    let mut encoded = Vec::with_capacity(collector.tensors.len());
+    for (name, (shape, values)) in collector.tensors {
+        let is_matrix = collector.linear_weights.contains(&name) && shape.len() == 2;
+        if dtype == StoredDtype::Int8 && is_matrix {
+            let (quantized, scales) = quantize_rows(&values, shape[1]);
+            let scale_name = format!("{name}{INT8_SCALE_SUFFIX}");
+            let (scale_dtype, scale_bytes) = StoredDtype::F32.encode(&scales);
+            encoded.push((scale_name, vec![shape[0]], scale_dtype, scale_bytes));
+            encoded.push((name, shape, Dtype::I8, quantized));
+        } else {
+            let (stored, bytes) = dtype.encode(&values);
+            encoded.push((name, shape, stored, bytes));
+        }
+    }
+    write(encoded)
 }
 
 /// Host tensors: name → (shape, row-major values).
 pub type HostTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
-/// Host tensors as a safetensors file, with `{"format": "pt"}` metadata.
+/// Host tensors as a safetensors file (f32 or f16), with `{"format": "pt"}` metadata.
 pub fn serialize(tensors: HostTensors, dtype: StoredDtype) -> Result<Vec<u8>> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(name, (shape, values))| (name, shape, dtype.encode(&values)))
-        .collect();
-    let views = bytes
+    write(
+        tensors
+            .into_iter()
+            .map(|(name, (shape, values))| {
+                let (stored, bytes) = dtype.encode(&values);
+                (name, shape, stored, bytes)
+            })
+            .collect(),
+    )
+}
+
+/// Encoded tensors (name, shape, type, bytes) as a safetensors file.
+fn write(tensors: Vec<(String, Vec<usize>, Dtype, Vec<u8>)>) -> Result<Vec<u8>> {
+    let views = tensors
         .iter()
-        .map(|(name, shape, bytes)| {
-            TensorView::new(dtype.safetensors(), shape.clone(), bytes)
+        .map(|(name, shape, dtype, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes)
                 .map(|view| (name.clone(), view))
                 .map_err(|e| Error::Checkpoint(format!("tensor `{name}`: {e}")))
         })
@@ -315,6 +378,8 @@ struct Collector<'n> {
     names: &'n ParamNames,
     /// In PyTorch's layout.
     tensors: HostTensors,
+    /// Names of the linear weights among them (what int8 quantises).
+    linear_weights: Vec<String>,
     unnamed: usize,
 }
 
@@ -338,6 +403,7 @@ impl<B: Backend> ModuleVisitor<B> for Collector<'_> {
             }
             values = pytorch;
             shape = vec![d_out, d_in];
+            self.linear_weights.push(key.name.clone());
         }
         self.tensors.insert(key.name.clone(), (shape, values));
     }

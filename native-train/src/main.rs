@@ -5,6 +5,7 @@ mod backend;
 mod data_files;
 mod distill;
 mod eval;
+mod export;
 mod jobs;
 mod label;
 mod llm;
@@ -46,6 +47,9 @@ enum Command {
     Augment(augment::AugmentCommand),
     /// Add a teacher's P(unsafe) (`teacher_score`) to every row: an LLM guard or a checkpoint.
     Label(label::LabelArgs),
+    /// Write a model as a bundle for the web package (f32, f16 or int8) with a manifest, and
+    /// measure its drift from the original.
+    Export(export::ExportArgs),
     /// Evaluate guards on labelled benchmarks: F1, AUPRC and more, equal to scikit-learn's.
     Eval(eval::EvalArgs),
 }
@@ -75,5 +79,6 @@ fn main() -> Result<()> {
         Command::Distill(args) => distill::run(args),
         Command::Augment(command) => augment::run(command),
         Command::Label(args) => label::run(args),
+        Command::Export(args) => export::run(args),
     }
 }

@@ -10,6 +10,8 @@ mod loss;
 mod optimizer;
 mod state;
 
+pub use state::replace_file;
+
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -1,0 +1,192 @@
+//! `harmaug export`: a model directory → a bundle for the web package (and for `harmaug score`,
+//! which reads bundles like any model directory): `config.json`, `tokenizer.json`,
+//! `model.safetensors` in f32, f16 or int8 (linear weights per-output-channel symmetric int8,
+//! the rest f16), and `manifest.json` (files with sizes and sha256, dtype, max length, labels,
+//! harmaug version). With `--eval`, the bundle is scored against the original on labelled
+//! data and the drift (max and mean |Δscore|, F1 and AUPRC change) is printed and recorded.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use burn::tensor::backend::Backend;
+use clap::{Args, ValueEnum};
+use harmaug_core::checkpoint::{self, StoredDtype};
+use harmaug_core::datasets::ParseOptions;
+use harmaug_core::metrics::BinaryMetrics;
+use harmaug_core::{Guard, LoadOptions, ModelFiles};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::backend::{self, BackendChoice, BackendJob};
+use crate::data_files;
+use crate::distill::replace_file;
+use crate::model_dir::ModelDir;
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The model directory to export.
+    #[arg(long)]
+    model: PathBuf,
+    /// The bundle directory to write.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value = "f16")]
+    dtype: DtypeArg,
+    /// Labelled data (repeatable) to measure the bundle's drift from the original on.
+    #[arg(long)]
+    eval: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendChoice,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DtypeArg {
+    F32,
+    F16,
+    Int8,
+}
+
+impl DtypeArg {
+    fn stored(self) -> StoredDtype {
+        match self {
+            DtypeArg::F32 => StoredDtype::F32,
+            DtypeArg::F16 => StoredDtype::F16,
+            DtypeArg::Int8 => StoredDtype::Int8,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            DtypeArg::F32 => "f32",
+            DtypeArg::F16 => "f16",
+            DtypeArg::Int8 => "int8",
+        }
+    }
+}
+
+pub fn run(args: ExportArgs) -> Result<()> {
+    backend::run(args.backend, Export { args })
+}
+
+struct Export {
+    args: ExportArgs,
+}
+
+impl BackendJob for Export {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let args = &self.args;
+        let source = ModelDir::open(&args.model)?;
+        let original = source.load_guard::<B>(&LoadOptions::default(), &device)?;
+        let weights = checkpoint::to_safetensors(
+            original.model(),
+            &original.parts().names,
+            args.dtype.stored(),
+        )?;
+        let files = source.files();
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("creating {}", args.out.display()))?;
+        let outputs: [(&str, &[u8]); 3] = [
+            ("config.json", files.config_json.as_bytes()),
+            ("tokenizer.json", files.tokenizer_json),
+            ("model.safetensors", &weights),
+        ];
+        for (name, bytes) in outputs {
+            replace_file(&args.out.join(name), bytes)?;
+        }
+
+        let exported = Guard::<B>::load(
+            &ModelFiles {
+                weights: &weights,
+                release_weights: None,
+                ..files
+            },
+            &LoadOptions::default(),
+            &device,
+        )
+        .context("loading the exported bundle back")?;
+        let mut drift = Vec::new();
+        for path in &args.eval {
+            drift.push(measure_drift(path, &original, &exported, args.batch_size)?);
+        }
+
+        let config = original.config();
+        let manifest = json!({
+            "format": "harmaug-bundle",
+            "format_version": 1,
+            "harmaug_version": env!("CARGO_PKG_VERSION"),
+            "dtype": args.dtype.name(),
+            "max_length": original.max_length(),
+            "unsafe_index": config.labels.unsafe_index,
+            "labels": config.labels.names,
+            "files": outputs.iter().map(|(name, bytes)| json!({
+                "name": name,
+                "bytes": bytes.len(),
+                "sha256": hex(&Sha256::digest(bytes)),
+            })).collect::<Vec<_>>(),
+            "drift": drift,
+        });
+        replace_file(
+            &args.out.join("manifest.json"),
+            serde_json::to_string_pretty(&manifest)?.as_bytes(),
+        )?;
+        tracing::info!(
+            "{} bundle in {}: model.safetensors {:.1} MB",
+            args.dtype.name(),
+            args.out.display(),
+            weights.len() as f64 / 1e6
+        );
+        Ok(())
+    }
+}
+
+/// Scores `path` with both guards and compares.
+fn measure_drift<B: Backend>(
+    path: &std::path::Path,
+    original: &Guard<B>,
+    exported: &Guard<B>,
+    batch_size: usize,
+) -> Result<Value> {
+    let named = data_files::read(path, ParseOptions::default())?;
+    let inputs: Vec<_> = named.dataset.rows.iter().map(|r| r.input.clone()).collect();
+    let labels: Vec<bool> = named.dataset.rows.iter().map(|r| r.unsafe_label).collect();
+    let a = original.score(&inputs, batch_size, |_| {})?.scores;
+    let b = exported.score(&inputs, batch_size, |_| {})?.scores;
+    let deltas: Vec<f64> = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| f64::from((x - y).abs()))
+        .collect();
+    let max = deltas.iter().copied().fold(0.0, f64::max);
+    let mean = deltas.iter().sum::<f64>() / deltas.len().max(1) as f64;
+    let as_f64 = |s: &[f32]| s.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+    let before = BinaryMetrics::compute(&labels, &as_f64(&a), 0.5);
+    let after = BinaryMetrics::compute(&labels, &as_f64(&b), 0.5);
+    let change = |x: Option<f64>, y: Option<f64>| x.zip(y).map(|(x, y)| y - x);
+    tracing::info!(
+        "{}: {} rows, max |Δscore| {max:.2e}, mean {mean:.2e}, F1 {:?} → {:?}, AUPRC {:?} → {:?}",
+        named.name,
+        inputs.len(),
+        before.f1,
+        after.f1,
+        before.auprc,
+        after.auprc
+    );
+    Ok(json!({
+        "dataset": named.name,
+        "rows": inputs.len(),
+        "max_abs_delta_score": max,
+        "mean_abs_delta_score": mean,
+        "f1": [before.f1, after.f1],
+        "f1_change": change(before.f1, after.f1),
+        "auprc": [before.auprc, after.auprc],
+        "auprc_change": change(before.auprc, after.auprc),
+    }))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
