@@ -261,9 +261,10 @@ pub enum StoredDtype {
     #[default]
     F32,
     F16,
-    /// Linear weights as int8 with a symmetric f32 scale per output channel (row) stored as
-    /// `<name>.int8_scale`; every other tensor (embeddings, biases, norms) as f16. Not a
-    /// transformers format: harmaug's own bundles (`harmaug export`), which it loads back.
+    /// Every matrix (linear weights, embedding tables) as int8 with a symmetric f32 scale per
+    /// row — per output channel for linear weights, per token for embeddings — stored as
+    /// `<name>.int8_scale`; vectors (biases, norms) as f16. Not a transformers format:
+    /// harmaug's own bundles (`harmaug export`), which it loads back.
     Int8,
 }
 
@@ -316,7 +317,6 @@ pub fn to_safetensors<B: Backend, M: Module<B>>(
     let mut collector = Collector {
         names,
         tensors: BTreeMap::new(),
-        linear_weights: Vec::new(),
         unnamed: 0,
     };
     module.visit(&mut collector);
@@ -328,8 +328,7 @@ pub fn to_safetensors<B: Backend, M: Module<B>>(
     }
     let mut encoded = Vec::with_capacity(collector.tensors.len());
     for (name, (shape, values)) in collector.tensors {
-        let is_matrix = collector.linear_weights.contains(&name) && shape.len() == 2;
-        if dtype == StoredDtype::Int8 && is_matrix {
+        if dtype == StoredDtype::Int8 && shape.len() == 2 {
             let (quantized, scales) = quantize_rows(&values, shape[1]);
             let scale_name = format!("{name}{INT8_SCALE_SUFFIX}");
             let (scale_dtype, scale_bytes) = StoredDtype::F32.encode(&scales);
@@ -378,8 +377,6 @@ struct Collector<'n> {
     names: &'n ParamNames,
     /// In PyTorch's layout.
     tensors: HostTensors,
-    /// Names of the linear weights among them (what int8 quantises).
-    linear_weights: Vec<String>,
     unnamed: usize,
 }
 
@@ -403,7 +400,6 @@ impl<B: Backend> ModuleVisitor<B> for Collector<'_> {
             }
             values = pytorch;
             shape = vec![d_out, d_in];
-            self.linear_weights.push(key.name.clone());
         }
         self.tensors.insert(key.name.clone(), (shape, values));
     }
