@@ -205,12 +205,7 @@ impl<'a> Checkpoint<'a> {
         device: &B::Device,
     ) -> Result<Param<Tensor<B, 2>>> {
         let pytorch = self.values(&format!("{prefix}.weight"), &[d_out, d_in])?;
-        let mut weight = vec![0.0f32; pytorch.len()];
-        for (o, row) in pytorch.chunks_exact(d_in).enumerate() {
-            for (i, &w) in row.iter().enumerate() {
-                weight[i * d_out + o] = w;
-            }
-        }
+        let weight = transposed(&pytorch, d_out, d_in);
         let weight = Tensor::from_data(TensorData::new(weight, [d_in, d_out]), device);
         let param = Param::from_tensor(weight);
         self.record(&param, &format!("{prefix}.weight"), true);
@@ -391,18 +386,23 @@ impl<B: Backend> ModuleVisitor<B> for Collector<'_> {
         let data = tensor.into_data().convert::<f32>();
         let mut values = data.into_vec::<f32>().unwrap_or_default();
         if key.transposed && shape.len() == 2 {
-            let (d_in, d_out) = (shape[0], shape[1]);
-            let mut pytorch = vec![0.0f32; values.len()];
-            for (i, row) in values.chunks_exact(d_out).enumerate() {
-                for (o, &w) in row.iter().enumerate() {
-                    pytorch[o * d_in + i] = w;
-                }
-            }
-            values = pytorch;
-            shape = vec![d_out, d_in];
+            values = transposed(&values, shape[0], shape[1]);
+            shape.reverse();
         }
         self.tensors.insert(key.name.clone(), (shape, values));
     }
+}
+
+/// A row-major `[rows, cols]` matrix as row-major `[cols, rows]`: PyTorch's `[out, in]` linear
+/// weights to burn's `[in, out]` on load, and back on save.
+fn transposed(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; values.len()];
+    for (r, row) in values.chunks_exact(cols.max(1)).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            out[c * rows + r] = v;
+        }
+    }
+    out
 }
 
 fn to_f32(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {

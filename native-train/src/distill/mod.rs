@@ -342,7 +342,6 @@ fn train<B: Backend>(args: &DistillArgs, devices: &[B::Device]) -> Result<()> {
         devices,
     };
     let mut epoch_rows = (usize::MAX, Vec::new());
-    let mut last_saved = completed;
     while completed < last_step {
         let (epoch, step_in_epoch) = (completed / steps_per_epoch, completed % steps_per_epoch);
         if epoch_rows.0 != epoch {
@@ -396,13 +395,9 @@ fn train<B: Backend>(args: &DistillArgs, devices: &[B::Device]) -> Result<()> {
         }
         if completed % args.save_every.max(1) == 0 || completed == last_step {
             run.snapshot(&model, &adamw, completed)?;
-            last_saved = completed;
         }
     }
     bar.finish();
-    if last_saved != completed {
-        run.snapshot(&model, &adamw, completed)?;
-    }
     run.write_student(&model)?;
     tracing::info!(
         "student saved to {} after {completed} of {total_steps} updates",
