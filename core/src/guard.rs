@@ -155,10 +155,7 @@ impl<B: Backend> Guard<B> {
         batch_size: usize,
         progress: impl FnMut(usize),
     ) -> Result<Scores> {
-        let encoded = inputs
-            .iter()
-            .map(|input| self.parts.encoder.encode(input))
-            .collect::<Result<Vec<_>>>()?;
+        let encoded = self.encode_all(inputs)?;
         let rows: Vec<&EncodedText> = encoded.iter().collect();
         self.score_encoded(&rows, batch_size, progress)
     }
@@ -170,31 +167,104 @@ impl<B: Backend> Guard<B> {
         batch_size: usize,
         mut progress: impl FnMut(usize),
     ) -> Result<Scores> {
-        let truncated = encoded.iter().filter(|e| e.truncated).count();
-        let mut order: Vec<usize> = (0..encoded.len()).collect();
-        order.sort_by_key(|&i| encoded[i].ids.len());
-
-        let mut scores = vec![0.0f32; encoded.len()];
-        for chunk in order.chunks(batch_size.max(1)) {
-            let rows: Vec<&EncodedText> = chunk.iter().map(|&i| encoded[i]).collect();
-            let probabilities = self.unsafe_probabilities(self.logits(&rows))?;
-            for (&i, p) in chunk.iter().zip(probabilities) {
-                scores[i] = p;
-            }
-            progress(chunk.len());
+        let mut scores = ScoreSheet::new(encoded);
+        for batch in length_batches(encoded, batch_size) {
+            let probabilities = read_floats(self.unsafe_column(&batch.rows).into_data())?;
+            scores.fill(&batch.indices, probabilities);
+            progress(batch.indices.len());
         }
-        Ok(Scores { scores, truncated })
+        Ok(scores.finish())
+    }
+
+    /// [`Self::score`] for backends that can only read results back asynchronously (WebGPU in
+    /// the browser): the same batches and arithmetic, awaiting each batch's scores.
+    pub async fn score_async(&self, inputs: &[GuardInput], batch_size: usize) -> Result<Scores> {
+        let encoded = self.encode_all(inputs)?;
+        let encoded: Vec<&EncodedText> = encoded.iter().collect();
+        let mut scores = ScoreSheet::new(&encoded);
+        for batch in length_batches(&encoded, batch_size) {
+            let data = self.unsafe_column(&batch.rows).into_data_async().await;
+            let data = data.map_err(|e| Error::Backend(format!("reading scores back: {e:?}")))?;
+            scores.fill(&batch.indices, read_floats(data)?);
+        }
+        Ok(scores.finish())
+    }
+
+    fn encode_all(&self, inputs: &[GuardInput]) -> Result<Vec<EncodedText>> {
+        inputs
+            .iter()
+            .map(|input| self.parts.encoder.encode(input))
+            .collect()
+    }
+
+    /// softmax(logits)[:, unsafe_index] of rows padded into one batch, as a `[rows, 1]` tensor.
+    fn unsafe_column(&self, rows: &[&EncodedText]) -> Tensor<B, 2> {
+        self.unsafe_probability_tensor(self.logits(rows))
+    }
+
+    /// softmax(logits)[:, unsafe_index], still on the device.
+    pub fn unsafe_probability_tensor(&self, logits: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [rows, _] = logits.dims();
+        let unsafe_index = self.parts.config.labels.unsafe_index;
+        softmax(logits, 1).slice([0..rows, unsafe_index..unsafe_index + 1])
     }
 
     /// softmax(logits)[:, unsafe_index] as host floats.
     pub fn unsafe_probabilities(&self, logits: Tensor<B, 2>) -> Result<Vec<f32>> {
-        let [rows, _] = logits.dims();
-        let unsafe_index = self.parts.config.labels.unsafe_index;
-        let column = softmax(logits, 1).slice([0..rows, unsafe_index..unsafe_index + 1]);
-        column
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| Error::Backend(format!("reading scores back: {e:?}")))
+        read_floats(self.unsafe_probability_tensor(logits).into_data())
+    }
+}
+
+fn read_floats(data: burn::tensor::TensorData) -> Result<Vec<f32>> {
+    data.convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| Error::Backend(format!("reading scores back: {e:?}")))
+}
+
+/// One padded batch: which inputs (by index) and their encodings.
+struct LengthBatch<'a> {
+    indices: Vec<usize>,
+    rows: Vec<&'a EncodedText>,
+}
+
+/// Inputs sorted by length and cut into batches of `batch_size`, so that little compute goes to
+/// padding.
+fn length_batches<'a>(encoded: &[&'a EncodedText], batch_size: usize) -> Vec<LengthBatch<'a>> {
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    order.sort_by_key(|&i| encoded[i].ids.len());
+    order
+        .chunks(batch_size.max(1))
+        .map(|chunk| LengthBatch {
+            indices: chunk.to_vec(),
+            rows: chunk.iter().map(|&i| encoded[i]).collect(),
+        })
+        .collect()
+}
+
+/// Scores filled in batch by batch, returned in input order.
+struct ScoreSheet {
+    scores: Vec<f32>,
+    truncated: usize,
+}
+
+impl ScoreSheet {
+    fn new(encoded: &[&EncodedText]) -> Self {
+        Self {
+            scores: vec![0.0; encoded.len()],
+            truncated: encoded.iter().filter(|e| e.truncated).count(),
+        }
+    }
+
+    fn fill(&mut self, indices: &[usize], probabilities: Vec<f32>) {
+        for (&i, p) in indices.iter().zip(probabilities) {
+            self.scores[i] = p;
+        }
+    }
+
+    fn finish(self) -> Scores {
+        Scores {
+            scores: self.scores,
+            truncated: self.truncated,
+        }
     }
 }

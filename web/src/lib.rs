@@ -1,5 +1,159 @@
-//! The browser package. For now it only proves that `harmaug-core` builds for
-//! `wasm32-unknown-unknown`; the wasm-bindgen API (WebGPU + CPU fallback) comes with the web
-//! issue.
+//! harmaug in the browser: core's [`Guard`] behind a wasm-bindgen API, on WebGPU (burn-wgpu) or
+//! the wasm CPU backend (burn-ndarray).
+//!
+//! This crate only adapts: the model, tokenisation, pair encoding and scoring are core's, the
+//! same code the native CLI runs. Downloading, checking and caching the bundle, the Web Worker
+//! and the `HarmGuard` class web developers use live in `web/js/` (see web/README.md).
 
-pub use harmaug_core as core;
+use std::cell::Cell;
+use std::rc::Rc;
+
+use burn::backend::{NdArray, WebGpu, wgpu};
+use harmaug_core::{Guard, GuardInput, LoadOptions, ModelFiles};
+use wasm_bindgen::prelude::*;
+
+/// The wasm CPU fallback.
+type CpuBackend = NdArray<f32>;
+/// WebGPU computes in f32: browsers' software adapters lack `shader-f16` (bundles may store f16).
+type GpuBackend = WebGpu<f32, i32>;
+
+/// Rows per forward pass: enough to keep WebGPU busy, small enough for the CPU's cache.
+const BATCH_SIZE: usize = 16;
+
+enum Loaded {
+    Gpu(Guard<GpuBackend>),
+    Cpu(Guard<CpuBackend>),
+}
+
+/// A loaded guard. Construct it with [`WasmGuard::load`]; JS keeps it until `free()`.
+#[wasm_bindgen]
+pub struct WasmGuard {
+    // Shared with the futures that `score_batch` returns, which outlive the `&self` borrow.
+    guard: Rc<Loaded>,
+}
+
+#[wasm_bindgen]
+impl WasmGuard {
+    /// Loads a model from the bundle's files. `backend`: "webgpu" or "cpu" (the JS wrapper
+    /// chooses, and falls back to "cpu" when WebGPU fails). `max_length`: 0 = the model's.
+    pub async fn load(
+        config_json: String,
+        tokenizer_json: Vec<u8>,
+        weights: Vec<u8>,
+        backend: String,
+        max_length: usize,
+    ) -> Result<WasmGuard, JsError> {
+        console_error_panic_hook::set_once();
+        let files = ModelFiles {
+            config_json: &config_json,
+            weights: &weights,
+            tokenizer_json: &tokenizer_json,
+            release_weights: None,
+        };
+        let options = LoadOptions {
+            max_length: (max_length > 0).then_some(max_length),
+            head_seed: 0,
+        };
+        let guard = match backend.as_str() {
+            "webgpu" => Loaded::Gpu(Guard::load(&files, &options, &webgpu_device().await)?),
+            "cpu" => Loaded::Cpu(Guard::load(&files, &options, &Default::default())?),
+            other => {
+                return Err(JsError::new(&format!(
+                    "unknown backend {other:?}: expected \"webgpu\" or \"cpu\""
+                )));
+            }
+        };
+        if has_untrained_head(&guard) {
+            return Err(JsError::new(
+                "this model has no trained classifier head (config.json/model.safetensors lack \
+                 it): export a fine-tuned guard with `harmaug export`",
+            ));
+        }
+        Ok(WasmGuard {
+            guard: Rc::new(guard),
+        })
+    }
+
+    /// "webgpu" or "cpu".
+    #[wasm_bindgen(getter)]
+    pub fn backend(&self) -> String {
+        match *self.guard {
+            Loaded::Gpu(_) => "webgpu".into(),
+            Loaded::Cpu(_) => "cpu".into(),
+        }
+    }
+
+    /// Truncation length in tokens.
+    #[wasm_bindgen(getter, js_name = maxLength)]
+    pub fn max_length(&self) -> usize {
+        match &*self.guard {
+            Loaded::Gpu(guard) => guard.max_length(),
+            Loaded::Cpu(guard) => guard.max_length(),
+        }
+    }
+
+    /// P(unsafe) of each (prompt, response) row, in order; an empty response = none, as
+    /// natively. Resolves to a `Float32Array`.
+    #[wasm_bindgen(js_name = scoreBatch)]
+    pub fn score_batch(&self, prompts: Vec<String>, responses: Vec<String>) -> js_sys::Promise {
+        let guard = Rc::clone(&self.guard);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let scores = score_rows(&guard, prompts, responses).await?;
+            Ok(js_sys::Float32Array::from(scores.as_slice()).into())
+        })
+    }
+}
+
+thread_local! {
+    static WEBGPU_READY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The WebGPU device, set up on first use. On the web a device can only be created
+/// asynchronously (burn's synchronous default would panic), and only once per thread.
+async fn webgpu_device() -> wgpu::WgpuDevice {
+    let device = wgpu::WgpuDevice::default();
+    if !WEBGPU_READY.get() {
+        wgpu::init_setup_async::<wgpu::graphics::WebGpu>(&device, Default::default()).await;
+        WEBGPU_READY.set(true);
+    }
+    device
+}
+
+/// Natively a missing head is seeded with a warning (fine-tuning starts there); a web page
+/// would show meaningless scores, so it is refused.
+fn has_untrained_head(guard: &Loaded) -> bool {
+    match guard {
+        Loaded::Gpu(guard) => !guard.fresh_parts().names.is_empty(),
+        Loaded::Cpu(guard) => !guard.fresh_parts().names.is_empty(),
+    }
+}
+
+async fn score_rows(
+    guard: &Loaded,
+    prompts: Vec<String>,
+    responses: Vec<String>,
+) -> Result<Vec<f32>, JsValue> {
+    if responses.len() != prompts.len() && !responses.is_empty() {
+        return Err(JsError::new(&format!(
+            "{} prompts but {} responses: give one response per prompt (\"\" for none)",
+            prompts.len(),
+            responses.len()
+        ))
+        .into());
+    }
+    let inputs: Vec<GuardInput> = prompts
+        .into_iter()
+        .enumerate()
+        .map(|(i, prompt)| GuardInput {
+            prompt,
+            response: responses.get(i).filter(|r| !r.is_empty()).cloned(),
+        })
+        .collect();
+    let scores = match guard {
+        Loaded::Gpu(guard) => guard.score_async(&inputs, BATCH_SIZE).await,
+        Loaded::Cpu(guard) => guard.score_async(&inputs, BATCH_SIZE).await,
+    };
+    scores
+        .map(|scores| scores.scores)
+        .map_err(|e| JsError::new(&e.to_string()).into())
+}

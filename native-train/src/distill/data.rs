@@ -81,32 +81,45 @@ pub enum Sampling {
     Shuffle,
 }
 
-/// Deals out the rows of each epoch: as many draws as training rows, so an epoch has
-/// `ceil(rows / batch_size)` steps whatever the sampling.
+/// Deals out the rows of each epoch: as many draws as training rows (or `draws`, for balanced
+/// sampling — torch's `WeightedRandomSampler(num_samples=…)`), so an epoch has
+/// `ceil(draws / batch_size)` steps.
 pub struct Sampler {
     /// Training rows by class: `[safe, unsafe]` (indices into the examples).
     by_class: [Vec<usize>; 2],
-    rows: usize,
+    draws: usize,
     sampling: Sampling,
     seed: u64,
 }
 
 impl Sampler {
-    pub fn new(train: &[usize], labels: &[bool], sampling: Sampling, seed: u64) -> Self {
+    /// `draws`: rows per epoch with balanced sampling (default: the training rows); shuffling
+    /// always deals every row once.
+    pub fn new(
+        train: &[usize],
+        labels: &[bool],
+        sampling: Sampling,
+        draws: Option<usize>,
+        seed: u64,
+    ) -> Self {
         let mut by_class = [Vec::new(), Vec::new()];
         for &i in train {
             by_class[usize::from(labels[i])].push(i);
         }
+        let draws = match sampling {
+            Sampling::Balanced => draws.unwrap_or(train.len()),
+            Sampling::Shuffle => train.len(),
+        };
         Self {
             by_class,
-            rows: train.len(),
+            draws,
             sampling,
             seed,
         }
     }
 
     pub fn steps_per_epoch(&self, batch_size: usize) -> usize {
-        self.rows.div_ceil(batch_size.max(1))
+        self.draws.div_ceil(batch_size.max(1))
     }
 
     /// The rows of `epoch`, in draw order.
@@ -124,7 +137,7 @@ impl Sampler {
                 // odds (among those present), then a row of it uniformly.
                 let classes: Vec<&Vec<usize>> =
                     self.by_class.iter().filter(|c| !c.is_empty()).collect();
-                (0..self.rows)
+                (0..self.draws)
                     .map(|_| {
                         let class = classes[rng.below(classes.len() as u64) as usize];
                         class[rng.below(class.len() as u64) as usize]
@@ -181,9 +194,13 @@ mod tests {
         // 10% unsafe: balanced sampling must still draw about half unsafe rows.
         let labels: Vec<bool> = (0..2000).map(|i| i % 10 == 0).collect();
         let train: Vec<usize> = (0..2000).collect();
-        let sampler = Sampler::new(&train, &labels, Sampling::Balanced, 1);
+        let sampler = Sampler::new(&train, &labels, Sampling::Balanced, None, 1);
         let rows = sampler.epoch(0);
         assert_eq!(rows.len(), 2000);
+        // A set epoch size draws that many rows (torch's `num_samples`).
+        let short = Sampler::new(&train, &labels, Sampling::Balanced, Some(300), 1);
+        assert_eq!(short.epoch(0).len(), 300);
+        assert_eq!(short.steps_per_epoch(32), 10);
         let unsafe_share = rows.iter().filter(|&&i| labels[i]).count() as f64 / 2000.0;
         assert!(
             (unsafe_share - 0.5).abs() < 0.04,
@@ -204,7 +221,7 @@ mod tests {
     fn shuffle_sampler_draws_every_row_once() {
         let labels: Vec<bool> = (0..100).map(|i| i % 3 == 0).collect();
         let train: Vec<usize> = (0..100).collect();
-        let sampler = Sampler::new(&train, &labels, Sampling::Shuffle, 1);
+        let sampler = Sampler::new(&train, &labels, Sampling::Shuffle, Some(7), 1);
         let mut rows = sampler.epoch(2);
         assert_ne!(rows, train);
         rows.sort_unstable();

@@ -93,6 +93,10 @@ pub struct DistillArgs {
     max_length: usize,
     #[arg(long, value_enum, default_value = "balanced")]
     sampling: Sampling,
+    /// Rows drawn per epoch by balanced sampling (default: as many as the training rows); sets
+    /// the run's length independently of the data's size.
+    #[arg(long)]
+    samples_per_epoch: Option<usize>,
     /// Share of the rows held out (stratified) for end-of-epoch validation; 0 disables.
     #[arg(long, default_value_t = 0.1)]
     val_fraction: f64,
@@ -121,6 +125,12 @@ pub struct DistillArgs {
 pub fn run(args: DistillArgs) -> Result<()> {
     if args.batch_size == 0 || args.micro_batch_size == 0 || args.epochs == 0 {
         bail!("--batch-size, --micro-batch-size and --epochs must be at least 1");
+    }
+    if args.samples_per_epoch == Some(0) {
+        bail!("--samples-per-epoch must be at least 1");
+    }
+    if args.samples_per_epoch.is_some() && args.sampling != Sampling::Balanced {
+        bail!("--samples-per-epoch needs --sampling balanced (shuffling deals every row once)");
     }
     if !(0.0..=1.0).contains(&args.lambda) {
         bail!("--lambda must be in [0, 1], not {}", args.lambda);
@@ -249,7 +259,13 @@ fn train<B: Backend>(args: &DistillArgs, devices: &[B::Device]) -> Result<()> {
             args.val_fraction
         );
     }
-    let sampler = Sampler::new(&train_rows, &labels, args.sampling, args.seed);
+    let sampler = Sampler::new(
+        &train_rows,
+        &labels,
+        args.sampling,
+        args.samples_per_epoch,
+        args.seed,
+    );
     let [safe, unsafe_] = sampler.class_counts();
     let soft = examples
         .iter()
@@ -293,6 +309,7 @@ fn train<B: Backend>(args: &DistillArgs, devices: &[B::Device]) -> Result<()> {
             total: total_steps,
         },
         sampling: args.sampling,
+        samples_per_epoch: args.samples_per_epoch,
         val_fraction: args.val_fraction,
         seed: args.seed,
     };

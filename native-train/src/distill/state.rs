@@ -35,6 +35,9 @@ pub struct RunSettings {
     pub adamw: AdamWConfig,
     pub schedule: LinearSchedule,
     pub sampling: super::data::Sampling,
+    /// Rows drawn per epoch (balanced sampling); `None` = the training rows.
+    #[serde(default)]
+    pub samples_per_epoch: Option<usize>,
     pub val_fraction: f64,
     pub seed: u64,
 }

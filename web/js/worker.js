@@ -1,0 +1,151 @@
+// The Web Worker that owns the model: downloads and checks the bundle, loads the wasm guard on
+// WebGPU or the CPU, and scores. `harmguard.js` talks to it with messages, so a page never
+// blocks while a model loads or scores.
+import init, { WasmGuard } from "./harmaug_web.js";
+
+const CACHE_NAME = "harmaug-bundles-v1";
+let guard = null;
+
+self.onmessage = async (event) => {
+  const { id, op, args } = event.data;
+  try {
+    const result = await OPS[op](args);
+    self.postMessage({ id, ok: true, result });
+  } catch (error) {
+    self.postMessage({ id, ok: false, error: String(error && error.message ? error.message : error) });
+  }
+};
+
+const OPS = {
+  async load({ url, files, backend, maxLength, cache, wasmUrl }) {
+    await init(wasmUrl ? { module_or_path: wasmUrl } : undefined);
+    const bundle = files ? await fromFiles(files) : await download(url, cache);
+    const warnings = [];
+    const order = backend === "auto" ? ((await hasWebGpuAdapter()) ? ["webgpu", "cpu"] : ["cpu"]) : [backend];
+    for (const candidate of order) {
+      try {
+        guard = await WasmGuard.load(bundle.config, bundle.tokenizer, bundle.weights, candidate, maxLength || 0);
+        // A first call compiles WebGPU's shaders; fail over now rather than on the user's first score.
+        await guard.scoreBatch(["warm-up"], [""]);
+        break;
+      } catch (error) {
+        if (candidate === order[order.length - 1]) throw error;
+        const warning = `harmaug: the ${candidate} backend failed (${error.message || error}); falling back to the CPU`;
+        console.warn(warning);
+        warnings.push(warning);
+        guard = null;
+      }
+    }
+    return { backend: guard.backend, maxLength: guard.maxLength, manifest: bundle.manifest, warnings };
+  },
+
+  async score({ prompts, responses }) {
+    if (!guard) throw new Error("no model loaded");
+    return await guard.scoreBatch(prompts, responses);
+  },
+
+  async free() {
+    if (guard) guard.free();
+    guard = null;
+  },
+};
+
+async function hasWebGpuAdapter() {
+  try {
+    return Boolean(self.navigator.gpu && (await self.navigator.gpu.requestAdapter()));
+  } catch {
+    return false;
+  }
+}
+
+function progress(file, loaded, total) {
+  self.postMessage({ progress: { file, loaded, total } });
+}
+
+async function fromFiles(files) {
+  const bytes = async (value) =>
+    typeof value === "string" ? new TextEncoder().encode(value) : new Uint8Array(await new Response(value).arrayBuffer());
+  const weights = files["model.safetensors"] ?? files.weights;
+  const config = files["config.json"] ?? files.config;
+  const tokenizer = files["tokenizer.json"] ?? files.tokenizer;
+  if (!weights || !config || !tokenizer) {
+    throw new Error("files must hold config.json, tokenizer.json and model.safetensors");
+  }
+  return {
+    config: new TextDecoder().decode(await bytes(config)),
+    tokenizer: await bytes(tokenizer),
+    weights: await bytes(weights),
+    manifest: null,
+  };
+}
+
+// A bundle written by `harmaug export`: manifest.json names every file with its size and sha256.
+async function download(url, useCache) {
+  const base = new URL(url.endsWith("/") ? url : url + "/", self.location.href);
+  const manifestUrl = new URL("manifest.json", base);
+  const response = await fetch(manifestUrl, { cache: "no-cache" });
+  if (!response.ok) throw new Error(`${manifestUrl}: HTTP ${response.status}`);
+  const manifest = await response.json();
+  const entries = new Map(manifest.files.map((f) => [f.name, f]));
+  for (const name of ["config.json", "tokenizer.json", "model.safetensors"]) {
+    if (!entries.has(name)) throw new Error(`${manifestUrl}: files lacks ${name}`);
+  }
+  const cache = useCache && self.caches ? await self.caches.open(CACHE_NAME) : null;
+  const fetched = {};
+  for (const [name, entry] of entries) {
+    fetched[name] = await fetchChecked(new URL(name, base), entry, cache);
+  }
+  return {
+    config: new TextDecoder().decode(fetched["config.json"]),
+    tokenizer: fetched["tokenizer.json"],
+    weights: fetched["model.safetensors"],
+    manifest,
+  };
+}
+
+// One file, from the Cache API when a copy with the manifest's sha256 is there, otherwise
+// downloaded with progress, checked against the manifest, then cached.
+async function fetchChecked(url, entry, cache) {
+  const key = `${url.href}#sha256=${entry.sha256}`;
+  if (cache) {
+    const hit = await cache.match(key);
+    if (hit) {
+      const bytes = new Uint8Array(await hit.arrayBuffer());
+      if ((await sha256(bytes)) === entry.sha256) {
+        progress(entry.name, bytes.length, bytes.length);
+        return bytes;
+      }
+      await cache.delete(key);
+    }
+  }
+  const response = await fetch(url);
+  if (!response.ok || !response.body) throw new Error(`${url}: HTTP ${response.status}`);
+  const total = entry.bytes ?? Number(response.headers.get("content-length")) ?? 0;
+  const reader = response.body.getReader();
+  const chunks = [];
+  let loaded = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    progress(entry.name, loaded, total);
+  }
+  const bytes = new Uint8Array(loaded);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.length;
+  }
+  const digest = await sha256(bytes);
+  if (digest !== entry.sha256) {
+    throw new Error(`${url}: sha256 ${digest} does not match the manifest's ${entry.sha256}`);
+  }
+  if (cache) await cache.put(key, new Response(bytes));
+  return bytes;
+}
+
+async function sha256(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
