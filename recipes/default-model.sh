@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # HarmAug in miniature: the recipe that built models/default/ (see models/default/README.md).
 #
-#   recipes/default-model.sh [STAGE...]   stages: synth teacher label eda students eval export
+#   recipes/default-model.sh [STAGE...]   stages: synth teacher split eda student_a student_b label
+#                                          student_c eval export
 #                                          (no stage = all, in that order)
 #
 # Every stage is resumable: harmaug appends its outputs and skips finished rows/runs, so a
 # killed recipe is rerun with the same command. Work files go to $WORK (default
 # ~/.cache/harmaug/default-model), never into the repository; only `export` writes to the repo.
 # Sizes are set by the environment (defaults = the shipped run, sized for 2 CPU cores):
-#   SYNTH_PROMPTS   synthetic harmful prompts to keep           (2500)
-#   TRAIN_SAMPLES   rows drawn per epoch, teacher and students   (9600)
-#   TEACHER_SAMPLES rows drawn per epoch for the teacher         (12800)
+#   SYNTH_PROMPTS   synthetic harmful prompts to keep           (1000)
+#   TRAIN_SAMPLES   rows drawn per epoch, teacher and students   (4800)
+#   TEACHER_SAMPLES rows drawn per epoch for the teacher         (6400)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -21,10 +22,12 @@ HARMAUG=${HARMAUG:-$REPO/target/release/harmaug}
 MINILM=${MINILM:-$CACHE/assets/all-MiniLM-L6-v2}
 GGUF=${GGUF:-$CACHE/assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
 LLAMA_SERVER=${LLAMA_SERVER:-$CACHE/bin/llama-server}
-SYNTH_PROMPTS=${SYNTH_PROMPTS:-2500}
-TRAIN_SAMPLES=${TRAIN_SAMPLES:-9600}
-TEACHER_SAMPLES=${TEACHER_SAMPLES:-12800}
+SYNTH_PROMPTS=${SYNTH_PROMPTS:-1000}
+TRAIN_SAMPLES=${TRAIN_SAMPLES:-4800}
+TEACHER_SAMPLES=${TEACHER_SAMPLES:-6400}
 PORT=${PORT:-8097}
+# llama.cpp threads spin at barriers: give it fewer threads than cores when training runs beside it.
+LLM_THREADS=${LLM_THREADS:-$(nproc)}
 mkdir -p "$WORK"
 log() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
 
@@ -41,7 +44,7 @@ train_args() { for f in "$@"; do printf -- '--train\n%s\n' "$f"; done; }
 
 # Shared training recipe: the paper's (AdamW 3e-5 → linear decay, warm-up, decay 0.1, clip 1,
 # class-balanced sampling) at the scale 2 cores allow: batch 32, 1 epoch of N drawn rows,
-# max length 256 (BERT's table allows 512; most rows are far shorter).
+# max length 128 (most rows are shorter; pairs keep their start).
 distill() { # out samples lambda train-files...
     local out=$1 samples=$2 lambda=$3
     shift 3
@@ -50,13 +53,13 @@ distill() { # out samples lambda train-files...
     [ -f "$out/model.safetensors" ] && [ ! -f "$out/trainer_state/latest" ] && return 0
     "$HARMAUG" distill --model "$MINILM" --out "$out" "${resume[@]}" \
         --epochs 1 --samples-per-epoch "$samples" --batch-size 32 --micro-batch-size 16 \
-        --lr 5e-5 --warmup-steps 30 --max-length 256 --lambda "$lambda" --save-every 25 \
+        --lr 5e-5 --warmup-steps 30 --max-length 128 --lambda "$lambda" --save-every 25 \
         --val-fraction 0.05 --seed 7 $(train_args "$@")
 }
 
 serve() {
     "$LLAMA_SERVER" -m "$GGUF" --host 127.0.0.1 --port "$PORT" -c 8192 -np 4 \
-        -t "$(nproc)" --log-disable >"$WORK/llama-server.log" 2>&1 &
+        -t "$LLM_THREADS" --log-disable >"$WORK/llama-server.log" 2>&1 &
     SERVER_PID=$!
     trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
     for _ in $(seq 120); do
@@ -77,7 +80,7 @@ stage_synth() {
     "$HARMAUG" augment generate --generator "$url" --seeds "$WORK/seeds.jsonl" \
         --num "$SYNTH_PROMPTS" --out "$WORK/synthetic_prompts.jsonl" --shots 3 --seed 1
     "$HARMAUG" augment respond --responder "$url" --input "$WORK/synthetic_prompts.jsonl" \
-        --out "$WORK/synthetic_pairs.jsonl" --max-new-tokens 128 --seed 1
+        --out "$WORK/synthetic_pairs.jsonl" --max-new-tokens 96 --seed 1
     kill "$SERVER_PID"
     trap - EXIT
 }
@@ -87,8 +90,89 @@ stage_teacher() {
     distill "$WORK/teacher" "$TEACHER_SAMPLES" 0.5 "${LABELLED[@]}"
 }
 
+# Students are chosen on rows none of them trains on: 5% of every labelled file (by a hash of
+# the prompt, so reruns split alike) go to $WORK/split/validation.jsonl.
+stage_split() {
+    log "split: labelled data → student training files + a shared validation file"
+    mkdir -p "$WORK/split"
+    python3 - "$WORK/split" "${LABELLED[@]}" <<'PY'
+import hashlib, json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+with open(out / "validation.jsonl", "w") as validation:
+    for path in map(pathlib.Path, sys.argv[2:]):
+        with open(path) as rows, open(out / path.name, "w") as train:
+            for line in rows:
+                row = json.loads(line)
+                digest = hashlib.sha256(row["prompt"].encode()).digest()
+                (validation if digest[0] < 13 else train).write(line)
+PY
+    wc -l "$WORK"/split/*.jsonl
+}
+SPLIT_TRAIN=()
+for f in "${LABELLED[@]}"; do SPLIT_TRAIN+=("$WORK/split/$(basename "$f")"); done
+
+stage_label() {
+    log "label: the teacher's P(unsafe) on the student training data, real and synthetic"
+    mkdir -p "$WORK/labelled"
+    for f in "${SPLIT_TRAIN[@]}" "$WORK/synthetic_prompts.jsonl" "$WORK/synthetic_pairs.jsonl"; do
+        "$HARMAUG" label --teacher "$WORK/teacher" --input "$f" \
+            --out "$WORK/labelled/$(basename "$f")" --batch-size 64
+    done
+}
+
+stage_eda() {
+    log "eda: one EDA variant of every unsafe training row (the simple baseline)"
+    "$HARMAUG" augment eda --only-unsafe --per-row 1 --alpha 0.1 --seed 1 \
+        --out "$WORK/eda.jsonl" $(for f in "${SPLIT_TRAIN[@]}"; do printf -- '--input %s ' "$f"; done)
+}
+
+# The same budget for each student: TRAIN_SAMPLES balanced draws, one epoch, same seed.
+stage_student_a() {
+    log "student a: labelled data only (hard labels)"
+    distill "$WORK/student-a" "$TRAIN_SAMPLES" 0 "${SPLIT_TRAIN[@]}"
+}
+
+stage_student_b() {
+    log "student b: labelled data + EDA variants (hard labels)"
+    distill "$WORK/student-b" "$TRAIN_SAMPLES" 0 "${SPLIT_TRAIN[@]}" "$WORK/eda.jsonl"
+}
+
+stage_student_c() {
+    log "student c: HarmAug — labelled + synthetic data, teacher soft labels (λ = 0.5)"
+    local labelled=()
+    for f in "${SPLIT_TRAIN[@]}"; do labelled+=("$WORK/labelled/$(basename "$f")"); done
+    distill "$WORK/student-c" "$TRAIN_SAMPLES" 0.5 "${labelled[@]}" \
+        "$WORK/labelled/synthetic_prompts.jsonl" "$WORK/labelled/synthetic_pairs.jsonl"
+}
+
+stage_eval() {
+    log "eval: teacher and students on the shared validation rows and the benchmarks"
+    "$HARMAUG" eval --batch-size 64 --report "$WORK/eval.json" --plot "$WORK/pr-curves.svg" \
+        $(for m in teacher student-a student-b student-c; do printf -- '--model %s ' "$WORK/$m"; done) \
+        --data "$WORK/split/validation.jsonl" --data "$DATA/eval/openai_moderation_1680.json" \
+        --data "$DATA/eval/toxicchat0124_test_5083.jsonl" --data "$DATA/eval/beavertails_test_3021.jsonl" \
+        | tee "$WORK/eval.md"
+}
+
+stage_export() {
+    # Chosen by validation AUPRC only (the benchmarks are reported, never used to choose).
+    local best
+    best=$(python3 - "$WORK/eval.json" <<'PY'
+import json, sys
+results = json.load(open(sys.argv[1]))["results"]
+validation = {r["model"]: r["auprc"] for r in results
+              if r["dataset"] == "validation" and r["model"].startswith("student")}
+print(max(validation, key=validation.get))
+PY
+)
+    log "export: $best → models/default (int8)"
+    "$HARMAUG" export --model "$WORK/$best" --out "$REPO/models/default" --dtype int8 \
+        --eval "$DATA/eval/openai_moderation_1680.json"
+    echo "$best" >"$WORK/chosen"
+}
+
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(synth teacher label eda students eval export)
+[ ${#stages[@]} -eq 0 ] && stages=(synth teacher split eda student_a student_b label student_c eval export)
 for stage in "${stages[@]}"; do
     "stage_$stage"
 done

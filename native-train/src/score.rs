@@ -20,9 +20,10 @@ use crate::progress;
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
-    /// HF model directory (config.json, model.safetensors, tokenizer.json).
+    /// HF model directory or `harmaug export` bundle (config.json, model.safetensors,
+    /// tokenizer.json). Default: the guard built into harmaug (models/default).
     #[arg(long, env = "HARMAUG_MODEL")]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// JSONL rows {"prompt": ..., "response": ...optional}; `-` reads standard input.
     #[arg(long, conflicts_with = "texts")]
     input: Option<String>,
@@ -46,7 +47,7 @@ pub struct ScoreArgs {
 
 pub fn run(args: ScoreArgs) -> Result<()> {
     let rows = read_rows(&args)?;
-    let model = ModelDir::open(&args.model)?;
+    let model = ModelDir::open_or_default(args.model.as_deref())?;
     let options = LoadOptions {
         max_length: args.max_length,
         head_seed: args.head_seed,

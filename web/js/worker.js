@@ -1,7 +1,7 @@
 // The Web Worker that owns the model: downloads and checks the bundle, loads the wasm guard on
 // WebGPU or the CPU, and scores. `harmguard.js` talks to it with messages, so a page never
 // blocks while a model loads or scores.
-import init, { WasmGuard } from "./harmaug_web.js";
+import init, { WasmGuard } from "./harmaug-web.js";
 
 const CACHE_NAME = "harmaug-bundles-v1";
 let guard = null;

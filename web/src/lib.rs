@@ -4,6 +4,9 @@
 //! This crate only adapts: the model, tokenisation, pair encoding and scoring are core's, the
 //! same code the native CLI runs. Downloading, checking and caching the bundle, the Web Worker
 //! and the `HarmGuard` class web developers use live in `web/js/` (see web/README.md).
+//!
+//! Only built for wasm32: on other targets the crate is empty.
+#![cfg(target_arch = "wasm32")]
 
 use std::cell::Cell;
 use std::rc::Rc;

@@ -33,12 +33,22 @@ const DEBERTA: Fixture = fixture!("deberta-tiny-b8");
 /// Scores the fixture's inputs on `backend` and compares P(unsafe) = softmax(logits)[1] with
 /// the reference logits (both fixtures label index 1 "unsafe").
 async fn check(fixture: &Fixture, backend: &str) {
+    check_weights(
+        fixture,
+        fixture.config.into(),
+        fixture.weights.to_vec(),
+        backend,
+    )
+    .await;
+}
+
+async fn check_weights(fixture: &Fixture, config: String, weights: Vec<u8>, backend: &str) {
     let reference: serde_json::Value = serde_json::from_str(fixture.reference).unwrap();
     let max_length = reference["max_length"].as_u64().unwrap() as usize;
     let guard = WasmGuard::load(
-        fixture.config.to_string(),
+        config,
         fixture.tokenizer.to_vec(),
-        fixture.weights.to_vec(),
+        weights,
         backend.to_string(),
         max_length,
     )
@@ -91,6 +101,37 @@ async fn bert_fixture_matches_pytorch_on_webgpu() {
 #[wasm_bindgen_test]
 async fn deberta_fixture_matches_pytorch_on_webgpu() {
     check(&DEBERTA, "webgpu").await;
+}
+
+/// WebGPU's default storage-binding limit is 128 MiB; a DeBERTa-v3 vocabulary (128k × 1024 f32 =
+/// 525 MB) is far past it. The BERT fixture with its word-embedding table grown to 1.2M rows
+/// (154 MB, the extra rows zero and never looked up) must load on WebGPU and score exactly as
+/// before.
+#[wasm_bindgen_test]
+async fn embedding_table_past_128_mib_loads_on_webgpu() {
+    const ROWS: usize = 1_200_000;
+    let file = safetensors::SafeTensors::deserialize(BERT.weights).unwrap();
+    let mut tensors = harmaug_core::checkpoint::HostTensors::new();
+    for (name, view) in file.tensors() {
+        let mut values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let mut shape = view.shape().to_vec();
+        if name.ends_with("word_embeddings.weight") {
+            values.resize(ROWS * shape[1], 0.0);
+            shape[0] = ROWS;
+        }
+        tensors.insert(name, (shape, values));
+    }
+    let weights =
+        harmaug_core::checkpoint::serialize(tensors, harmaug_core::checkpoint::StoredDtype::F32)
+            .unwrap();
+    assert!(weights.len() > 150_000_000);
+    let mut config: serde_json::Value = serde_json::from_str(BERT.config).unwrap();
+    config["vocab_size"] = ROWS.into();
+    check_weights(&BERT, config.to_string(), weights, "webgpu").await;
 }
 
 #[wasm_bindgen_test]

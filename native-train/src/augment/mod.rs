@@ -1,5 +1,6 @@
 //! `harmaug augment`: HarmAug's data synthesis, one pipeline stage per module.
 
+pub mod eda;
 pub mod generate;
 pub mod respond;
 
@@ -12,11 +13,14 @@ pub enum AugmentCommand {
     Generate(generate::GenerateArgs),
     /// Write a response (and optionally a refusal) for every prompt.
     Respond(respond::RespondArgs),
+    /// The simple baseline: EDA-style word edits (insert, swap, delete) of labelled prompts.
+    Eda(eda::EdaArgs),
 }
 
 pub fn run(command: AugmentCommand) -> Result<()> {
     match command {
         AugmentCommand::Generate(args) => generate::run(args),
         AugmentCommand::Respond(args) => respond::run(args),
+        AugmentCommand::Eda(args) => eda::run(args),
     }
 }

@@ -1,0 +1,79 @@
+// End-to-end test of the built demo page in headless Chromium: loads a bundle through the page,
+// scores rows through the page's JS API and its form, and compares with native `harmaug score`.
+//
+//   node tests/browser/e2e.mjs --dist dist --bundle default/ --expected scored.jsonl
+//
+// `--expected`: `harmaug score --input rows.jsonl` output on the same bundle (rows + `score`).
+// Runs on the CPU backend, then on WebGPU (headless Chromium offers SwiftShader's adapter with
+// --enable-unsafe-webgpu); fails on any |Δscore| > 1e-3, a console error or a page error.
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { chromium } from "playwright-core";
+import { serve } from "./serve.mjs";
+
+const { values: args } = parseArgs({
+  options: {
+    dist: { type: "string", default: "dist" },
+    bundle: { type: "string", default: "default/" },
+    expected: { type: "string" },
+    backends: { type: "string", default: "cpu,webgpu" },
+    chromium: { type: "string", default: process.env.CHROMIUM ?? "/usr/bin/chromium" },
+    tolerance: { type: "string", default: "1e-3" },
+  },
+});
+const tolerance = Number(args.tolerance);
+const expected = readFileSync(args.expected, "utf8").trim().split("\n").map((line) => JSON.parse(line));
+const rows = expected.map(({ prompt, response }) => (response == null ? { prompt } : { prompt, response }));
+if (rows.length < 20) throw new Error(`${args.expected}: ${rows.length} rows; the test wants at least 20`);
+
+const server = await serve(args.dist);
+const browser = await chromium.launch({
+  executablePath: args.chromium,
+  args: ["--enable-unsafe-webgpu", "--no-sandbox", "--disable-dev-shm-usage"],
+});
+let failed = false;
+try {
+  for (const backend of args.backends.split(",")) {
+    const page = await browser.newPage();
+    const problems = [];
+    page.on("console", (message) => message.type() === "error" && problems.push(`console: ${message.text()}`));
+    page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+    const started = Date.now();
+    await page.goto(`${server.url}?bundle=${encodeURIComponent(args.bundle)}&backend=${backend}`);
+    await page.waitForSelector(`body[data-ready]`, { timeout: 300_000 });
+    const ran = await page.evaluate(() => document.body.dataset.ready);
+    const loadSeconds = (Date.now() - started) / 1000;
+
+    // The JS API, as a web developer calls it.
+    const scores = await page.evaluate(async (rows) => (await window.harmaug.guard.scoreBatch(rows)).map((r) => r.score), rows);
+    const diffs = scores.map((score, i) => Math.abs(score - expected[i].score));
+    const worst = Math.max(...diffs);
+
+    // The form: a prompt typed into the page shows its score.
+    const pick = expected.findIndex((row) => row.response == null && row.prompt.length > 10);
+    await page.fill("#prompt", expected[pick].prompt);
+    await page.fill("#response", "");
+    await page.waitForFunction((want) => Math.abs(Number(document.getElementById("score").textContent) - want) < 1e-3, expected[pick].score, { timeout: 60_000 });
+    const verdict = await page.textContent("#verdict");
+    const wantVerdict = expected[pick].score >= 0.5 ? "unsafe" : "safe";
+
+    // Many rows pasted as JSONL come back as a table.
+    await page.fill("#batch-input", rows.map((row) => JSON.stringify(row)).join("\n"));
+    await page.click("#batch-run");
+    await page.waitForFunction((n) => document.querySelectorAll("#batch-table tbody tr").length === n, rows.length);
+
+    const ok = ran === backend && worst <= tolerance && verdict === wantVerdict && problems.length === 0;
+    failed ||= !ok;
+    console.log(
+      `${ok ? "ok  " : "FAIL"} ${backend}: ran on ${ran}, loaded in ${loadSeconds.toFixed(1)} s, ${rows.length} rows, ` +
+        `max |Δscore| vs native ${worst.toExponential(2)} (≤ ${tolerance}), form verdict ${verdict} (want ${wantVerdict})`,
+    );
+    for (const problem of problems) console.log(`     ${problem}`);
+    diffs.forEach((d, i) => d > tolerance && console.log(`     row ${i}: browser ${scores[i]} vs native ${expected[i].score}`));
+    await page.close();
+  }
+} finally {
+  await browser.close();
+  server.close();
+}
+process.exit(failed ? 1 : 0);
