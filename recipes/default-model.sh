@@ -9,7 +9,7 @@
 # killed recipe is rerun with the same command. Work files go to $WORK (default
 # ~/.cache/harmaug/default-model), never into the repository; only `export` writes to the repo.
 # Sizes are set by the environment (defaults = the shipped run, sized for 2 CPU cores):
-#   SYNTH_PROMPTS   synthetic harmful prompts to keep           (1000)
+#   SYNTH_PROMPTS   synthetic harmful prompts to keep           (800)
 #   TRAIN_SAMPLES   rows drawn per epoch, teacher and students   (4800)
 #   TEACHER_SAMPLES rows drawn per epoch for the teacher         (6400)
 set -euo pipefail
@@ -22,7 +22,7 @@ HARMAUG=${HARMAUG:-$REPO/target/release/harmaug}
 MINILM=${MINILM:-$CACHE/assets/all-MiniLM-L6-v2}
 GGUF=${GGUF:-$CACHE/assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
 LLAMA_SERVER=${LLAMA_SERVER:-$CACHE/bin/llama-server}
-SYNTH_PROMPTS=${SYNTH_PROMPTS:-1000}
+SYNTH_PROMPTS=${SYNTH_PROMPTS:-800}
 TRAIN_SAMPLES=${TRAIN_SAMPLES:-4800}
 TEACHER_SAMPLES=${TEACHER_SAMPLES:-6400}
 PORT=${PORT:-8097}
@@ -116,7 +116,7 @@ stage_label() {
     mkdir -p "$WORK/labelled"
     for f in "${SPLIT_TRAIN[@]}" "$WORK/synthetic_prompts.jsonl" "$WORK/synthetic_pairs.jsonl"; do
         "$HARMAUG" label --teacher "$WORK/teacher" --input "$f" \
-            --out "$WORK/labelled/$(basename "$f")" --batch-size 64
+            --out "$WORK/labelled/$(basename "$f")" --batch-size 64 --max-length 128
     done
 }
 

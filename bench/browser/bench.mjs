@@ -24,6 +24,7 @@ async function harmaug() {
 async function transformersJs() {
   const { env, AutoTokenizer, AutoModelForSequenceClassification } = await import("/tjs/transformers.js");
   env.allowRemoteModels = false;
+  env.allowLocalModels = true;
   env.localModelPath = "/models/";
   env.backends.onnx.wasm.wasmPaths = "/ort/";
   const started = performance.now();

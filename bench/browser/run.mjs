@@ -19,6 +19,7 @@ const { values: args } = parseArgs({
     onnx: { type: "string" },
     backends: { type: "string", default: "cpu,webgpu" },
     runs: { type: "string", default: "10" },
+    lengths: { type: "string", default: "32,128,512" },
     chromium: { type: "string", default: process.env.CHROMIUM ?? "/usr/bin/chromium" },
   },
 });
@@ -41,7 +42,7 @@ try {
     for (const engine of ["harmaug", "transformers.js"]) {
       const page = await browser.newPage();
       page.on("console", (m) => m.type() === "error" && console.error(`  [${engine}/${backend}] ${m.text()}`));
-      await page.goto(`${server.url}bench/bench.html?engine=${engine}&backend=${backend}&runs=${args.runs}`);
+      await page.goto(`${server.url}bench/bench.html?engine=${engine}&backend=${backend}&runs=${args.runs}&lengths=${args.lengths}`);
       try {
         const result = await page.evaluate(() => window.benchResults);
         results.push(result);
@@ -72,7 +73,8 @@ for (const r of results) {
 for (const backend of args.backends.split(",")) {
   const [ours, theirs] = ["harmaug", "transformers.js"].map((e) => results.find((r) => r.engine === e && r.backend === backend && !r.failed));
   if (!ours || !theirs) continue;
-  const ratios = [32, 128, 512].map((n) => (theirs.latencyMs[n] / ours.latencyMs[n]).toFixed(2));
-  const agree = [32, 128, 512].map((n) => Math.abs(theirs.scores[n] - ours.scores[n]).toExponential(1));
-  console.log(`\n${backend}: transformers.js latency / harmaug latency at 32/128/512 tokens = ${ratios.join(" / ")} (> 1: harmaug faster); |Δscore| ${agree.join(" / ")}`);
+  const lengths = args.lengths.split(",").map(Number);
+  const ratios = lengths.map((n) => (theirs.latencyMs[n] / ours.latencyMs[n]).toFixed(2));
+  const agree = lengths.map((n) => Math.abs(theirs.scores[n] - ours.scores[n]).toExponential(1));
+  console.log(`\n${backend}: transformers.js latency / harmaug latency at ${lengths.join("/")} tokens = ${ratios.join(" / ")} (> 1: harmaug faster); |Δscore| ${agree.join(" / ")}`);
 }

@@ -44,6 +44,10 @@ pub struct LabelArgs {
     backend: BackendChoice,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// For a checkpoint teacher: truncation length in tokens (default: the model's, at most
+    /// 512). Match the student's `--max-length` so the teacher scores what the student sees.
+    #[arg(long)]
+    max_length: Option<usize>,
     #[command(flatten)]
     llm: LlmOptions,
 }
@@ -196,7 +200,11 @@ impl BackendJob for CheckpointTeacher<'_> {
 
     fn run<B: Backend>(mut self, device: B::Device) -> Result<()> {
         let dir = ModelDir::open(std::path::Path::new(&self.args.teacher))?;
-        let guard = dir.load_guard::<B>(&LoadOptions::default(), &device)?;
+        let options = LoadOptions {
+            max_length: self.args.max_length,
+            ..LoadOptions::default()
+        };
+        let guard = dir.load_guard::<B>(&options, &device)?;
         let name = dir.path.display().to_string();
         let bar = progress::bar(self.total, "rows")?;
         bar.set_position(self.done as u64);

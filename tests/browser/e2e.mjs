@@ -42,6 +42,10 @@ try {
     await page.goto(`${server.url}?bundle=${encodeURIComponent(args.bundle)}&backend=${backend}`);
     await page.waitForSelector(`body[data-ready]`, { timeout: 300_000 });
     const ran = await page.evaluate(() => document.body.dataset.ready);
+    const adapter = await page.evaluate(async () => {
+      const info = (await navigator.gpu?.requestAdapter())?.info;
+      return info ? [info.vendor, info.architecture, info.description].filter(Boolean).join(" ") || "unnamed" : "none";
+    });
     const loadSeconds = (Date.now() - started) / 1000;
 
     // The JS API, as a web developer calls it.
@@ -65,7 +69,7 @@ try {
     const ok = ran === backend && worst <= tolerance && verdict === wantVerdict && problems.length === 0;
     failed ||= !ok;
     console.log(
-      `${ok ? "ok  " : "FAIL"} ${backend}: ran on ${ran}, loaded in ${loadSeconds.toFixed(1)} s, ${rows.length} rows, ` +
+      `${ok ? "ok  " : "FAIL"} ${backend}: ran on ${ran} (WebGPU adapter: ${adapter}), loaded in ${loadSeconds.toFixed(1)} s, ${rows.length} rows, ` +
         `max |Δscore| vs native ${worst.toExponential(2)} (≤ ${tolerance}), form verdict ${verdict} (want ${wantVerdict})`,
     );
     for (const problem of problems) console.log(`     ${problem}`);

@@ -1,5 +1,5 @@
 //! harmaug in the browser: core's [`Guard`] behind a wasm-bindgen API, on WebGPU (burn-wgpu) or
-//! the wasm CPU backend (burn-ndarray).
+//! the wasm CPU backend (burn-flex, SIMD128).
 //!
 //! This crate only adapts: the model, tokenisation, pair encoding and scoring are core's, the
 //! same code the native CLI runs. Downloading, checking and caching the bundle, the Web Worker
@@ -11,12 +11,12 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use burn::backend::{NdArray, WebGpu, wgpu};
+use burn::backend::{WebGpu, wgpu};
 use harmaug_core::{Guard, GuardInput, LoadOptions, ModelFiles};
 use wasm_bindgen::prelude::*;
 
 /// The wasm CPU fallback.
-type CpuBackend = NdArray<f32>;
+type CpuBackend = burn_flex::Flex<f32>;
 /// WebGPU computes in f32: browsers' software adapters lack `shader-f16` (bundles may store f16).
 type GpuBackend = WebGpu<f32, i32>;
 
