@@ -4,8 +4,10 @@
 //   node tests/browser/e2e.mjs --dist dist --bundle default/ --expected scored.jsonl
 //
 // `--expected`: `harmaug score --input rows.jsonl` output on the same bundle (rows + `score`).
-// Runs on the CPU backend, then on WebGPU (headless Chromium offers SwiftShader's adapter with
-// --enable-unsafe-webgpu); fails on any |Δscore| > 1e-3, a console error or a page error.
+// Runs on the CPU backend, on WebGPU (headless Chromium offers SwiftShader's adapter with
+// --enable-unsafe-webgpu), and with "auto" in a browser with and without a WebGPU adapter (it must
+// pick WebGPU, then fall back to the CPU); fails on a wrong backend, any |Δscore| > 1e-3, a
+// console error or a page error.
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { chromium } from "playwright-core";
@@ -16,7 +18,7 @@ const { values: args } = parseArgs({
     dist: { type: "string", default: "dist" },
     bundle: { type: "string", default: "default/" },
     expected: { type: "string" },
-    backends: { type: "string", default: "cpu,webgpu" },
+    backends: { type: "string", default: "cpu,webgpu,auto,auto-without-webgpu" },
     chromium: { type: "string", default: process.env.CHROMIUM ?? "/usr/bin/chromium" },
     tolerance: { type: "string", default: "1e-3" },
   },
@@ -27,14 +29,24 @@ const rows = expected.map(({ prompt, response }) => (response == null ? { prompt
 if (rows.length < 20) throw new Error(`${args.expected}: ${rows.length} rows; the test wants at least 20`);
 
 const server = await serve(args.dist);
-const browser = await chromium.launch({
-  executablePath: args.chromium,
-  args: ["--enable-unsafe-webgpu", "--no-sandbox", "--disable-dev-shm-usage"],
-});
+const launch = (webgpu) =>
+  chromium.launch({
+    executablePath: args.chromium,
+    args: [...(webgpu ? ["--enable-unsafe-webgpu"] : []), "--no-sandbox", "--disable-dev-shm-usage"],
+  });
+const browsers = { webgpu: await launch(true), plain: await launch(false) };
+// What each case asks the page for, in which browser, and which backend must run.
+const CASES = {
+  cpu: ["cpu", "webgpu", "cpu"],
+  webgpu: ["webgpu", "webgpu", "webgpu"],
+  auto: ["auto", "webgpu", "webgpu"],
+  "auto-without-webgpu": ["auto", "plain", "cpu"],
+};
 let failed = false;
 try {
-  for (const backend of args.backends.split(",")) {
-    const page = await browser.newPage();
+  for (const name of args.backends.split(",")) {
+    const [backend, browserName, want] = CASES[name];
+    const page = await browsers[browserName].newPage();
     const problems = [];
     page.on("console", (message) => message.type() === "error" && problems.push(`console: ${message.text()}`));
     page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
@@ -66,18 +78,35 @@ try {
     await page.click("#batch-run");
     await page.waitForFunction((n) => document.querySelectorAll("#batch-table tbody tr").length === n, rows.length);
 
-    const ok = ran === backend && worst <= tolerance && verdict === wantVerdict && problems.length === 0;
+    const ok = ran === want && worst <= tolerance && verdict === wantVerdict && problems.length === 0;
     failed ||= !ok;
     console.log(
-      `${ok ? "ok  " : "FAIL"} ${backend}: ran on ${ran} (WebGPU adapter: ${adapter}), loaded in ${loadSeconds.toFixed(1)} s, ${rows.length} rows, ` +
+      `${ok ? "ok  " : "FAIL"} ${name}: ran on ${ran} (want ${want}; WebGPU adapter: ${adapter}), loaded in ${loadSeconds.toFixed(1)} s, ${rows.length} rows, ` +
         `max |Δscore| vs native ${worst.toExponential(2)} (≤ ${tolerance}), form verdict ${verdict} (want ${wantVerdict})`,
     );
     for (const problem of problems) console.log(`     ${problem}`);
     diffs.forEach((d, i) => d > tolerance && console.log(`     row ${i}: browser ${scores[i]} vs native ${expected[i].score}`));
     await page.close();
   }
+
+  // A download that does not match the manifest's sha256 must be refused with a clear error.
+  {
+    const page = await browsers.plain.newPage();
+    await page.route("**/manifest.json", async (route) => {
+      const manifest = await (await route.fetch()).json();
+      for (const file of manifest.files) if (file.name === "model.safetensors") file.sha256 = "0".repeat(64);
+      await route.fulfill({ json: manifest });
+    });
+    await page.goto(`${server.url}?bundle=${encodeURIComponent(args.bundle)}&backend=cpu`);
+    await page.waitForFunction(() => document.getElementById("load-status").textContent.startsWith("failed"), null, { timeout: 120_000 });
+    const status = await page.textContent("#load-status");
+    const ok = /model\.safetensors: sha256 [0-9a-f]{64} does not match the manifest's 0{64}/.test(status);
+    failed ||= !ok;
+    console.log(`${ok ? "ok  " : "FAIL"} corrupted download refused: ${status}`);
+    await page.close();
+  }
 } finally {
-  await browser.close();
+  await Promise.all(Object.values(browsers).map((b) => b.close()));
   server.close();
 }
 process.exit(failed ? 1 : 0);

@@ -17,8 +17,8 @@ self.onmessage = async (event) => {
 };
 
 const OPS = {
-  async load({ url, files, backend, maxLength, cache, wasmUrl }) {
-    await init(wasmUrl ? { module_or_path: wasmUrl } : undefined);
+  async load({ url, files, backend, maxLength, cache }) {
+    await init();
     const bundle = files ? await fromFiles(files) : await download(url, cache);
     const warnings = [];
     const order = backend === "auto" ? ((await hasWebGpuAdapter()) ? ["webgpu", "cpu"] : ["cpu"]) : [backend];
@@ -30,9 +30,8 @@ const OPS = {
         break;
       } catch (error) {
         if (candidate === order[order.length - 1]) throw error;
-        const warning = `harmaug: the ${candidate} backend failed (${error.message || error}); falling back to the CPU`;
-        console.warn(warning);
-        warnings.push(warning);
+        // HarmGuard.load prints it on the page's console.
+        warnings.push(`harmaug: the ${candidate} backend failed (${error.message || error}); falling back to the CPU`);
         guard = null;
       }
     }
