@@ -2,7 +2,7 @@
 # HarmAug in miniature: the recipe that built models/default/ (see models/default/README.md).
 #
 #   recipes/default-model.sh [STAGE...]   stages: synth teacher split eda student_a student_b label
-#                                          student_c eval export
+#                                          student_c eval export report
 #                                          (no stage = all, in that order)
 #
 # Every stage is resumable: harmaug appends its outputs and skips finished rows/runs, so a
@@ -181,8 +181,23 @@ PY
     echo "$best" >"$WORK/chosen"
 }
 
+# The results table for the model card and the README (F1 at 0.5 / AUPRC per data set).
+stage_report() {
+    python3 - "$WORK" "${MODELS[@]}" <<'PY' | tee "$WORK/results.md"
+import json, sys
+work, models = sys.argv[1], sys.argv[2:]
+sets = ["validation", "openai_moderation_1680", "toxicchat0124_test_5083", "beavertails_test_3021"]
+print("| model | " + " | ".join(f"{s} F1 / AUPRC" for s in sets) + " |")
+print("|---|" + "---|" * len(sets))
+for model in models:
+    results = {r["dataset"]: r for r in json.load(open(f"{work}/eval-{model}.json"))["results"]}
+    cells = [f'{results[s]["f1"]:.3f} / {results[s]["auprc"]:.3f}' for s in sets]
+    print(f"| {model} | " + " | ".join(cells) + " |")
+PY
+}
+
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(synth teacher split eda student_a student_b label student_c eval export)
+[ ${#stages[@]} -eq 0 ] && stages=(synth teacher split eda student_a student_b label student_c eval export report)
 for stage in "${stages[@]}"; do
     "stage_$stage"
 done

@@ -35,17 +35,19 @@ const launch = (webgpu) =>
     args: [...(webgpu ? ["--enable-unsafe-webgpu"] : []), "--no-sandbox", "--disable-dev-shm-usage"],
   });
 const browsers = { webgpu: await launch(true), plain: await launch(false) };
-// What each case asks the page for, in which browser, and which backend must run.
+// What each case asks the page for, in which browser, which backend must run, and what it
+// scores: "all" = every row through the JS API, one through the form, all through the batch
+// table; "api" = no batch table (WebGPU here is a software adapter: slow); "form" = one prompt.
 const CASES = {
-  cpu: ["cpu", "webgpu", "cpu"],
-  webgpu: ["webgpu", "webgpu", "webgpu"],
-  auto: ["auto", "webgpu", "webgpu"],
-  "auto-without-webgpu": ["auto", "plain", "cpu"],
+  cpu: ["cpu", "webgpu", "cpu", "all"],
+  webgpu: ["webgpu", "webgpu", "webgpu", "api"],
+  auto: ["auto", "webgpu", "webgpu", "form"],
+  "auto-without-webgpu": ["auto", "plain", "cpu", "form"],
 };
 let failed = false;
 try {
   for (const name of args.backends.split(",")) {
-    const [backend, browserName, want] = CASES[name];
+    const [backend, browserName, want, scope] = CASES[name];
     const page = await browsers[browserName].newPage();
     const problems = [];
     page.on("console", (message) => message.type() === "error" && problems.push(`console: ${message.text()}`));
@@ -61,28 +63,31 @@ try {
     const loadSeconds = (Date.now() - started) / 1000;
 
     // The JS API, as a web developer calls it.
-    const scores = await page.evaluate(async (rows) => (await window.harmaug.guard.scoreBatch(rows)).map((r) => r.score), rows);
+    const scores = scope === "form" ? [] : await page.evaluate(async (rows) => (await window.harmaug.guard.scoreBatch(rows)).map((r) => r.score), rows);
     const diffs = scores.map((score, i) => Math.abs(score - expected[i].score));
-    const worst = Math.max(...diffs);
+    const worst = Math.max(0, ...diffs);
 
     // The form: a prompt typed into the page shows its score.
     const pick = expected.findIndex((row) => row.response == null && row.prompt.length > 10);
     await page.fill("#prompt", expected[pick].prompt);
     await page.fill("#response", "");
-    await page.waitForFunction((want) => Math.abs(Number(document.getElementById("score").textContent) - want) < 1e-3, expected[pick].score, { timeout: 60_000 });
+    await page.waitForFunction((want) => Math.abs(Number(document.getElementById("score").textContent) - want) < 1e-3, expected[pick].score, { timeout: 300_000 });
     const verdict = await page.textContent("#verdict");
     const wantVerdict = expected[pick].score >= 0.5 ? "unsafe" : "safe";
 
     // Many rows pasted as JSONL come back as a table.
-    await page.fill("#batch-input", rows.map((row) => JSON.stringify(row)).join("\n"));
-    await page.click("#batch-run");
-    await page.waitForFunction((n) => document.querySelectorAll("#batch-table tbody tr").length === n, rows.length);
+    if (scope === "all") {
+      await page.fill("#batch-input", rows.map((row) => JSON.stringify(row)).join("\n"));
+      await page.click("#batch-run");
+      await page.waitForFunction((n) => document.querySelectorAll("#batch-table tbody tr").length === n, rows.length, { timeout: 300_000 });
+    }
 
     const ok = ran === want && worst <= tolerance && verdict === wantVerdict && problems.length === 0;
     failed ||= !ok;
     console.log(
-      `${ok ? "ok  " : "FAIL"} ${name}: ran on ${ran} (want ${want}; WebGPU adapter: ${adapter}), loaded in ${loadSeconds.toFixed(1)} s, ${rows.length} rows, ` +
-        `max |Δscore| vs native ${worst.toExponential(2)} (≤ ${tolerance}), form verdict ${verdict} (want ${wantVerdict})`,
+      `${ok ? "ok  " : "FAIL"} ${name}: ran on ${ran} (want ${want}; WebGPU adapter: ${adapter}), loaded in ${loadSeconds.toFixed(1)} s, ` +
+        `${scores.length} rows via the API, max |Δscore| vs native ${worst.toExponential(2)} (≤ ${tolerance}), form verdict ${verdict} (want ${wantVerdict}), ` +
+        `${((Date.now() - started) / 1000).toFixed(0)} s in all`,
     );
     for (const problem of problems) console.log(`     ${problem}`);
     diffs.forEach((d, i) => d > tolerance && console.log(`     row ${i}: browser ${scores[i]} vs native ${expected[i].score}`));

@@ -23,6 +23,8 @@ type GpuBackend = WebGpu<f32, i32>;
 /// Rows per forward pass: enough to keep WebGPU busy, small enough for the CPU's cache.
 const BATCH_SIZE: usize = 16;
 
+// One per page, behind an Rc: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Loaded {
     Gpu(Guard<GpuBackend>),
     Cpu(Guard<CpuBackend>),
