@@ -12,6 +12,7 @@ const EXAMPLES = [
 ];
 
 let guard = null;
+let lastScore = null;
 let lastBatch = [];
 // Exposed for scripted use and the end-to-end test.
 window.harmaug = { HarmGuard, get guard() { return guard; }, load };
@@ -62,6 +63,7 @@ async function scoreSingle() {
     const started = performance.now();
     const { score, unsafe } = await guard.score(prompt, response);
     const ms = performance.now() - started;
+    lastScore = score;
     $("gauge").value = score;
     $("score").textContent = score.toFixed(4);
     showVerdict($("verdict"), unsafe);
@@ -141,7 +143,7 @@ $("threshold").addEventListener("input", () => {
   $("threshold-value").textContent = value.toFixed(2);
   if (!guard) return;
   guard.threshold = value;
-  if ($("score").textContent !== "–") showVerdict($("verdict"), Number($("score").textContent) >= value);
+  if (lastScore !== null) showVerdict($("verdict"), lastScore >= value);
   if (lastBatch.length) renderTable();
 });
 $("load").addEventListener("click", load);

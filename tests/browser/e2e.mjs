@@ -76,6 +76,18 @@ try {
     await page.waitForFunction((want) => Math.abs(Number(document.getElementById("score").textContent) - want) < 1e-3, expected[pick].score, { timeout: 300_000 });
     const verdict = await page.textContent("#verdict");
     const wantVerdict = expected[pick].score >= 0.5 ? "unsafe" : "safe";
+    // The threshold slider moves the verdict without rescoring.
+    const slide = async (value) => {
+      await page.evaluate((v) => {
+        const slider = document.getElementById("threshold");
+        slider.value = String(v);
+        slider.dispatchEvent(new Event("input"));
+      }, value);
+      return page.textContent("#verdict");
+    };
+    // The slider moves in steps of 0.01: go one step and a bit past the score either way.
+    const sliderOk = (await slide(expected[pick].score + 0.015)) === "safe" && (await slide(expected[pick].score - 0.015)) === "unsafe";
+    await slide(0.5);
 
     // Many rows pasted as JSONL come back as a table.
     if (scope === "all") {
@@ -84,11 +96,11 @@ try {
       await page.waitForFunction((n) => document.querySelectorAll("#batch-table tbody tr").length === n, rows.length, { timeout: 300_000 });
     }
 
-    const ok = ran === want && cached >= 3 && worst <= tolerance && verdict === wantVerdict && problems.length === 0;
+    const ok = ran === want && sliderOk && cached >= 3 && worst <= tolerance && verdict === wantVerdict && problems.length === 0;
     failed ||= !ok;
     console.log(
       `${ok ? "ok  " : "FAIL"} ${name}: ran on ${ran} (want ${want}; WebGPU adapter: ${adapter}), loaded in ${loadSeconds.toFixed(1)} s, ${cached} files cached, ` +
-        `${scores.length} rows via the API, max |Δscore| vs native ${worst.toExponential(2)} (≤ ${tolerance}), form verdict ${verdict} (want ${wantVerdict}), ` +
+        `${scores.length} rows via the API, max |Δscore| vs native ${worst.toExponential(2)} (≤ ${tolerance}), form verdict ${verdict} (want ${wantVerdict}), slider ${sliderOk ? "ok" : "WRONG"}, ` +
         `${((Date.now() - started) / 1000).toFixed(0)} s in all`,
     );
     for (const problem of problems) console.log(`     ${problem}`);
