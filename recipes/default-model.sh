@@ -44,9 +44,10 @@ LABELLED=(
 )
 train_args() { for f in "$@"; do printf -- '--train\n%s\n' "$f"; done; }
 
-# Shared training recipe: the paper's (AdamW 3e-5 → linear decay, warm-up, decay 0.1, clip 1,
-# class-balanced sampling) at the scale 2 cores allow: batch 32, 1 epoch of N drawn rows,
-# max length 128 (most rows are shorter; pairs keep their start).
+# Shared training recipe: the paper's (AdamW, linear warm-up and decay, weight decay 0.1, clip
+# 1, class-balanced sampling) at the scale 2 cores allow: batch 32, 1 epoch of N drawn rows,
+# lr 5e-5 with 30 warm-up updates (the paper: 3e-5, 100, for far longer runs), max length 128
+# (most rows are shorter; pairs keep their start). A finished run is resumed as a no-op.
 distill() { # out samples lambda train-files...
     local out=$1 samples=$2 lambda=$3
     shift 3
