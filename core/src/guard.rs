@@ -169,7 +169,8 @@ impl<B: Backend> Guard<B> {
     ) -> Result<Scores> {
         let mut scores = ScoreSheet::new(encoded);
         for batch in length_batches(encoded, batch_size) {
-            let probabilities = read_floats(self.unsafe_column(&batch.rows).into_data())?;
+            let column = self.unsafe_probability_tensor(self.logits(&batch.rows));
+            let probabilities = read_floats(column.into_data())?;
             scores.fill(&batch.indices, probabilities);
             progress(batch.indices.len());
         }
@@ -183,7 +184,8 @@ impl<B: Backend> Guard<B> {
         let encoded: Vec<&EncodedText> = encoded.iter().collect();
         let mut scores = ScoreSheet::new(&encoded);
         for batch in length_batches(&encoded, batch_size) {
-            let data = self.unsafe_column(&batch.rows).into_data_async().await;
+            let column = self.unsafe_probability_tensor(self.logits(&batch.rows));
+            let data = column.into_data_async().await;
             let data = data.map_err(|e| Error::Backend(format!("reading scores back: {e:?}")))?;
             scores.fill(&batch.indices, read_floats(data)?);
         }
@@ -197,13 +199,8 @@ impl<B: Backend> Guard<B> {
             .collect()
     }
 
-    /// softmax(logits)[:, unsafe_index] of rows padded into one batch, as a `[rows, 1]` tensor.
-    fn unsafe_column(&self, rows: &[&EncodedText]) -> Tensor<B, 2> {
-        self.unsafe_probability_tensor(self.logits(rows))
-    }
-
-    /// softmax(logits)[:, unsafe_index], still on the device.
-    pub fn unsafe_probability_tensor(&self, logits: Tensor<B, 2>) -> Tensor<B, 2> {
+    /// softmax(logits)[:, unsafe_index] as a `[rows, 1]` tensor, still on the device.
+    fn unsafe_probability_tensor(&self, logits: Tensor<B, 2>) -> Tensor<B, 2> {
         let [rows, _] = logits.dims();
         let unsafe_index = self.parts.config.labels.unsafe_index;
         softmax(logits, 1).slice([0..rows, unsafe_index..unsafe_index + 1])

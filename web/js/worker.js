@@ -119,7 +119,7 @@ async function fetchChecked(url, entry, cache) {
   }
   const response = await fetch(url);
   if (!response.ok || !response.body) throw new Error(`${url}: HTTP ${response.status}`);
-  const total = entry.bytes ?? Number(response.headers.get("content-length")) ?? 0;
+  const total = entry.bytes ?? Number(response.headers.get("content-length"));
   const reader = response.body.getReader();
   const chunks = [];
   let loaded = 0;
