@@ -69,6 +69,11 @@ async function scoreSingle() {
     showVerdict($("verdict"), unsafe);
     $("latency").textContent = `${ms.toFixed(1)} ms on ${guard.backend}`;
   });
+  // A failed call is shown, and must not poison the chain for the calls after it.
+  scoring = scoring.catch((error) => {
+    $("latency").textContent = `failed: ${error.message}`;
+    console.error(error);
+  });
   await scoring;
 }
 
