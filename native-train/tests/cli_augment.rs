@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -37,6 +38,15 @@ fn seeds() -> PathBuf {
         .join("../../shared/data/train/prompts_harmful_seed.jsonl");
     assert!(path.is_file(), "{} is missing", path.display());
     path
+}
+
+/// Every test here runs an LLM that wants all the cores; run in parallel on a 2-core machine,
+/// llama.cpp's spinning threads starve each other (a run once made no progress in 5 minutes).
+/// Each test holds this lock for its whole run, so they take turns.
+fn one_llm_at_a_time() -> MutexGuard<'static, ()> {
+    static LLM: Mutex<()> = Mutex::new(());
+    // A failed test poisons the lock; the next one can still run.
+    LLM.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A running llama-server; killed on drop.
@@ -242,6 +252,7 @@ fn synthesise(model: &str, dir: &Path, label_extra: &[&str]) -> (Rows, Rows, Row
 
 #[test]
 fn generates_responds_and_labels_with_a_real_llama_server() {
+    let _turn = one_llm_at_a_time();
     let server = Server::start(free_port());
     let dir = tempfile::tempdir().unwrap();
     // The whole vocabulary's first-token logprobs (llama-server allows it): exact scores even
@@ -293,6 +304,7 @@ fn generates_responds_and_labels_with_a_real_llama_server() {
 
 #[test]
 fn generates_responds_and_labels_in_process_from_a_gguf_file() {
+    let _turn = one_llm_at_a_time();
     let gguf = gguf();
     let dir = tempfile::tempdir().unwrap();
     let (generated, ..) = synthesise(gguf.to_str().unwrap(), dir.path(), &[]);
@@ -307,6 +319,7 @@ fn generates_responds_and_labels_in_process_from_a_gguf_file() {
 
 #[test]
 fn retries_through_a_server_restart_and_resumes_after_kill_9() {
+    let _turn = one_llm_at_a_time();
     let port = free_port();
     let mut server = Some(Server::start(port));
     let url = server.as_ref().unwrap().url();
@@ -386,6 +399,7 @@ fn retries_through_a_server_restart_and_resumes_after_kill_9() {
 
 #[test]
 fn downloads_a_gguf_from_a_hub_endpoint_once() {
+    let _turn = one_llm_at_a_time();
     // A real HTTP server (python's http.server) laid out like the Hub's `resolve` URLs; the
     // download lands in $HOME/.cache/harmaug/hub and the second run needs no server.
     let dir = tempfile::tempdir().unwrap();
