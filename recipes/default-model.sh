@@ -2,7 +2,7 @@
 # HarmAug in miniature: the recipe that built models/default/ (see models/default/README.md).
 #
 #   recipes/default-model.sh [STAGE...]   stages: synth teacher split eda student_a student_b label
-#                                          student_c eval export report
+#                                          student_c eval export shipped report
 #                                          (no stage = all, in that order)
 #
 # Every stage is resumable: harmaug appends its outputs and skips finished rows/runs, so a
@@ -176,29 +176,40 @@ for model in ("student-a", "student-b", "student-c"):
 print(max(validation, key=validation.get))
 PY
 )
-    log "export: $best → models/default (int8)"
+    log "export: $best → models/default (int8, threshold = best F1 on validation)"
     "$HARMAUG" export --model "$WORK/$best" --out "$REPO/models/default" --dtype int8 \
-        --eval "$DATA/eval/openai_moderation_1680.json"
+        --eval "$DATA/eval/openai_moderation_1680.json" --calibrate "$WORK/split/validation.jsonl"
     echo "$best" >"$WORK/chosen"
 }
 
-# The results table for the model card and the README (F1 at 0.5 / AUPRC per data set).
+# The shipped bundle as users get it: int8, at its calibrated threshold.
+stage_shipped() {
+    log "eval: the shipped bundle at its own threshold"
+    "$HARMAUG" eval --batch-size 64 --model "$REPO/models/default" \
+        --report "$WORK/eval-shipped.json" --data "$WORK/split/validation.jsonl" \
+        --data "$DATA/eval/openai_moderation_1680.json" \
+        --data "$DATA/eval/toxicchat0124_test_5083.jsonl" \
+        --data "$DATA/eval/beavertails_test_3021.jsonl" | tee "$WORK/eval-shipped.md"
+}
+
+# The results table for the model card and the README (F1 / AUPRC per data set): every model
+# at 0.5, then the shipped bundle at its calibrated threshold.
 stage_report() {
-    python3 - "$WORK" "${MODELS[@]}" <<'PY' | tee "$WORK/results.md"
+    python3 - "$WORK" "${MODELS[@]}" shipped <<'PY' | tee "$WORK/results.md"
 import json, sys
 work, models = sys.argv[1], sys.argv[2:]
 sets = ["validation", "openai_moderation_1680", "toxicchat0124_test_5083", "beavertails_test_3021"]
-print("| model | " + " | ".join(f"{s} F1 / AUPRC" for s in sets) + " |")
+print("| model (threshold) | " + " | ".join(f"{s} F1 / AUPRC" for s in sets) + " |")
 print("|---|" + "---|" * len(sets))
 for model in models:
     results = {r["dataset"]: r for r in json.load(open(f"{work}/eval-{model}.json"))["results"]}
     cells = [f'{results[s]["f1"]:.3f} / {results[s]["auprc"]:.3f}' for s in sets]
-    print(f"| {model} | " + " | ".join(cells) + " |")
+    print(f'| {model} ({results["validation"]["threshold"]:.3f}) | ' + " | ".join(cells) + " |")
 PY
 }
 
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(synth teacher split eda student_a student_b label student_c eval export report)
+[ ${#stages[@]} -eq 0 ] && stages=(synth teacher split eda student_a student_b label student_c eval export shipped report)
 for stage in "${stages[@]}"; do
     "stage_$stage"
 done

@@ -28,13 +28,15 @@ async function load() {
     guard = await HarmGuard.load({
       url: $("bundle-url").value,
       backend: $("backend").value,
-      threshold: Number($("threshold").value),
       onProgress: ({ file, loaded, total }) => {
         if (file === "model.safetensors" && total) $("load-progress").value = loaded / total;
         $("load-status").textContent = `downloading ${file}: ${(loaded / 1e6).toFixed(1)} MB`;
       },
     });
     $("load-progress").value = 1;
+    // The slider starts at the bundle's own (calibrated) threshold.
+    $("threshold").value = String(guard.threshold);
+    $("threshold-value").textContent = guard.threshold.toFixed(3);
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
     const dtype = guard.manifest ? `, ${guard.manifest.dtype}` : "";
     $("load-status").textContent = `ready on ${guard.backend}${dtype} in ${seconds} s`;
@@ -145,7 +147,7 @@ for (const id of ["prompt", "response"]) {
 }
 $("threshold").addEventListener("input", () => {
   const value = Number($("threshold").value);
-  $("threshold-value").textContent = value.toFixed(2);
+  $("threshold-value").textContent = value.toFixed(3);
   if (!guard) return;
   guard.threshold = value;
   if (lastScore !== null) showVerdict($("verdict"), lastScore >= value);

@@ -10,6 +10,8 @@ pub enum Error {
     Config(String),
     #[error("model.safetensors: {0}")]
     Checkpoint(String),
+    #[error("manifest.json: {0}")]
+    Manifest(String),
     #[error("tokenizer.json: {0}")]
     Tokenizer(String),
     #[error("unsupported model: {0}")]

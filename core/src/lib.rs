@@ -6,8 +6,10 @@
 //!
 //! The flow: [`config`] parses `config.json`, [`checkpoint`] reads `model.safetensors`,
 //! [`models`] builds the architecture from them, [`tokenize`] turns text into id batches, and
-//! [`guard::Guard`] ties it together into P(unsafe) scores.
+//! [`guard::Guard`] ties it together into P(unsafe) scores. [`bundle`] describes an exported
+//! bundle (files, dtype, operating threshold).
 
+pub mod bundle;
 pub mod checkpoint;
 pub mod config;
 pub mod datasets;

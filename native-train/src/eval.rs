@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow};
 use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
+use harmaug_core::bundle;
 use harmaug_core::datasets::{Container, Format, Level, ParseOptions};
 use harmaug_core::metrics::BinaryMetrics;
 use harmaug_core::{GuardInput, LoadOptions};
@@ -43,9 +44,10 @@ pub struct EvalArgs {
     /// Leave malformed rows out (counted, the first few shown) instead of stopping at the first.
     #[arg(long)]
     skip_invalid: bool,
-    /// A score ≥ threshold counts as unsafe.
-    #[arg(long, default_value_t = 0.5)]
-    threshold: f64,
+    /// A score ≥ threshold counts as unsafe. Default: each bundle's calibrated threshold
+    /// (manifest.json), else 0.5.
+    #[arg(long)]
+    threshold: Option<f64>,
     /// Also report the lowest threshold whose false-positive rate is at most this.
     #[arg(long, default_value_t = 0.05)]
     target_fpr: f64,
@@ -167,12 +169,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .map(|path| data_files::read(path, options))
         .collect::<Result<Vec<_>>>()?;
 
-    let thresholds = (args.threshold, args.target_fpr);
     let mut results = Vec::new();
     let mut scores_out = args.scores.as_deref().map(create_writer).transpose()?;
     for model in models {
         let dir = ModelDir::open_or_default(model)?;
         let name = dir.path.display().to_string();
+        let thresholds = (args.threshold.unwrap_or(dir.threshold()), args.target_fpr);
         let job = EvalJob {
             model: &dir,
             options: LoadOptions {
@@ -186,6 +188,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
             results.push(record(&name, set, &scored, thresholds, &mut scores_out)?);
         }
     }
+    let thresholds = (
+        args.threshold.unwrap_or(bundle::DEFAULT_THRESHOLD),
+        args.target_fpr,
+    );
     for (name, path) in &args.score_files {
         let lookup = read_score_file(path)?;
         for set in &sets {

@@ -2,17 +2,20 @@
 //! which reads bundles like any model directory): `config.json`, `tokenizer.json`,
 //! `model.safetensors` in f32, f16 or int8 (linear weights per-output-channel symmetric int8,
 //! the rest f16), and `manifest.json` (files with sizes and sha256, dtype, max length, labels,
-//! harmaug version). With `--eval`, the bundle is scored against the original on labelled
-//! data and the drift (max and mean |Δscore|, F1 and AUPRC change) is printed and recorded.
+//! harmaug version, operating threshold). With `--eval`, the bundle is scored against the
+//! original on labelled data and the drift (max and mean |Δscore|, F1 and AUPRC change) is
+//! printed and recorded. With `--calibrate`, the bundle's threshold is its best-F1 threshold on
+//! held-out labelled data; `harmaug score`/`eval` and the web package use it by default.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
+use harmaug_core::bundle::{self, BundleFile, Manifest, Threshold};
 use harmaug_core::checkpoint::{self, StoredDtype};
 use harmaug_core::datasets::ParseOptions;
-use harmaug_core::metrics::BinaryMetrics;
+use harmaug_core::metrics::{BinaryMetrics, Curve};
 use harmaug_core::{Guard, LoadOptions, ModelFiles};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -21,6 +24,7 @@ use crate::backend::{self, BackendChoice, BackendJob};
 use crate::data_files;
 use crate::distill::replace_file;
 use crate::model_dir::ModelDir;
+use crate::progress;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -35,6 +39,13 @@ pub struct ExportArgs {
     /// Labelled data (repeatable) to measure the bundle's drift from the original on.
     #[arg(long)]
     eval: Vec<PathBuf>,
+    /// Held-out labelled data (never the test sets): the bundle's operating threshold becomes
+    /// the one with the best F1 on it, as scored by the bundle itself.
+    #[arg(long, conflicts_with = "threshold")]
+    calibrate: Option<PathBuf>,
+    /// The bundle's operating threshold, given directly (default 0.5).
+    #[arg(long)]
+    threshold: Option<f64>,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendChoice,
     #[arg(long, default_value_t = 32)]
@@ -112,23 +123,38 @@ impl BackendJob for Export {
         for path in &args.eval {
             drift.push(measure_drift(path, &original, &exported, args.batch_size)?);
         }
+        let threshold = match (&args.calibrate, args.threshold) {
+            (Some(path), _) => Some(calibrate(path, &exported, args.batch_size)?),
+            (None, Some(value)) => {
+                bundle::check_threshold(value).context("--threshold")?;
+                Some(Threshold {
+                    value,
+                    chosen_by: "given to harmaug export (--threshold)".into(),
+                })
+            }
+            (None, None) => None,
+        };
 
         let config = original.config();
-        let manifest = json!({
-            "format": "harmaug-bundle",
-            "format_version": 1,
-            "harmaug_version": env!("CARGO_PKG_VERSION"),
-            "dtype": args.dtype.name(),
-            "max_length": original.max_length(),
-            "unsafe_index": config.labels.unsafe_index,
-            "labels": config.labels.names,
-            "files": outputs.iter().map(|(name, bytes)| json!({
-                "name": name,
-                "bytes": bytes.len(),
-                "sha256": hex(&Sha256::digest(bytes)),
-            })).collect::<Vec<_>>(),
-            "drift": drift,
-        });
+        let manifest = Manifest {
+            format: bundle::FORMAT.into(),
+            format_version: 1,
+            harmaug_version: env!("CARGO_PKG_VERSION").into(),
+            dtype: args.dtype.name().into(),
+            max_length: original.max_length(),
+            unsafe_index: config.labels.unsafe_index,
+            labels: config.labels.names.clone(),
+            files: outputs
+                .iter()
+                .map(|(name, bytes)| BundleFile {
+                    name: (*name).into(),
+                    bytes: bytes.len(),
+                    sha256: hex(&Sha256::digest(bytes)),
+                })
+                .collect(),
+            threshold,
+            drift,
+        };
         replace_file(
             &args.out.join("manifest.json"),
             serde_json::to_string_pretty(&manifest)?.as_bytes(),
@@ -141,6 +167,47 @@ impl BackendJob for Export {
         );
         Ok(())
     }
+}
+
+/// The best-F1 threshold of `guard` on the labelled data in `path`.
+fn calibrate<B: Backend>(
+    path: &std::path::Path,
+    guard: &Guard<B>,
+    batch_size: usize,
+) -> Result<Threshold> {
+    let named = data_files::read(path, ParseOptions::default())?;
+    let inputs: Vec<_> = named.dataset.rows.iter().map(|r| r.input.clone()).collect();
+    let labels: Vec<bool> = named.dataset.rows.iter().map(|r| r.unsafe_label).collect();
+    let bar = progress::bar(inputs.len(), "calibrating")?;
+    let scores = guard
+        .score(&inputs, batch_size, |n| bar.inc(n as u64))?
+        .scores;
+    bar.finish_and_clear();
+    let scores: Vec<f64> = scores.into_iter().map(f64::from).collect();
+    let value = Curve::new(&labels, &scores)
+        .best_f1_threshold()
+        .filter(|&t| bundle::check_threshold(t).is_ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: no threshold strictly between 0 and 1 separates its {} rows (are both \
+                 labels present?)",
+                named.name,
+                inputs.len()
+            )
+        })?;
+    let at = BinaryMetrics::compute(&labels, &scores, value);
+    tracing::info!(
+        "threshold {value:.4}: best F1 {:?} on {} ({} rows; precision {:?}, recall {:?})",
+        at.f1,
+        named.name,
+        inputs.len(),
+        at.precision,
+        at.recall
+    );
+    Ok(Threshold {
+        value,
+        chosen_by: format!("best F1 on {} ({} rows)", named.name, inputs.len()),
+    })
 }
 
 /// Scores `path` with both guards and compares.

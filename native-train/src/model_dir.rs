@@ -1,11 +1,13 @@
-//! A HF model directory on disk (`config.json`, `model.safetensors`, `tokenizer.json`), read
-//! into the byte form that `harmaug_core` loads from.
+//! A HF model directory on disk (`config.json`, `model.safetensors`, `tokenizer.json`, and a
+//! bundle's `manifest.json` when there is one), read into the byte form that `harmaug_core`
+//! loads from.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
+use harmaug_core::bundle::{self, Manifest};
 use harmaug_core::checkpoint::ReleasePages;
 use harmaug_core::{Guard, LoadOptions, ModelFiles};
 use memmap2::Mmap;
@@ -14,6 +16,8 @@ use memmap2::UncheckedAdvice;
 
 pub struct ModelDir {
     pub path: PathBuf,
+    /// Bundles written by `harmaug export` have one; HF model directories do not.
+    pub manifest: Option<Manifest>,
     config_json: String,
     weights: Weights,
     tokenizer_json: Vec<u8>,
@@ -40,6 +44,7 @@ mod embedded {
         };
     }
     pub const CONFIG: &[u8] = default_model_file!("config.json");
+    pub const MANIFEST: &[u8] = default_model_file!("manifest.json");
     pub const TOKENIZER: &[u8] = default_model_file!("tokenizer.json");
     pub const WEIGHTS: &[u8] = default_model_file!("model.safetensors");
 }
@@ -62,8 +67,19 @@ impl ModelDir {
         // checkpoints we assume the file is not truncated underneath us while loading.
         let weights = unsafe { Mmap::map(&file) }
             .with_context(|| format!("mapping {}", weights_path.display()))?;
+        let manifest_path = path.join("manifest.json");
+        let manifest = match fs::read_to_string(&manifest_path) {
+            Ok(json) => Some(
+                Manifest::parse(&json).with_context(|| format!("{}", manifest_path.display()))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", manifest_path.display()));
+            }
+        };
         Ok(Self {
             path: path.to_path_buf(),
+            manifest,
             config_json,
             weights: Weights::Mapped(weights),
             tokenizer_json,
@@ -81,8 +97,11 @@ impl ModelDir {
     #[cfg(feature = "default-model")]
     fn embedded_default() -> Result<Self> {
         tracing::info!("no --model: using the built-in default guard (models/default)");
+        let manifest = Manifest::parse(std::str::from_utf8(embedded::MANIFEST)?)
+            .context("the built-in guard's manifest.json")?;
         Ok(Self {
             path: PathBuf::from("<built-in default guard>"),
+            manifest: Some(manifest),
             config_json: String::from_utf8(embedded::CONFIG.to_vec())?,
             weights: Weights::Embedded(embedded::WEIGHTS),
             tokenizer_json: embedded::TOKENIZER.to_vec(),
@@ -95,6 +114,12 @@ impl ModelDir {
             "no model given: pass --model DIR (or set HARMAUG_MODEL); this harmaug was built \
              without the default guard (feature `default-model`)"
         )
+    }
+
+    /// The score at and above which this model's verdict is unsafe: the bundle's calibrated
+    /// threshold, else 0.5.
+    pub fn threshold(&self) -> f64 {
+        bundle::operating_threshold(self.manifest.as_ref())
     }
 
     /// The guard in this directory on backend `B`.

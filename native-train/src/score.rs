@@ -35,9 +35,10 @@ pub struct ScoreArgs {
     max_length: Option<usize>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// `unsafe` is true when score ≥ threshold.
-    #[arg(long, default_value_t = 0.5)]
-    threshold: f32,
+    /// `unsafe` is true when score ≥ threshold. Default: the bundle's calibrated threshold
+    /// (manifest.json), else 0.5.
+    #[arg(long)]
+    threshold: Option<f32>,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendChoice,
     /// Seed for a classifier head the checkpoint lacks (base models such as MiniLM).
@@ -62,7 +63,10 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             batch_size: args.batch_size,
         },
     )?;
-    write_rows(rows, &scores, args.threshold)
+    // f32 like the scores: a score equal to the manifest's threshold counts as unsafe.
+    let threshold = args.threshold.unwrap_or(model.threshold() as f32);
+    tracing::info!("unsafe when score ≥ {threshold}");
+    write_rows(rows, &scores, threshold)
 }
 
 fn read_rows(args: &ScoreArgs) -> Result<Vec<Row>> {

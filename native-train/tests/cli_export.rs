@@ -1,6 +1,7 @@
 //! `harmaug export` end to end on the tiny fixture checkpoint: bundles in f32, f16 and int8 with
 //! a manifest whose sizes and sha256 match the files, that `harmaug score` loads with scores
-//! close to the original's, and a drift report on labelled data.
+//! close to the original's, and a drift report on labelled data; a calibrated or given
+//! operating threshold in the manifest that `score` and `eval` use.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -108,4 +109,137 @@ fn bundles_load_with_scores_close_to_the_original_and_an_honest_manifest() {
             .len()
     };
     assert!(size("int8") < size("f16") && size("f16") < size("f32"));
+}
+
+fn unsafe_verdicts(model: &Path, extra: &[&str]) -> Vec<(f64, bool)> {
+    let mut args = vec!["score", "--model", model.to_str().unwrap()];
+    args.extend(extra);
+    args.extend(TEXTS);
+    harmaug(&args)
+        .lines()
+        .map(|l| {
+            let row: Value = serde_json::from_str(l).unwrap();
+            (
+                row["score"].as_f64().unwrap(),
+                row["unsafe"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_calibrated_threshold_travels_in_the_manifest_and_sets_the_verdicts() {
+    let model = fixture("bert-tiny-f32");
+    let dir = tempfile::tempdir().unwrap();
+    // Held-out rows for the threshold: the four texts, two of each label.
+    let held_out = dir.path().join("validation.jsonl");
+    let rows: Vec<String> = TEXTS
+        .iter()
+        .zip([false, true, true, false])
+        .map(|(text, label)| serde_json::json!({"prompt": text, "label": label}).to_string())
+        .collect();
+    std::fs::write(&held_out, rows.join("\n")).unwrap();
+    let bundle = dir.path().join("bundle");
+    harmaug(&[
+        "export",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        bundle.to_str().unwrap(),
+        "--dtype",
+        "f32",
+        "--calibrate",
+        held_out.to_str().unwrap(),
+    ]);
+    let mut manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    let threshold = manifest["threshold"]["value"].as_f64().unwrap();
+    assert!(
+        manifest["threshold"]["chosen_by"]
+            .as_str()
+            .unwrap()
+            .contains("validation"),
+        "{manifest}"
+    );
+
+    // eval, with no --threshold, works at the bundle's threshold, and it is that data's best-F1 one.
+    let report = dir.path().join("report.json");
+    harmaug(&[
+        "eval",
+        "--model",
+        bundle.to_str().unwrap(),
+        "--data",
+        held_out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let result = &report["results"][0];
+    assert_eq!(result["threshold"].as_f64(), Some(threshold));
+    assert_eq!(result["best_f1_threshold"].as_f64(), Some(threshold));
+
+    let verdicts = unsafe_verdicts(&bundle, &[]);
+    assert!(
+        verdicts.iter().all(|&(s, u)| u == (s >= threshold)),
+        "{verdicts:?} at {threshold}"
+    );
+
+    // A plain model directory has no manifest: 0.5.
+    let plain = unsafe_verdicts(&model, &[]);
+    assert!(plain.iter().all(|&(s, u)| u == (s >= 0.5)), "{plain:?}");
+    // A threshold given to export, between two scores where it flags a different number of
+    // texts than 0.5 does, changes score's verdicts; score's --threshold still overrides it.
+    let unsafe_at_half = plain.iter().filter(|&&(_, u)| u).count();
+    let mut sorted: Vec<f64> = plain.iter().map(|&(s, _)| s).collect();
+    sorted.sort_by(f64::total_cmp);
+    let (given, flagged) = (1..sorted.len())
+        .map(|i| ((sorted[i - 1] + sorted[i]) / 2.0, sorted.len() - i))
+        .find(|&(_, flagged)| flagged != unsafe_at_half)
+        .unwrap();
+    let fixed = dir.path().join("fixed");
+    harmaug(&[
+        "export",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        fixed.to_str().unwrap(),
+        "--threshold",
+        &given.to_string(),
+    ]);
+    let verdicts = unsafe_verdicts(&fixed, &[]);
+    assert_eq!(
+        verdicts.iter().filter(|&&(_, u)| u).count(),
+        flagged,
+        "{verdicts:?} at {given}"
+    );
+    let overridden = unsafe_verdicts(&fixed, &["--threshold", "0.5"]);
+    assert_eq!(
+        overridden.iter().filter(|&&(_, u)| u).count(),
+        unsafe_at_half
+    );
+
+    // A threshold that leaves one verdict impossible is refused; so is a broken manifest.
+    let refused = Command::new(env!("CARGO_BIN_EXE_harmaug"))
+        .args(["export", "--model", model.to_str().unwrap(), "--out"])
+        .arg(dir.path().join("never"))
+        .args(["--threshold", "1.5"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("--threshold"),
+        "{stderr}"
+    );
+    manifest["threshold"]["value"] = Value::from(7.0);
+    std::fs::write(bundle.join("manifest.json"), manifest.to_string()).unwrap();
+    let broken = Command::new(env!("CARGO_BIN_EXE_harmaug"))
+        .args(["score", "--model", bundle.to_str().unwrap(), "hello"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&broken.stderr);
+    assert!(
+        !broken.status.success() && stderr.contains("manifest.json") && stderr.contains('7'),
+        "{stderr}"
+    );
 }

@@ -65,8 +65,11 @@ try {
     const cached = await page.evaluate(async () => (await (await caches.open("harmaug-bundles-v1")).keys()).length);
 
     // The JS API, as a web developer calls it.
-    const scores = scope === "form" ? [] : await page.evaluate(async (rows) => (await window.harmaug.guard.scoreBatch(rows)).map((r) => r.score), rows);
+    const results = scope === "form" ? [] : await page.evaluate(async (rows) => window.harmaug.guard.scoreBatch(rows), rows);
+    const scores = results.map((r) => r.score);
     const diffs = scores.map((score, i) => Math.abs(score - expected[i].score));
+    // Verdicts at the bundle's threshold, as native gives them.
+    const verdictsDiffer = results.filter((r, i) => r.unsafe !== expected[i].unsafe).length;
     const worst = Math.max(0, ...diffs);
 
     // The form: a prompt typed into the page shows its score.
@@ -75,7 +78,12 @@ try {
     await page.fill("#response", "");
     await page.waitForFunction((want) => Math.abs(Number(document.getElementById("score").textContent) - want) < 1e-3, expected[pick].score, { timeout: 300_000 });
     const verdict = await page.textContent("#verdict");
-    const wantVerdict = expected[pick].score >= 0.5 ? "unsafe" : "safe";
+    // The verdict at the bundle's calibrated threshold, which native `harmaug score` uses too.
+    const wantVerdict = expected[pick].unsafe ? "unsafe" : "safe";
+    const threshold = await page.evaluate(() => window.harmaug.guard.threshold);
+    const manifestThreshold = await page.evaluate(() => window.harmaug.guard.manifest?.threshold?.value ?? 0.5);
+    const sliderStart = Number(await page.inputValue("#threshold"));
+    const thresholdOk = threshold === manifestThreshold && Math.abs(sliderStart - threshold) <= 0.0005;
     // The threshold slider moves the verdict without rescoring.
     const slide = async (value) => {
       await page.evaluate((v) => {
@@ -85,9 +93,9 @@ try {
       }, value);
       return page.textContent("#verdict");
     };
-    // The slider moves in steps of 0.01: go one step and a bit past the score either way.
-    const sliderOk = (await slide(expected[pick].score + 0.015)) === "safe" && (await slide(expected[pick].score - 0.015)) === "unsafe";
-    await slide(0.5);
+    // The slider moves in steps of 0.001: go a few steps past the score either way.
+    const sliderOk = (await slide(expected[pick].score + 0.005)) === "safe" && (await slide(expected[pick].score - 0.005)) === "unsafe";
+    await slide(threshold);
 
     // Many rows pasted as JSONL come back as a table.
     if (scope === "all") {
@@ -96,11 +104,11 @@ try {
       await page.waitForFunction((n) => document.querySelectorAll("#batch-table tbody tr").length === n, rows.length, { timeout: 300_000 });
     }
 
-    const ok = ran === want && sliderOk && cached >= 3 && worst <= tolerance && verdict === wantVerdict && problems.length === 0;
+    const ok = ran === want && sliderOk && thresholdOk && verdictsDiffer === 0 && cached >= 3 && worst <= tolerance && verdict === wantVerdict && problems.length === 0;
     failed ||= !ok;
     console.log(
       `${ok ? "ok  " : "FAIL"} ${name}: ran on ${ran} (want ${want}; WebGPU adapter: ${adapter}), loaded in ${loadSeconds.toFixed(1)} s, ${cached} files cached, ` +
-        `${scores.length} rows via the API, max |Δscore| vs native ${worst.toExponential(2)} (≤ ${tolerance}), form verdict ${verdict} (want ${wantVerdict}), slider ${sliderOk ? "ok" : "WRONG"}, ` +
+        `${scores.length} rows via the API, max |Δscore| vs native ${worst.toExponential(2)} (≤ ${tolerance}), ${verdictsDiffer} verdicts differ, form verdict ${verdict} (want ${wantVerdict}; threshold ${threshold}, manifest ${manifestThreshold}, slider at ${sliderStart}), slider ${sliderOk ? "ok" : "WRONG"}, ` +
         `${((Date.now() - started) / 1000).toFixed(0)} s in all`,
     );
     for (const problem of problems) console.log(`     ${problem}`);

@@ -24,7 +24,8 @@ export interface LoadOptions {
   /** "auto" (default): WebGPU when the browser offers an adapter, else the CPU. */
   backend?: "auto" | Backend;
   onProgress?: (progress: LoadProgress) => void;
-  /** Scores at or above it are unsafe. Default 0.5. */
+  /** Scores at or above it are unsafe. Default: the bundle's calibrated threshold
+   * (`manifest.threshold.value`), else 0.5. */
   threshold?: number;
   /** Truncation length in tokens; default the model's (at most 512). */
   maxLength?: number;
@@ -55,6 +56,8 @@ export interface Manifest {
   unsafe_index: number;
   labels: string[];
   files: { name: string; bytes: number; sha256: string }[];
+  /** The operating threshold chosen at export (e.g. best F1 on validation data). */
+  threshold?: { value: number; chosen_by: string };
 }
 
 export class HarmGuard {

@@ -13,7 +13,7 @@ export class HarmGuard {
 
   /** "webgpu" or "cpu": the backend the model runs on. */
   backend = null;
-  /** Scores at or above it are `unsafe`. */
+  /** Scores at or above it are `unsafe`: the bundle's calibrated threshold unless given. */
   threshold = 0.5;
   /** The bundle's manifest.json (null when loaded from `files`). */
   manifest = null;
@@ -35,13 +35,14 @@ export class HarmGuard {
    * @param {"auto"|"webgpu"|"cpu"} [options.backend] "auto": WebGPU when the browser offers an
    *   adapter, else (and on any WebGPU failure, with a console warning) the CPU
    * @param {(p: {file: string, loaded: number, total: number}) => void} [options.onProgress]
-   * @param {number} [options.threshold] default 0.5
+   * @param {number} [options.threshold] default: the bundle's calibrated threshold
+   *   (manifest.json `threshold.value`), else 0.5
    * @param {number} [options.maxLength] truncation length; default the model's (≤ 512)
    * @param {boolean} [options.cache] keep downloaded files in the Cache API (default true)
    * @param {string|URL} [options.workerUrl] where worker.js is served (default: beside this file)
    */
   static async load(options = {}) {
-    const { url, files, backend = "auto", onProgress, threshold = 0.5, maxLength = 0, cache = true } = options;
+    const { url, files, backend = "auto", onProgress, threshold, maxLength = 0, cache = true } = options;
     if (!url && !files) throw new Error("HarmGuard.load needs `url` or `files`");
     if (!["auto", "webgpu", "cpu"].includes(backend)) {
       throw new Error(`backend must be "auto", "webgpu" or "cpu", not ${JSON.stringify(backend)}`);
@@ -49,13 +50,13 @@ export class HarmGuard {
     const workerUrl = options.workerUrl ?? new URL("./worker.js", import.meta.url);
     const guard = new HarmGuard(new Worker(workerUrl, { type: "module" }));
     guard.#onProgress = onProgress;
-    guard.threshold = threshold;
     const absolute = url ? new URL(url, globalThis.location?.href).href : undefined;
     try {
       const loaded = await guard.#call("load", { url: absolute, files, backend, maxLength, cache });
       guard.backend = loaded.backend;
       guard.maxLength = loaded.maxLength;
       guard.manifest = loaded.manifest;
+      guard.threshold = threshold ?? loaded.manifest?.threshold?.value ?? 0.5;
       for (const warning of loaded.warnings) console.warn(warning);
     } catch (error) {
       guard.free();

@@ -1,0 +1,125 @@
+//! `manifest.json`, the description `harmaug export` writes beside a bundle's files: what the
+//! files are (sizes, sha256 for the web loader to check), how the weights are stored, and the
+//! guard's operating threshold. Plain HF model directories have no manifest.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// The `format` a manifest names; anything else is not a harmaug bundle.
+pub const FORMAT: &str = "harmaug-bundle";
+
+/// Where `unsafe` starts when a model names no threshold of its own.
+pub const DEFAULT_THRESHOLD: f64 = 0.5;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    pub harmaug_version: String,
+    /// How `model.safetensors` stores the weights: "f32", "f16" or "int8".
+    pub dtype: String,
+    pub max_length: usize,
+    pub unsafe_index: usize,
+    pub labels: Vec<String>,
+    pub files: Vec<BundleFile>,
+    /// The score at and above which the guard calls an input unsafe, chosen when the bundle was
+    /// exported (e.g. the best-F1 threshold on validation data). Balanced training pushes
+    /// scores up, so 0.5 is rarely the right operating point. Absent: 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<Threshold>,
+    /// Score drift of the stored weights against the original model, per data set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BundleFile {
+    pub name: String,
+    pub bytes: usize,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Threshold {
+    pub value: f64,
+    /// How the value was chosen, for people reading the manifest.
+    pub chosen_by: String,
+}
+
+impl Manifest {
+    /// Parses and checks a `manifest.json`.
+    pub fn parse(json: &str) -> Result<Self> {
+        let manifest: Manifest =
+            serde_json::from_str(json).map_err(|e| Error::Manifest(e.to_string()))?;
+        if manifest.format != FORMAT {
+            return Err(Error::Manifest(format!(
+                "format is {:?}, not {FORMAT:?}",
+                manifest.format
+            )));
+        }
+        if let Some(threshold) = &manifest.threshold {
+            check_threshold(threshold.value)?;
+        }
+        Ok(manifest)
+    }
+}
+
+/// The operating threshold of a model: its manifest's, else [`DEFAULT_THRESHOLD`].
+pub fn operating_threshold(manifest: Option<&Manifest>) -> f64 {
+    manifest
+        .and_then(|m| m.threshold.as_ref())
+        .map_or(DEFAULT_THRESHOLD, |t| t.value)
+}
+
+/// A threshold must leave both verdicts possible: strictly between 0 and 1.
+pub fn check_threshold(value: f64) -> Result<()> {
+    if value > 0.0 && value < 1.0 {
+        Ok(())
+    } else {
+        Err(Error::Manifest(format!(
+            "threshold {value} is not strictly between 0 and 1"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{"format": "harmaug-bundle", "format_version": 1,
+        "harmaug_version": "0.1.0", "dtype": "int8", "max_length": 512, "unsafe_index": 1,
+        "labels": ["safe", "unsafe"], "files": []"#;
+
+    #[test]
+    fn a_manifest_without_a_threshold_means_one_half() {
+        let manifest = Manifest::parse(&format!("{MINIMAL}}}")).unwrap();
+        assert_eq!(manifest.threshold, None);
+        assert_eq!(operating_threshold(Some(&manifest)), 0.5);
+        assert_eq!(operating_threshold(None), 0.5);
+    }
+
+    #[test]
+    fn the_threshold_is_read_and_checked() {
+        let with = |value: &str| {
+            Manifest::parse(&format!(
+                r#"{MINIMAL}, "threshold": {{"value": {value}, "chosen_by": "test"}}}}"#
+            ))
+        };
+        assert_eq!(operating_threshold(Some(&with("0.8").unwrap())), 0.8);
+        let error = with("1.5").unwrap_err().to_string();
+        assert!(
+            error.contains("manifest.json") && error.contains("1.5"),
+            "{error}"
+        );
+        assert!(with("0").is_err());
+    }
+
+    #[test]
+    fn another_format_is_refused_by_name() {
+        let other = format!("{MINIMAL}}}").replace("harmaug-bundle", "other");
+        let error = Manifest::parse(&other).unwrap_err().to_string();
+        assert!(error.contains("\"other\""), "{error}");
+    }
+}
