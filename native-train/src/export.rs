@@ -7,7 +7,7 @@
 //! printed and recorded. With `--calibrate`, the bundle's threshold is its best-F1 threshold on
 //! held-out labelled data; `harmaug score`/`eval` and the web package use it by default.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
@@ -16,7 +16,7 @@ use harmaug_core::bundle::{self, BundleFile, Manifest, Threshold};
 use harmaug_core::checkpoint::{self, StoredDtype};
 use harmaug_core::datasets::ParseOptions;
 use harmaug_core::metrics::{BinaryMetrics, Curve};
-use harmaug_core::{Guard, LoadOptions, ModelFiles};
+use harmaug_core::{Guard, GuardInput, LoadOptions, ModelFiles};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -169,82 +169,96 @@ impl BackendJob for Export {
     }
 }
 
+/// A labelled data file's inputs and labels.
+struct Labelled {
+    name: String,
+    inputs: Vec<GuardInput>,
+    labels: Vec<bool>,
+}
+
+impl Labelled {
+    fn read(path: &Path) -> Result<Self> {
+        let named = data_files::read(path, ParseOptions::default())?;
+        let rows = &named.dataset.rows;
+        Ok(Self {
+            inputs: rows.iter().map(|r| r.input.clone()).collect(),
+            labels: rows.iter().map(|r| r.unsafe_label).collect(),
+            name: named.name,
+        })
+    }
+
+    /// `guard`'s scores of the inputs, with a progress bar.
+    fn scores<B: Backend>(
+        &self,
+        guard: &Guard<B>,
+        batch_size: usize,
+        what: &str,
+    ) -> Result<Vec<f64>> {
+        let bar = progress::bar(self.inputs.len(), &format!("{what} {}", self.name))?;
+        let scored = guard.score(&self.inputs, batch_size, |n| bar.inc(n as u64))?;
+        bar.finish_and_clear();
+        Ok(scored.scores.into_iter().map(f64::from).collect())
+    }
+}
+
 /// The best-F1 threshold of `guard` on the labelled data in `path`.
-fn calibrate<B: Backend>(
-    path: &std::path::Path,
-    guard: &Guard<B>,
-    batch_size: usize,
-) -> Result<Threshold> {
-    let named = data_files::read(path, ParseOptions::default())?;
-    let inputs: Vec<_> = named.dataset.rows.iter().map(|r| r.input.clone()).collect();
-    let labels: Vec<bool> = named.dataset.rows.iter().map(|r| r.unsafe_label).collect();
-    let bar = progress::bar(inputs.len(), "calibrating")?;
-    let scores = guard
-        .score(&inputs, batch_size, |n| bar.inc(n as u64))?
-        .scores;
-    bar.finish_and_clear();
-    let scores: Vec<f64> = scores.into_iter().map(f64::from).collect();
-    let value = Curve::new(&labels, &scores)
+fn calibrate<B: Backend>(path: &Path, guard: &Guard<B>, batch_size: usize) -> Result<Threshold> {
+    let data = Labelled::read(path)?;
+    let scores = data.scores(guard, batch_size, "calibrating on")?;
+    let value = Curve::new(&data.labels, &scores)
         .best_f1_threshold()
         .filter(|&t| bundle::check_threshold(t).is_ok())
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "{}: no threshold strictly between 0 and 1 separates its {} rows (are both \
                  labels present?)",
-                named.name,
-                inputs.len()
+                data.name,
+                data.inputs.len()
             )
         })?;
-    let at = BinaryMetrics::compute(&labels, &scores, value);
+    let at = BinaryMetrics::compute(&data.labels, &scores, value);
     tracing::info!(
         "threshold {value:.4}: best F1 {:?} on {} ({} rows; precision {:?}, recall {:?})",
         at.f1,
-        named.name,
-        inputs.len(),
+        data.name,
+        data.inputs.len(),
         at.precision,
         at.recall
     );
     Ok(Threshold {
         value,
-        chosen_by: format!("best F1 on {} ({} rows)", named.name, inputs.len()),
+        chosen_by: format!("best F1 on {} ({} rows)", data.name, data.inputs.len()),
     })
 }
 
 /// Scores `path` with both guards and compares.
 fn measure_drift<B: Backend>(
-    path: &std::path::Path,
+    path: &Path,
     original: &Guard<B>,
     exported: &Guard<B>,
     batch_size: usize,
 ) -> Result<Value> {
-    let named = data_files::read(path, ParseOptions::default())?;
-    let inputs: Vec<_> = named.dataset.rows.iter().map(|r| r.input.clone()).collect();
-    let labels: Vec<bool> = named.dataset.rows.iter().map(|r| r.unsafe_label).collect();
-    let a = original.score(&inputs, batch_size, |_| {})?.scores;
-    let b = exported.score(&inputs, batch_size, |_| {})?.scores;
-    let deltas: Vec<f64> = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| f64::from((x - y).abs()))
-        .collect();
+    let data = Labelled::read(path)?;
+    let a = data.scores(original, batch_size, "original on")?;
+    let b = data.scores(exported, batch_size, "bundle on")?;
+    let deltas: Vec<f64> = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).collect();
     let max = deltas.iter().copied().fold(0.0, f64::max);
     let mean = deltas.iter().sum::<f64>() / deltas.len().max(1) as f64;
-    let as_f64 = |s: &[f32]| s.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
-    let before = BinaryMetrics::compute(&labels, &as_f64(&a), 0.5);
-    let after = BinaryMetrics::compute(&labels, &as_f64(&b), 0.5);
+    let before = BinaryMetrics::compute(&data.labels, &a, 0.5);
+    let after = BinaryMetrics::compute(&data.labels, &b, 0.5);
     let change = |x: Option<f64>, y: Option<f64>| x.zip(y).map(|(x, y)| y - x);
     tracing::info!(
         "{}: {} rows, max |Δscore| {max:.2e}, mean {mean:.2e}, F1 {:?} → {:?}, AUPRC {:?} → {:?}",
-        named.name,
-        inputs.len(),
+        data.name,
+        data.inputs.len(),
         before.f1,
         after.f1,
         before.auprc,
         after.auprc
     );
     Ok(json!({
-        "dataset": named.name,
-        "rows": inputs.len(),
+        "dataset": data.name,
+        "rows": data.inputs.len(),
         "max_abs_delta_score": max,
         "mean_abs_delta_score": mean,
         "f1": [before.f1, after.f1],
