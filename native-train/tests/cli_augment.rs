@@ -3,13 +3,16 @@
 //! started by the test on 127.0.0.1. Also kills the server mid-run (the client retries and
 //! finishes) and kills harmaug itself (a rerun resumes without duplicates).
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use common::{Row, harmaug, read_jsonl as rows, run_ok};
 use serde_json::Value;
 
 fn cached(relative: &str, env: &str) -> PathBuf {
@@ -116,39 +119,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn harmaug(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_harmaug"));
-    command
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
-fn run_ok(args: &[&str]) -> Output {
-    let output = harmaug(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "harmaug {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn rows(path: &Path) -> Vec<serde_json::Map<String, Value>> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn unique_ids(rows: &[serde_json::Map<String, Value>]) -> bool {
+fn unique_ids(rows: &[Row]) -> bool {
     let ids: HashSet<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
     ids.len() == rows.len()
 }
 
-type Rows = Vec<serde_json::Map<String, Value>>;
+type Rows = Vec<Row>;
 
 /// The three stages on 20 prompts with `model` (a URL or a GGUF path), checked for what every
 /// back end must give: ids, provenance, a response and a refusal per prompt, scores in [0, 1].

@@ -2,37 +2,14 @@
 //! learnable task, survives kill -9, and writes a student that `harmaug score` (and
 //! transformers, where Python has it) load with the same scores.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{fixture, harmaug, run_ok, score, scores};
 use serde_json::{Value, json};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(name)
-}
-
-fn harmaug(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_harmaug"));
-    command
-        .args(args)
-        .env_remove("HARMAUG_MODEL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
-fn run_ok(args: &[&str]) -> Output {
-    let output = harmaug(args).output().expect("harmaug runs");
-    assert!(
-        output.status.success(),
-        "harmaug {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 /// A task the tiny model can learn: a row is unsafe iff it asks to "steal". Words from the
 /// fixture's 600-word vocabulary; a third of the rows carry only a teacher score.
@@ -173,16 +150,7 @@ fn learns_a_learnable_task() {
 
 /// `harmaug score --model DIR TEXT...` → the scores.
 fn harmaug_scores(model: &Path, texts: &[&str]) -> Vec<f64> {
-    let scored = run_ok(&[&["score", "--model", model.to_str().unwrap()][..], texts].concat());
-    String::from_utf8(scored.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["score"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect()
+    scores(&score(model, &[], texts))
 }
 
 /// Final weights of a run, by tensor name.

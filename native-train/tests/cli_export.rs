@@ -3,30 +3,17 @@
 //! close to the original's, and a drift report on labelled data; a calibrated or given
 //! operating threshold in the manifest that `score` and `eval` use.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
+use std::path::Path;
+
+use common::{fixture, run, run_ok, score, scores};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(name)
-}
-
+/// Runs harmaug, requires success, and returns its standard output.
 fn harmaug(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_harmaug"))
-        .args(args)
-        .env_remove("HARMAUG_MODEL")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "harmaug {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    String::from_utf8(run_ok(args).stdout).unwrap()
 }
 
 const TEXTS: [&str; 4] = [
@@ -36,24 +23,15 @@ const TEXTS: [&str; 4] = [
     "write a story about people",
 ];
 
-fn scores(model: &Path) -> Vec<f64> {
-    let mut args = vec!["score", "--model", model.to_str().unwrap()];
-    args.extend(TEXTS);
-    harmaug(&args)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["score"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect()
+fn text_scores(model: &Path) -> Vec<f64> {
+    scores(&score(model, &[], &TEXTS))
 }
 
 #[test]
 fn bundles_load_with_scores_close_to_the_original_and_an_honest_manifest() {
     let model = fixture("bert-tiny-f32");
     let eval = fixture("formats/generic.jsonl");
-    let reference = scores(&model);
+    let reference = text_scores(&model);
     let dir = tempfile::tempdir().unwrap();
     // (dtype, largest |Δscore| allowed on the tiny random model)
     for (dtype, tolerance) in [("f32", 1e-6), ("f16", 1e-3), ("int8", 2e-2)] {
@@ -93,7 +71,7 @@ fn bundles_load_with_scores_close_to_the_original_and_an_honest_manifest() {
             "{drift}"
         );
 
-        let got = scores(&out);
+        let got = text_scores(&out);
         let worst = reference
             .iter()
             .zip(&got)
@@ -112,13 +90,9 @@ fn bundles_load_with_scores_close_to_the_original_and_an_honest_manifest() {
 }
 
 fn unsafe_verdicts(model: &Path, extra: &[&str]) -> Vec<(f64, bool)> {
-    let mut args = vec!["score", "--model", model.to_str().unwrap()];
-    args.extend(extra);
-    args.extend(TEXTS);
-    harmaug(&args)
-        .lines()
-        .map(|l| {
-            let row: Value = serde_json::from_str(l).unwrap();
+    score(model, extra, &TEXTS)
+        .iter()
+        .map(|row| {
             (
                 row["score"].as_f64().unwrap(),
                 row["unsafe"].as_bool().unwrap(),
@@ -220,12 +194,16 @@ fn a_calibrated_threshold_travels_in_the_manifest_and_sets_the_verdicts() {
     );
 
     // A threshold that leaves one verdict impossible is refused; so is a broken manifest.
-    let refused = Command::new(env!("CARGO_BIN_EXE_harmaug"))
-        .args(["export", "--model", model.to_str().unwrap(), "--out"])
-        .arg(dir.path().join("never"))
-        .args(["--threshold", "1.5"])
-        .output()
-        .unwrap();
+    let never = dir.path().join("never");
+    let refused = run(&[
+        "export",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        never.to_str().unwrap(),
+        "--threshold",
+        "1.5",
+    ]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
         !refused.status.success() && stderr.contains("--threshold"),
@@ -233,10 +211,7 @@ fn a_calibrated_threshold_travels_in_the_manifest_and_sets_the_verdicts() {
     );
     manifest["threshold"]["value"] = Value::from(7.0);
     std::fs::write(bundle.join("manifest.json"), manifest.to_string()).unwrap();
-    let broken = Command::new(env!("CARGO_BIN_EXE_harmaug"))
-        .args(["score", "--model", bundle.to_str().unwrap(), "hello"])
-        .output()
-        .unwrap();
+    let broken = run(&["score", "--model", bundle.to_str().unwrap(), "hello"]);
     let stderr = String::from_utf8_lossy(&broken.stderr);
     assert!(
         !broken.status.success() && stderr.contains("manifest.json") && stderr.contains('7'),

@@ -1,0 +1,80 @@
+//! What the CLI tests share: fixture paths, the real `harmaug` binary, and its JSON output.
+// Each test binary compiles its own copy and uses a part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Map, Value};
+
+pub type Row = Map<String, Value>;
+
+/// A file or folder under the repository's `tests/fixtures`.
+pub fn fixture(name: &str) -> PathBuf {
+    repo(&format!("tests/fixtures/{name}"))
+}
+
+/// A path relative to the repository root.
+pub fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+/// The harmaug under test, with its output captured and no model from the environment.
+pub fn harmaug(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_harmaug"));
+    command
+        .args(args)
+        .env_remove("HARMAUG_MODEL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs harmaug to the end, whatever it returns.
+pub fn run(args: &[&str]) -> Output {
+    harmaug(args).output().expect("harmaug runs")
+}
+
+/// Runs harmaug and requires success (the failure shows harmaug's stderr).
+pub fn run_ok(args: &[&str]) -> Output {
+    let output = run(args);
+    assert!(
+        output.status.success(),
+        "harmaug {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// One JSON object per line.
+pub fn json_lines(text: &[u8]) -> Vec<Row> {
+    std::str::from_utf8(text)
+        .expect("UTF-8 output")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON object per line"))
+        .collect()
+}
+
+/// The rows of a JSONL file; none when it does not exist yet.
+pub fn read_jsonl(path: &Path) -> Vec<Row> {
+    std::fs::read(path)
+        .map(|bytes| json_lines(&bytes))
+        .unwrap_or_default()
+}
+
+/// `harmaug score --model MODEL EXTRA... TEXT...` → the scored rows.
+pub fn score(model: &Path, extra: &[&str], texts: &[&str]) -> Vec<Row> {
+    let model = model.to_str().expect("UTF-8 path");
+    let args = [&["score", "--model", model][..], extra, texts].concat();
+    json_lines(&run_ok(&args).stdout)
+}
+
+/// The `score` field of scored rows.
+pub fn scores(rows: &[Row]) -> Vec<f64> {
+    rows.iter()
+        .map(|row| row["score"].as_f64().expect("a numeric score"))
+        .collect()
+}
