@@ -173,3 +173,7 @@ const params = new URLSearchParams(location.search);
 if (params.get("bundle")) $("bundle-url").value = params.get("bundle");
 if (params.get("backend")) $("backend").value = params.get("backend");
 if (params.get("autoload") !== "0") load();
+
+// Offline once loaded: a service worker keeps the page, its scripts and the wasm (www/sw.js); the
+// guard's worker keeps the bundle.
+navigator.serviceWorker?.register("sw.js").catch((error) => console.warn(`no offline copy of the demo: ${error.message}`));

@@ -7,7 +7,8 @@
 // Runs on the CPU backend, on WebGPU (headless Chromium offers SwiftShader's adapter with
 // --enable-unsafe-webgpu), and with "auto" in a browser with and without a WebGPU adapter (it must
 // pick WebGPU, then fall back to the CPU); fails on a wrong backend, any |Δscore| > 1e-3, a
-// console error or a page error.
+// console error or a page error. Then: a download that does not match its sha256 is refused, and
+// the demo reloads and scores with the server gone (offline once loaded).
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { chromium } from "playwright-core";
@@ -130,6 +131,38 @@ try {
     const ok = /model\.safetensors: sha256 [0-9a-f]{64} does not match the manifest's 0{64}/.test(status);
     failed ||= !ok;
     console.log(`${ok ? "ok  " : "FAIL"} corrupted download refused: ${status}`);
+    await page.close();
+  }
+
+  // Offline once loaded: a first visit online; then the server goes away, and a reload still opens
+  // the demo and scores (page, scripts and wasm from the service worker, the bundle from the
+  // guard's cache). Last, because the server does not come back.
+  {
+    const page = await browsers.plain.newPage();
+    const problems = [];
+    page.on("console", (message) => message.type() === "error" && problems.push(`console: ${message.text()}`));
+    page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+    try {
+      await page.goto(`${server.url}?bundle=${encodeURIComponent(args.bundle)}&backend=cpu`);
+      await page.waitForSelector("body[data-ready]", { timeout: 300_000 });
+      await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 60_000 });
+      server.close();
+      const refused = await page.evaluate(async (url) => fetch(url).then(() => "reachable", () => "unreachable"), `${server.url}manifest-probe`);
+      await page.reload();
+      await page.waitForSelector("body[data-ready]", { timeout: 300_000 });
+      const results = await page.evaluate(async (rows) => window.harmaug.guard.scoreBatch(rows), rows);
+      const worst = Math.max(...results.map((r, i) => Math.abs(r.score - expected[i].score)));
+      // The reload's own failed requests to the server are expected; nothing else may complain.
+      const unexpected = problems.filter((p) => !/ERR_CONNECTION_REFUSED|Failed to load resource/.test(p));
+      const ok = refused === "unreachable" && worst <= tolerance && unexpected.length === 0;
+      failed ||= !ok;
+      console.log(`${ok ? "ok  " : "FAIL"} offline after a first visit: server ${refused}, reload scored ${results.length} rows, max |Δscore| vs native ${worst.toExponential(2)}`);
+      for (const problem of unexpected) console.log(`     ${problem}`);
+    } catch (error) {
+      failed = true;
+      console.log(`FAIL offline after a first visit: ${error.message.split("\n")[0]}`);
+      for (const problem of problems) console.log(`     ${problem}`);
+    }
     await page.close();
   }
 } finally {

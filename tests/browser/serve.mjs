@@ -29,5 +29,11 @@ export async function serve(roots) {
     }
   });
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return { url: `http://127.0.0.1:${server.address().port}/`, close: () => server.close() };
+  // close() also drops kept-alive connections, so the server is really gone (offline tests).
+  const close = () => {
+    if (!server.listening) return;
+    server.close();
+    server.closeAllConnections();
+  };
+  return { url: `http://127.0.0.1:${server.address().port}/`, close };
 }

@@ -82,14 +82,12 @@ async function fromFiles(files) {
 async function download(url, useCache) {
   const base = new URL(url.endsWith("/") ? url : url + "/", self.location.href);
   const manifestUrl = new URL("manifest.json", base);
-  const response = await fetch(manifestUrl, { cache: "no-cache" });
-  if (!response.ok) throw new Error(`${manifestUrl}: HTTP ${response.status}`);
-  const manifest = await response.json();
+  const cache = useCache && self.caches ? await self.caches.open(CACHE_NAME) : null;
+  const manifest = await fetchManifest(manifestUrl, cache);
   const entries = new Map(manifest.files.map((f) => [f.name, f]));
   for (const name of ["config.json", "tokenizer.json", "model.safetensors"]) {
     if (!entries.has(name)) throw new Error(`${manifestUrl}: files lacks ${name}`);
   }
-  const cache = useCache && self.caches ? await self.caches.open(CACHE_NAME) : null;
   const fetched = {};
   for (const [name, entry] of entries) {
     fetched[name] = await fetchChecked(new URL(name, base), entry, cache);
@@ -100,6 +98,29 @@ async function download(url, useCache) {
     weights: fetched["model.safetensors"],
     manifest,
   };
+}
+
+// The manifest, always asked of the server (a new bundle must win), and kept in the cache so
+// that without a network (offline, server down) the last one seen still loads the bundle.
+async function fetchManifest(manifestUrl, cache) {
+  let response;
+  try {
+    response = await fetch(manifestUrl, { cache: "no-cache" });
+  } catch (networkError) {
+    const kept = await cache?.match(manifestUrl);
+    if (!kept) throw new Error(`${manifestUrl}: ${networkError.message} (and no copy from an earlier visit)`);
+    return kept.json();
+  }
+  if (!response.ok) throw new Error(`${manifestUrl}: HTTP ${response.status}`);
+  const text = await response.text();
+  let manifest;
+  try {
+    manifest = JSON.parse(text);
+  } catch (error) {
+    throw new Error(`${manifestUrl}: not JSON (${error.message})`);
+  }
+  await cache?.put(manifestUrl, new Response(text, { headers: { "content-type": "application/json" } }));
+  return manifest;
 }
 
 // One file, from the Cache API when a copy with the manifest's sha256 is there, otherwise
