@@ -8,6 +8,7 @@ use burn::tensor::{Int, Tensor, activation, backend::Backend};
 
 use super::activation::Activation;
 use super::head::{ClassificationHead, HeadSpec};
+use super::post_attention::{PostAttention, PostAttentionSpec};
 use super::{BatchTensors, FreshParts, merge_heads, position_ids, project, split_heads};
 use crate::Result;
 use crate::checkpoint::Checkpoint;
@@ -68,41 +69,30 @@ pub struct BertLayer<B: Backend> {
     query: Linear<B>,
     key: Linear<B>,
     value: Linear<B>,
-    attention_out: Linear<B>,
-    attention_norm: LayerNorm<B>,
-    intermediate: Linear<B>,
-    output: Linear<B>,
-    output_norm: LayerNorm<B>,
     /// On the attention probabilities.
     attention_dropout: Dropout,
-    /// On each sub-layer's output, before the residual sum.
-    hidden_dropout: Dropout,
     num_heads: usize,
-    #[module(skip)]
-    activation: Activation,
+    post_attention: PostAttention<B>,
 }
 
 impl<B: Backend> BertLayer<B> {
     fn load(c: &BertConfig, ckpt: &Checkpoint<'_>, p: &str, device: &B::Device) -> Result<Self> {
-        let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
+        let h = c.hidden_size;
+        let spec = PostAttentionSpec {
+            context: h,
+            hidden: h,
+            intermediate: c.intermediate_size,
+            layer_norm_eps: c.layer_norm_eps,
+            dropout: c.hidden_dropout_prob,
+            activation: c.hidden_act,
+        };
         Ok(Self {
             query: ckpt.linear(&format!("{p}attention.self.query"), h, h, device)?,
             key: ckpt.linear(&format!("{p}attention.self.key"), h, h, device)?,
             value: ckpt.linear(&format!("{p}attention.self.value"), h, h, device)?,
-            attention_out: ckpt.linear(&format!("{p}attention.output.dense"), h, h, device)?,
-            attention_norm: ckpt.layer_norm(
-                &format!("{p}attention.output.LayerNorm"),
-                h,
-                eps,
-                device,
-            )?,
-            intermediate: ckpt.linear(&format!("{p}intermediate.dense"), h, i, device)?,
-            output: ckpt.linear(&format!("{p}output.dense"), i, h, device)?,
-            output_norm: ckpt.layer_norm(&format!("{p}output.LayerNorm"), h, eps, device)?,
             attention_dropout: DropoutConfig::new(c.attention_probs_dropout_prob).init(),
-            hidden_dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
             num_heads: c.num_attention_heads,
-            activation: c.hidden_act,
+            post_attention: PostAttention::load(&spec, ckpt, p, device)?,
         })
     }
 
@@ -119,15 +109,7 @@ impl<B: Backend> BertLayer<B> {
             key_bias,
             &self.attention_dropout,
         ));
-        let attended = self
-            .hidden_dropout
-            .forward(project(&self.attention_out, context));
-        let x = self.attention_norm.forward(attended + x);
-        let inner = self
-            .activation
-            .forward(project(&self.intermediate, x.clone()));
-        let out = self.hidden_dropout.forward(project(&self.output, inner));
-        self.output_norm.forward(out + x)
+        self.post_attention.forward(context, x)
     }
 }
 

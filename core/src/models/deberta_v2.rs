@@ -8,8 +8,8 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
 use burn::tensor::{Int, Tensor, TensorData, activation, backend::Backend};
 
-use super::activation::Activation;
 use super::head::{ClassificationHead, HeadSpec};
+use super::post_attention::{PostAttention, PostAttentionSpec};
 use super::{BatchTensors, FreshParts, merge_heads, position_ids, project, split_heads};
 use crate::Result;
 use crate::checkpoint::Checkpoint;
@@ -213,15 +213,7 @@ impl<B: Backend> DisentangledSelfAttention<B> {
 #[derive(Module, Debug)]
 pub struct DebertaV2Layer<B: Backend> {
     attention: DisentangledSelfAttention<B>,
-    attention_out: Linear<B>,
-    attention_norm: LayerNorm<B>,
-    intermediate: Linear<B>,
-    output: Linear<B>,
-    output_norm: LayerNorm<B>,
-    /// On each sub-layer's output, before the residual sum.
-    dropout: Dropout,
-    #[module(skip)]
-    activation: Activation,
+    post_attention: PostAttention<B>,
 }
 
 impl<B: Backend> DebertaV2Layer<B> {
@@ -231,8 +223,14 @@ impl<B: Backend> DebertaV2Layer<B> {
         p: &str,
         device: &B::Device,
     ) -> Result<Self> {
-        let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
-        let all = c.num_attention_heads * c.head_size();
+        let spec = PostAttentionSpec {
+            context: c.num_attention_heads * c.head_size(),
+            hidden: c.hidden_size,
+            intermediate: c.intermediate_size,
+            layer_norm_eps: c.layer_norm_eps,
+            dropout: c.hidden_dropout_prob,
+            activation: c.hidden_act,
+        };
         Ok(Self {
             attention: DisentangledSelfAttention::load(
                 c,
@@ -240,18 +238,7 @@ impl<B: Backend> DebertaV2Layer<B> {
                 &format!("{p}attention.self."),
                 device,
             )?,
-            attention_out: ckpt.linear(&format!("{p}attention.output.dense"), all, h, device)?,
-            attention_norm: ckpt.layer_norm(
-                &format!("{p}attention.output.LayerNorm"),
-                h,
-                eps,
-                device,
-            )?,
-            intermediate: ckpt.linear(&format!("{p}intermediate.dense"), h, i, device)?,
-            output: ckpt.linear(&format!("{p}output.dense"), i, h, device)?,
-            output_norm: ckpt.layer_norm(&format!("{p}output.LayerNorm"), h, eps, device)?,
-            dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
-            activation: c.hidden_act,
+            post_attention: PostAttention::load(&spec, ckpt, p, device)?,
         })
     }
 
@@ -262,13 +249,7 @@ impl<B: Backend> DebertaV2Layer<B> {
         relative: Option<&RelativePositions<B>>,
     ) -> Tensor<B, 3> {
         let context = self.attention.forward(x.clone(), bias, relative);
-        let attended = self.dropout.forward(project(&self.attention_out, context));
-        let x = self.attention_norm.forward(attended + x);
-        let inner = self
-            .activation
-            .forward(project(&self.intermediate, x.clone()));
-        let out = self.dropout.forward(project(&self.output, inner));
-        self.output_norm.forward(out + x)
+        self.post_attention.forward(context, x)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod activation;
 pub mod bert;
 pub mod deberta_v2;
 pub mod head;
+pub mod post_attention;
 
 use burn::module::Module;
 use burn::nn::Linear;

@@ -1,0 +1,81 @@
+//! What follows self-attention in a post-LayerNorm encoder layer, the same in BERT and DeBERTa
+//! (transformers' `*SelfOutput`, `*Intermediate` and `*Output`): project the attention context,
+//! add the residual and normalise; then the feed-forward block, its residual and a second norm.
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, Linear};
+use burn::tensor::{Tensor, backend::Backend};
+
+use super::activation::Activation;
+use super::project;
+use crate::Result;
+use crate::checkpoint::Checkpoint;
+
+/// The sizes and settings of a [`PostAttention`], from an architecture's config.
+pub(crate) struct PostAttentionSpec {
+    /// Width of the attention context (heads × head size; DeBERTa may differ from `hidden`).
+    pub context: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layer_norm_eps: f64,
+    /// `hidden_dropout_prob`.
+    pub dropout: f64,
+    pub activation: Activation,
+}
+
+#[derive(Module, Debug)]
+pub struct PostAttention<B: Backend> {
+    attention_out: Linear<B>,
+    attention_norm: LayerNorm<B>,
+    intermediate: Linear<B>,
+    output: Linear<B>,
+    output_norm: LayerNorm<B>,
+    /// On each sub-layer's output, before the residual sum.
+    dropout: Dropout,
+    #[module(skip)]
+    activation: Activation,
+}
+
+impl<B: Backend> PostAttention<B> {
+    /// From the tensors under a layer's prefix `p` (`attention.output.*`, `intermediate.*`,
+    /// `output.*`).
+    pub(crate) fn load(
+        spec: &PostAttentionSpec,
+        ckpt: &Checkpoint<'_>,
+        p: &str,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let (h, eps) = (spec.hidden, spec.layer_norm_eps);
+        let norm = |name: &str| ckpt.layer_norm(&format!("{p}{name}"), h, eps, device);
+        Ok(Self {
+            attention_out: ckpt.linear(
+                &format!("{p}attention.output.dense"),
+                spec.context,
+                h,
+                device,
+            )?,
+            attention_norm: norm("attention.output.LayerNorm")?,
+            intermediate: ckpt.linear(
+                &format!("{p}intermediate.dense"),
+                h,
+                spec.intermediate,
+                device,
+            )?,
+            output: ckpt.linear(&format!("{p}output.dense"), spec.intermediate, h, device)?,
+            output_norm: norm("output.LayerNorm")?,
+            dropout: DropoutConfig::new(spec.dropout).init(),
+            activation: spec.activation,
+        })
+    }
+
+    /// `context`: the attention's output with its heads merged; `x`: the layer's input.
+    pub(crate) fn forward(&self, context: Tensor<B, 3>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let attended = self.dropout.forward(project(&self.attention_out, context));
+        let x = self.attention_norm.forward(attended + x);
+        let inner = self
+            .activation
+            .forward(project(&self.intermediate, x.clone()));
+        let out = self.dropout.forward(project(&self.output, inner));
+        self.output_norm.forward(out + x)
+    }
+}
