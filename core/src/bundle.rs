@@ -59,8 +59,13 @@ impl Manifest {
                 manifest.format
             )));
         }
-        if let Some(threshold) = &manifest.threshold {
-            check_threshold(threshold.value)?;
+        if let Some(threshold) = &manifest.threshold
+            && !is_valid_threshold(threshold.value)
+        {
+            return Err(Error::Manifest(format!(
+                "threshold {} is not strictly between 0 and 1",
+                threshold.value
+            )));
         }
         Ok(manifest)
     }
@@ -74,14 +79,8 @@ pub fn operating_threshold(manifest: Option<&Manifest>) -> f64 {
 }
 
 /// A threshold must leave both verdicts possible: strictly between 0 and 1.
-pub fn check_threshold(value: f64) -> Result<()> {
-    if value > 0.0 && value < 1.0 {
-        Ok(())
-    } else {
-        Err(Error::Manifest(format!(
-            "threshold {value} is not strictly between 0 and 1"
-        )))
-    }
+pub fn is_valid_threshold(value: f64) -> bool {
+    value > 0.0 && value < 1.0
 }
 
 #[cfg(test)]

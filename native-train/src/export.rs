@@ -126,7 +126,9 @@ impl BackendJob for Export {
         let threshold = match (&args.calibrate, args.threshold) {
             (Some(path), _) => Some(calibrate(path, &exported, args.batch_size)?),
             (None, Some(value)) => {
-                bundle::check_threshold(value).context("--threshold")?;
+                if !bundle::is_valid_threshold(value) {
+                    anyhow::bail!("--threshold {value}: must be strictly between 0 and 1");
+                }
                 Some(Threshold {
                     value,
                     chosen_by: "given to harmaug export (--threshold)".into(),
@@ -207,7 +209,7 @@ fn calibrate<B: Backend>(path: &Path, guard: &Guard<B>, batch_size: usize) -> Re
     let scores = data.scores(guard, batch_size, "calibrating on")?;
     let value = Curve::new(&data.labels, &scores)
         .best_f1_threshold()
-        .filter(|&t| bundle::check_threshold(t).is_ok())
+        .filter(|&t| bundle::is_valid_threshold(t))
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "{}: no threshold strictly between 0 and 1 separates its {} rows (are both \
