@@ -44,12 +44,22 @@ pub struct ExportArgs {
     #[arg(long, conflicts_with = "threshold")]
     calibrate: Option<PathBuf>,
     /// The bundle's operating threshold, given directly (default 0.5).
-    #[arg(long)]
+    #[arg(long, value_parser = threshold_arg)]
     threshold: Option<f64>,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendChoice,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+}
+
+/// `--threshold`, refused before any work unless strictly between 0 and 1.
+fn threshold_arg(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if bundle::is_valid_threshold(value) {
+        Ok(value)
+    } else {
+        Err("must be strictly between 0 and 1".into())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -125,15 +135,10 @@ impl BackendJob for Export {
         }
         let threshold = match (&args.calibrate, args.threshold) {
             (Some(path), _) => Some(calibrate(path, &exported, args.batch_size)?),
-            (None, Some(value)) => {
-                if !bundle::is_valid_threshold(value) {
-                    anyhow::bail!("--threshold {value}: must be strictly between 0 and 1");
-                }
-                Some(Threshold {
-                    value,
-                    chosen_by: "given to harmaug export (--threshold)".into(),
-                })
-            }
+            (None, Some(value)) => Some(Threshold {
+                value,
+                chosen_by: "given to harmaug export (--threshold)".into(),
+            }),
             (None, None) => None,
         };
 

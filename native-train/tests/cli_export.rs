@@ -209,6 +209,11 @@ fn a_calibrated_threshold_travels_in_the_manifest_and_sets_the_verdicts() {
         !refused.status.success() && stderr.contains("--threshold"),
         "{stderr}"
     );
+    assert!(
+        !never.exists(),
+        "a refused threshold still wrote {}",
+        never.display()
+    );
     manifest["threshold"]["value"] = Value::from(7.0);
     std::fs::write(bundle.join("manifest.json"), manifest.to_string()).unwrap();
     let broken = run(&["score", "--model", bundle.to_str().unwrap(), "hello"]);
