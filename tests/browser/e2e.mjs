@@ -46,15 +46,22 @@ const CASES = {
   "auto-without-webgpu": ["auto", "plain", "cpu", "form"],
 };
 let failed = false;
+// A new page (its own context: storage, caches, service workers) whose console errors and page
+// errors are collected, and the demo's address for a backend.
+async function watchedPage(browser) {
+  const page = await browser.newPage();
+  const problems = [];
+  page.on("console", (message) => message.type() === "error" && problems.push(`console: ${message.text()}`));
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  return { page, problems };
+}
+const demoUrl = (backend) => `${server.url}?bundle=${encodeURIComponent(args.bundle)}&backend=${backend}`;
 try {
   for (const name of args.backends.split(",")) {
     const [backend, browserName, want, scope] = CASES[name];
-    const page = await browsers[browserName].newPage();
-    const problems = [];
-    page.on("console", (message) => message.type() === "error" && problems.push(`console: ${message.text()}`));
-    page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+    const { page, problems } = await watchedPage(browsers[browserName]);
     const started = Date.now();
-    await page.goto(`${server.url}?bundle=${encodeURIComponent(args.bundle)}&backend=${backend}`);
+    await page.goto(demoUrl(backend));
     await page.waitForSelector(`body[data-ready]`, { timeout: 300_000 });
     const ran = await page.evaluate(() => document.body.dataset.ready);
     const adapter = await page.evaluate(async () => {
@@ -125,7 +132,7 @@ try {
       for (const file of manifest.files) if (file.name === "model.safetensors") file.sha256 = "0".repeat(64);
       await route.fulfill({ json: manifest });
     });
-    await page.goto(`${server.url}?bundle=${encodeURIComponent(args.bundle)}&backend=cpu`);
+    await page.goto(demoUrl("cpu"));
     await page.waitForFunction(() => document.getElementById("load-status").textContent.startsWith("failed"), null, { timeout: 120_000 });
     const status = await page.textContent("#load-status");
     const ok = /model\.safetensors: sha256 [0-9a-f]{64} does not match the manifest's 0{64}/.test(status);
@@ -138,12 +145,9 @@ try {
   // the demo and scores (page, scripts and wasm from the service worker, the bundle from the
   // guard's cache). Last, because the server does not come back.
   {
-    const page = await browsers.plain.newPage();
-    const problems = [];
-    page.on("console", (message) => message.type() === "error" && problems.push(`console: ${message.text()}`));
-    page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+    const { page, problems } = await watchedPage(browsers.plain);
     try {
-      await page.goto(`${server.url}?bundle=${encodeURIComponent(args.bundle)}&backend=cpu`);
+      await page.goto(demoUrl("cpu"));
       await page.waitForSelector("body[data-ready]", { timeout: 300_000 });
       await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 60_000 });
       server.close();
