@@ -153,14 +153,20 @@ stage_student_c() {
 
 # One report per model (eval-MODEL.json/.md), so models can be evaluated as they finish.
 MODELS=(teacher student-a student-b student-c)
+# One model (a directory or bundle) on the shared validation rows and the three benchmarks, at
+# its own threshold: a Markdown table and the JSON report $WORK/eval-NAME.json.
+evaluate() { # name model-dir
+    "$HARMAUG" eval --batch-size 64 --model "$2" --report "$WORK/eval-$1.json" \
+        --data "$WORK/split/validation.jsonl" --data "$DATA/eval/openai_moderation_1680.json" \
+        --data "$DATA/eval/toxicchat0124_test_5083.jsonl" \
+        --data "$DATA/eval/beavertails_test_3021.jsonl" | tee "$WORK/eval-$1.md"
+}
+
 stage_eval() {
     # EVAL_MODELS="teacher student-a" evaluates some (default: all).
     for model in ${EVAL_MODELS:-${MODELS[*]}}; do
         log "eval: $model on the shared validation rows and the benchmarks"
-        "$HARMAUG" eval --batch-size 64 --model "$WORK/$model" --report "$WORK/eval-$model.json" \
-            --data "$WORK/split/validation.jsonl" --data "$DATA/eval/openai_moderation_1680.json" \
-            --data "$DATA/eval/toxicchat0124_test_5083.jsonl" \
-            --data "$DATA/eval/beavertails_test_3021.jsonl" | tee "$WORK/eval-$model.md"
+        evaluate "$model" "$WORK/$model"
     done
 }
 
@@ -185,11 +191,7 @@ PY
 # The shipped bundle as users get it: int8, at its calibrated threshold.
 stage_shipped() {
     log "eval: the shipped bundle at its own threshold"
-    "$HARMAUG" eval --batch-size 64 --model "$REPO/models/default" \
-        --report "$WORK/eval-shipped.json" --data "$WORK/split/validation.jsonl" \
-        --data "$DATA/eval/openai_moderation_1680.json" \
-        --data "$DATA/eval/toxicchat0124_test_5083.jsonl" \
-        --data "$DATA/eval/beavertails_test_3021.jsonl" | tee "$WORK/eval-shipped.md"
+    evaluate shipped "$REPO/models/default"
 }
 
 # The results table for the model card and the README (F1 / AUPRC per data set): every model
