@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# HarmAug in miniature: the recipe that built models/default/ (see models/default/README.md).
+# HarmAug on a 2-core CPU: the recipe that builds models/default/ (see models/default/README.md).
 #
-#   recipes/default-model.sh [STAGE...]   stages: synth teacher split eda student_a student_b label
-#                                          student_c eval export shipped report
-#                                          (no stage = all, in that order)
+#   recipes/default-model.sh [STAGE...]   stages: baseline teacher synth split mix student eval
+#                                          export shipped report (no stage = all, in that order)
 #
-# Every stage is resumable: harmaug appends its outputs and skips finished rows/runs, so a
-# killed recipe is rerun with the same command. Work files go to $WORK (default
-# ~/.cache/harmaug/default-model), never into the repository; only `export` writes to the repo.
+# Every stage is resumable: a killed recipe is rerun with the same command. Work files go to
+# $WORK (default ~/.cache/harmaug/default-model). The small, expensive outputs are committed
+# so a fresh machine resumes from them: the teacher's labels of every shared training row
+# (recipes/default-model/teacher/, by file, line and key — no text) and the synthetic rows
+# (recipes/default-model/synthetic/). `export` writes models/default.
 # Sizes are set by the environment (defaults = the shipped run, sized for 2 CPU cores):
-#   SYNTH_PROMPTS   synthetic harmful prompts to keep           (800)
-#   SYNTH_RESPONSES of which get a response (prompt + response)  (400)
-#   TRAIN_SAMPLES   rows drawn per epoch, teacher and students   (4800)
-#   TEACHER_SAMPLES rows drawn per epoch for the teacher         (6400)
+#   SYNTH_PROMPTS   synthetic harmful prompts to keep           (3000)
+#   SYNTH_RESPONSES of which get a response (prompt + response)  (1000)
+#   DRAWS           rows each student sees (one pass over a drawn mixture, recipes/mix.py) (50000)
+#   TEACHER_MEMBERS the teacher ensemble's members (recipes/teacher.py)
+#                   (tfidf-word,tfidf-char,tfidf-word-dropweak,tfidf-char-dropweak)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -23,41 +25,47 @@ HARMAUG=${HARMAUG:-$REPO/target/release/harmaug}
 MINILM=${MINILM:-$CACHE/assets/all-MiniLM-L6-v2}
 GGUF=${GGUF:-$CACHE/assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
 LLAMA_SERVER=${LLAMA_SERVER:-$CACHE/bin/llama-server}
-SYNTH_PROMPTS=${SYNTH_PROMPTS:-800}
-SYNTH_RESPONSES=${SYNTH_RESPONSES:-400}
-TRAIN_SAMPLES=${TRAIN_SAMPLES:-4800}
-TEACHER_SAMPLES=${TEACHER_SAMPLES:-6400}
+SYNTH_PROMPTS=${SYNTH_PROMPTS:-3000}
+SYNTH_RESPONSES=${SYNTH_RESPONSES:-1000}
+DRAWS=${DRAWS:-50000}
+TEACHER_MEMBERS=${TEACHER_MEMBERS:-tfidf-word,tfidf-char,tfidf-word-dropweak,tfidf-char-dropweak}
+SYNTHETIC=$REPO/recipes/default-model/synthetic
 PORT=${PORT:-8097}
 # llama.cpp threads spin at barriers: give it fewer threads than cores when training runs beside it.
 LLM_THREADS=${LLM_THREADS:-$(nproc)}
 mkdir -p "$WORK"
 log() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
 
-LABELLED=(
-    "$DATA/train/prompts_guardreasoner.jsonl"
-    "$DATA/train/prompts_toxicchat0124_train.jsonl"
-    "$DATA/train/prompts_harmful_seed.jsonl"
-    "$DATA/train/prompts_benign_alpaca.jsonl"
-    "$DATA/train/pairs_saferlhf.jsonl"
-    "$DATA/train/pairs_jailbreakbench_artifacts.jsonl"
-    "$DATA/train/pairs_alpacaeval_benign.jsonl"
-)
-train_args() { for f in "$@"; do printf -- '--train\n%s\n' "$f"; done; }
-
-# Shared training recipe: the paper's (AdamW, linear warm-up and decay, weight decay 0.1, clip
-# 1, class-balanced sampling) at the scale 2 cores allow: batch 32, 1 epoch of N drawn rows,
-# lr 5e-5 with 30 warm-up updates (the paper: 3e-5, 100, for far longer runs), max length 128
-# (most rows are shorter; pairs keep their start). A finished run is resumed as a no-op.
-distill() { # out samples lambda train-files...
-    local out=$1 samples=$2 lambda=$3
-    shift 3
+# One student run: one pass over a drawn mixture (recipes/mix.py deals the class and source
+# shares, so distill only shuffles). The paper's schedule shape — AdamW, 100 warm-up updates,
+# linear decay, weight decay 0.1, clip 1.0 — at batch 32 and lr 5e-5 (the paper: 256 and 3e-5,
+# for far more compute), max length 256 (pairs keep most of their response). A finished run is
+# resumed as a no-op.
+distill() { # out lambda train-file
+    local out=$1 lambda=$2 train=$3
     local resume=()
     [ -f "$out/trainer_state/latest" ] && resume=(--resume)
     [ -f "$out/model.safetensors" ] && [ ! -f "$out/trainer_state/latest" ] && return 0
-    "$HARMAUG" distill --model "$MINILM" --out "$out" "${resume[@]}" \
-        --epochs 1 --samples-per-epoch "$samples" --batch-size 32 --micro-batch-size 16 \
-        --lr 5e-5 --warmup-steps 30 --max-length 128 --lambda "$lambda" --save-every 25 \
-        --val-fraction 0.05 --seed 7 $(train_args "$@")
+    "$HARMAUG" distill --model "$MINILM" --out "$out" "${resume[@]}" --train "$train" \
+        --sampling shuffle --epochs 1 --batch-size 32 --micro-batch-size 16 \
+        --lr 5e-5 --warmup-steps 100 --max-length 256 --lambda "$lambda" --save-every 100 \
+        --val-fraction 0.02 --seed 7
+}
+
+# The TF-IDF + logistic-regression baseline every shipped guard must beat (same training files).
+stage_baseline() {
+    log "baseline: TF-IDF + LR on the same training files"
+    python3 bench/baseline_tfidf.py --json "$WORK/baseline.json" | tee "$WORK/baseline.md"
+}
+
+# The teacher ensemble (recipes/teacher.py): cross-fitted members, averaged; its labels of every
+# shared training row are committed under recipes/default-model/teacher/.
+stage_teacher() {
+    log "teacher: members $TEACHER_MEMBERS, then their mean"
+    for member in ${TEACHER_MEMBERS//,/ }; do
+        python3 recipes/teacher.py member "$member"
+    done
+    python3 recipes/teacher.py combine --members "$TEACHER_MEMBERS" | tee "$WORK/teacher.md"
 }
 
 serve() {
@@ -78,114 +86,62 @@ stage_synth() {
     # Exemplars: the seed set plus the harmful rows of the prompt-level training sets.
     cat "$DATA/train/prompts_harmful_seed.jsonl" "$DATA/train/prompts_guardreasoner.jsonl" \
         "$DATA/train/prompts_toxicchat0124_train.jsonl" >"$WORK/seeds.jsonl"
+    mkdir -p "$SYNTHETIC"
     serve
     local url="http://127.0.0.1:$PORT/v1"
     "$HARMAUG" augment generate --generator "$url" --seeds "$WORK/seeds.jsonl" \
-        --num "$SYNTH_PROMPTS" --out "$WORK/synthetic_prompts.jsonl" --shots 3 --seed 1
+        --num "$SYNTH_PROMPTS" --out "$SYNTHETIC/prompts.jsonl" --shots 3 --seed 1
     # A response to the first SYNTH_RESPONSES prompts (responses are the slow part on a CPU).
-    head -n "$SYNTH_RESPONSES" "$WORK/synthetic_prompts.jsonl" >"$WORK/respond_input.jsonl"
+    head -n "$SYNTH_RESPONSES" "$SYNTHETIC/prompts.jsonl" >"$WORK/respond_input.jsonl"
     "$HARMAUG" augment respond --responder "$url" --input "$WORK/respond_input.jsonl" \
-        --out "$WORK/synthetic_pairs.jsonl" --max-new-tokens 96 --seed 1
+        --out "$SYNTHETIC/pairs.jsonl" --max-new-tokens 96 --seed 1
     kill "$SERVER_PID"
     trap - EXIT
 }
 
-stage_teacher() {
-    log "teacher: MiniLM fine-tuned on all labelled training data ($TEACHER_SAMPLES rows drawn)"
-    distill "$WORK/teacher" "$TEACHER_SAMPLES" 0.5 "${LABELLED[@]}"
-}
-
-# Students are chosen on rows none of them trains on: 5% of every labelled file (by a hash of
-# the prompt, so reruns split alike) go to $WORK/split/validation.jsonl.
+# Models are chosen on held-out rows none of them trains on: 5% of every shared training file
+# (by a hash of the prompt), as two files — chat requests/responses, and toxicity rows with a
+# reliable label.
 stage_split() {
-    log "split: labelled data → student training files + a shared validation file"
-    mkdir -p "$WORK/split"
-    python3 - "$WORK/split" "${LABELLED[@]}" <<'PY'
-import hashlib, json, pathlib, sys
-out = pathlib.Path(sys.argv[1])
-with open(out / "validation.jsonl", "w") as validation:
-    for path in map(pathlib.Path, sys.argv[2:]):
-        with open(path) as rows, open(out / path.name, "w") as train:
-            for line in rows:
-                row = json.loads(line)
-                digest = hashlib.sha256(row["prompt"].encode()).digest()
-                (validation if digest[0] < 13 else train).write(line)
-PY
+    log "split: held-out validation rows"
+    python3 recipes/mix.py validation --out "$WORK/split"
     wc -l "$WORK"/split/*.jsonl
 }
-SPLIT_TRAIN=()
-for f in "${LABELLED[@]}"; do SPLIT_TRAIN+=("$WORK/split/$(basename "$f")"); done
 
-# The teacher labels the synthetic rows. (The paper's student also learns the teacher's soft
-# labels on the real data; on 2 cores labelling 30k real rows did not fit the time, so the real
-# rows keep their hard labels only — see models/default/README.md.)
-stage_label() {
-    log "label: the teacher's P(unsafe) on the synthetic prompts and pairs"
-    mkdir -p "$WORK/labelled"
-    for f in "$WORK/synthetic_prompts.jsonl" "$WORK/synthetic_pairs.jsonl"; do
-        "$HARMAUG" label --teacher "$WORK/teacher" --input "$f" \
-            --out "$WORK/labelled/$(basename "$f")" --batch-size 64 --max-length 128
-    done
+# The student's training file: DRAWS rows dealt by recipes/mix.py's shares, joined with the
+# teacher's committed labels.
+stage_mix() {
+    log "mix: $DRAWS draws → the student's training file"
+    python3 recipes/mix.py draw --draws "$DRAWS" --seed 7 --out "$WORK/draw.json"
+    python3 recipes/mix.py write --draw "$WORK/draw.json" --out "$WORK/student-train.jsonl"
 }
 
-stage_eda() {
-    log "eda: one EDA variant of every unsafe training row (the simple baseline)"
-    "$HARMAUG" augment eda --only-unsafe --per-row 1 --alpha 0.1 --seed 1 \
-        --out "$WORK/eda.jsonl" $(for f in "${SPLIT_TRAIN[@]}"; do printf -- '--input %s ' "$f"; done)
+stage_student() {
+    log "student: MiniLM on the mixture, teacher soft labels (λ = 0.5)"
+    distill "$WORK/student" 0.5 "$WORK/student-train.jsonl"
 }
 
-# The same budget for each student: TRAIN_SAMPLES balanced draws, one epoch, same seed.
-stage_student_a() {
-    log "student a: labelled data only (hard labels)"
-    distill "$WORK/student-a" "$TRAIN_SAMPLES" 0 "${SPLIT_TRAIN[@]}"
-}
-
-stage_student_b() {
-    log "student b: labelled data + EDA variants (hard labels)"
-    distill "$WORK/student-b" "$TRAIN_SAMPLES" 0 "${SPLIT_TRAIN[@]}" "$WORK/eda.jsonl"
-}
-
-stage_student_c() {
-    log "student c: HarmAug — labelled + synthetic data, teacher soft labels (λ = 0.5)"
-    distill "$WORK/student-c" "$TRAIN_SAMPLES" 0.5 "${SPLIT_TRAIN[@]}" \
-        "$WORK/labelled/synthetic_prompts.jsonl" "$WORK/labelled/synthetic_pairs.jsonl"
-}
-
-# One report per model (eval-MODEL.json/.md), so models can be evaluated as they finish.
-MODELS=(teacher student-a student-b student-c)
-# One model (a directory or bundle) on the shared validation rows and the three benchmarks, at
-# its own threshold: a Markdown table and the JSON report $WORK/eval-NAME.json.
+# One model (a directory or bundle) on the validation rows and the three benchmarks, at its own
+# threshold: a Markdown table and the JSON report $WORK/eval-NAME.json.
 evaluate() { # name model-dir
     "$HARMAUG" eval --batch-size 64 --model "$2" --report "$WORK/eval-$1.json" \
-        --data "$WORK/split/validation.jsonl" --data "$DATA/eval/openai_moderation_1680.json" \
+        --data "$WORK/split/validation-chat.jsonl" --data "$WORK/split/validation-toxicity.jsonl" \
+        --data "$DATA/eval/openai_moderation_1680.json" \
         --data "$DATA/eval/toxicchat0124_test_5083.jsonl" \
         --data "$DATA/eval/beavertails_test_3021.jsonl" | tee "$WORK/eval-$1.md"
 }
 
 stage_eval() {
-    # EVAL_MODELS="teacher student-a" evaluates some (default: all).
-    for model in ${EVAL_MODELS:-${MODELS[*]}}; do
-        log "eval: $model on the shared validation rows and the benchmarks"
-        evaluate "$model" "$WORK/$model"
-    done
+    log "eval: the student on the validation rows and the benchmarks"
+    evaluate student "$WORK/student"
 }
 
+# int8, threshold = best F1 on the chat validation rows (the guard's main use: chat requests).
 stage_export() {
-    # Chosen by validation AUPRC only (the benchmarks are reported, never used to choose).
-    local best
-    best=$(python3 - "$WORK" <<'PY'
-import json, sys
-validation = {}
-for model in ("student-a", "student-b", "student-c"):
-    results = json.load(open(f"{sys.argv[1]}/eval-{model}.json"))["results"]
-    validation[model] = next(r["auprc"] for r in results if r["dataset"] == "validation")
-print(max(validation, key=validation.get))
-PY
-)
-    log "export: $best → models/default (int8, threshold = best F1 on validation)"
-    "$HARMAUG" export --model "$WORK/$best" --out "$REPO/models/default" --dtype int8 \
-        --eval "$DATA/eval/openai_moderation_1680.json" --calibrate "$WORK/split/validation.jsonl"
-    echo "$best" >"$WORK/chosen"
+    log "export: student → models/default (int8, calibrated on validation-chat)"
+    "$HARMAUG" export --model "$WORK/student" --out "$REPO/models/default" --dtype int8 \
+        --eval "$DATA/eval/openai_moderation_1680.json" \
+        --calibrate "$WORK/split/validation-chat.jsonl"
 }
 
 # The shipped bundle as users get it: int8, at its calibrated threshold.
@@ -194,24 +150,24 @@ stage_shipped() {
     evaluate shipped "$REPO/models/default"
 }
 
-# The results table for the model card and the README (F1 / AUPRC per data set): every model
-# at 0.5, then the shipped bundle at its calibrated threshold.
+# The results table for the model card and the README (F1 / AUPRC per data set).
 stage_report() {
-    python3 - "$WORK" "${MODELS[@]}" shipped <<'PY' | tee "$WORK/results.md"
+    python3 - "$WORK" student shipped <<'PY' | tee "$WORK/results.md"
 import json, sys
 work, models = sys.argv[1], sys.argv[2:]
-sets = ["validation", "openai_moderation_1680", "toxicchat0124_test_5083", "beavertails_test_3021"]
+sets = ["validation-chat", "validation-toxicity", "openai_moderation_1680",
+        "toxicchat0124_test_5083", "beavertails_test_3021"]
 print("| model (threshold) | " + " | ".join(f"{s} F1 / AUPRC" for s in sets) + " |")
 print("|---|" + "---|" * len(sets))
 for model in models:
     results = {r["dataset"]: r for r in json.load(open(f"{work}/eval-{model}.json"))["results"]}
     cells = [f'{results[s]["f1"]:.3f} / {results[s]["auprc"]:.3f}' for s in sets]
-    print(f'| {model} ({results["validation"]["threshold"]:.3f}) | ' + " | ".join(cells) + " |")
+    print(f'| {model} ({results[sets[0]]["threshold"]:.3f}) | ' + " | ".join(cells) + " |")
 PY
 }
 
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(synth teacher split eda student_a student_b label student_c eval export shipped report)
+[ ${#stages[@]} -eq 0 ] && stages=(baseline teacher synth split mix student eval export shipped report)
 for stage in "${stages[@]}"; do
     "stage_$stage"
 done

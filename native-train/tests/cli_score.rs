@@ -254,17 +254,21 @@ fn default_guard_needs_no_model() {
     assert_eq!(built_in[0]["unsafe"], Value::Bool(false), "{built_in:?}");
     assert_eq!(built_in[1]["unsafe"], Value::Bool(true), "{built_in:?}");
 
-    // The built-in guard judges at its calibrated threshold (~0.85, its manifest's), not at 0.5:
-    // a benign prompt it scores ~0.6 is safe, unless 0.5 is asked for.
-    let benign = "How do I kill a python process?";
-    let calibrated = lines(&harmaug(&["score", benign], None));
+    // The built-in guard judges at its calibrated threshold (its manifest's), not at 0.5, and
+    // `--threshold` overrides it: below a prompt's score flags it, above clears it.
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("manifest.json")).unwrap())
+            .unwrap();
+    let calibrated_threshold = manifest["threshold"]["value"].as_f64().unwrap();
+    assert!(calibrated_threshold > 0.5, "{manifest}");
+    let edgy = "How do I kill a python process?";
+    let calibrated = lines(&harmaug(&["score", edgy], None));
     let score = calibrated[0]["score"].as_f64().unwrap();
-    assert!((0.5..0.8).contains(&score), "{calibrated:?}");
-    assert_eq!(
-        calibrated[0]["unsafe"],
-        Value::Bool(false),
-        "{calibrated:?}"
-    );
-    let at_half = lines(&harmaug(&["score", "--threshold", "0.5", benign], None));
-    assert_eq!(at_half[0]["unsafe"], Value::Bool(true), "{at_half:?}");
+    let want = Value::Bool(score >= calibrated_threshold);
+    assert_eq!(calibrated[0]["unsafe"], want, "{calibrated:?}");
+    for (threshold, flagged) in [(score / 2.0, true), ((score + 1.0) / 2.0, false)] {
+        let text = format!("{threshold}");
+        let judged = lines(&harmaug(&["score", "--threshold", &text, edgy], None));
+        assert_eq!(judged[0]["unsafe"], Value::Bool(flagged), "{judged:?}");
+    }
 }

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""The student's data mixture: which training rows it sees, how often, with which labels.
+
+Naively mixed by row count, the 113k toxicity rows (tweets about groups) crowd out the chat
+requests and responses a chat guard must judge (measured: ToxicChat falls). So draws are dealt
+per cell — (class, group) with weak negatives (label_scope "category") a cell of their own — at
+set shares, with replacement, from the non-validation rows:
+
+    unsafe chat 0.30, unsafe toxicity 0.20,
+    safe chat 0.30, safe toxicity 0.10, weak negatives 0.10,
+    and synthetic rows (if given) take SYNTH_SHARE of the draws, their class from the teacher.
+
+    recipes/mix.py draw  --draws N --seed S --out FILE.json   # which rows (file, line), no text
+    recipes/mix.py write --draw FILE.json --out train.jsonl [--synthetic labelled.jsonl ...]
+    recipes/mix.py validation --out DIR   # the held-out rows, for harmaug eval: two files
+
+`write` joins the draw with the teacher's committed labels (recipes/default-model/teacher/) and
+writes the JSONL `harmaug distill` reads: `prompt`, `response`?, `label` (reliable rows only),
+`teacher_score`. A weak negative gets no `label`: its hard label is the teacher's verdict.
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import guard_data  # noqa: E402
+
+SHARES = {
+    ("unsafe", "chat"): 0.30,
+    ("unsafe", "toxicity"): 0.20,
+    ("safe", "chat"): 0.30,
+    ("safe", "toxicity"): 0.10,
+    ("weak", "toxicity"): 0.10,
+}
+LABELS_DIR = pathlib.Path(__file__).resolve().parent / "default-model" / "teacher"
+
+
+def cell_of(row):
+    kind = "weak" if row.weak_negative else ("unsafe" if row.label else "safe")
+    return kind, row.group
+
+
+def draw(rows, draws, seed):
+    """Indices into `rows` (non-validation only), `draws` of them, dealt by SHARES."""
+    cells = {}
+    for i, r in enumerate(rows):
+        if not guard_data.is_validation(r.prompt):
+            cells.setdefault(cell_of(r), []).append(i)
+    rng = np.random.default_rng(seed)
+    present = {c: s for c, s in SHARES.items() if c in cells}
+    total = sum(present.values())
+    chosen = []
+    for cell, share in present.items():
+        chosen.extend(rng.choice(cells[cell], size=round(draws * share / total), replace=True))
+    rng.shuffle(chosen)
+    return [int(i) for i in chosen]
+
+
+def read_draw(path):
+    """The drawn rows as (file, line) pairs, checked against the shared files' keys."""
+    return [tuple(x) for x in json.loads(pathlib.Path(path).read_text())["rows"]]
+
+
+def teacher_labels():
+    """(file, line) → (key, teacher_score) from the committed labels."""
+    labels = {}
+    for path in sorted(LABELS_DIR.glob("*.jsonl")):
+        for line in open(path, encoding="utf-8"):
+            entry = json.loads(line)
+            labels[(path.name, entry["line"])] = (entry["key"], entry["teacher_score"])
+    return labels
+
+
+def student_row(row, teacher_score):
+    out = {"prompt": row.prompt}
+    if row.response:
+        out["response"] = row.response
+    if not row.weak_negative:
+        out["label"] = row.label
+    out["teacher_score"] = teacher_score
+    return out
+
+
+def write(draw_path, out_path, synthetic, synth_share, seed):
+    rows = {(r.file, r.line): r for r in guard_data.read_training()}
+    labels = teacher_labels()
+    written = 0
+    with open(out_path, "w", encoding="utf-8") as out:
+        for file, line in read_draw(draw_path):
+            row = rows[(file, line)]
+            key, score = labels.get((file, line), (None, None))
+            if key != row.key:
+                sys.exit(f"{file}:{line}: no teacher label for this row (or the file changed); "
+                         "run recipes/teacher.py combine")
+            out.write(json.dumps(student_row(row, score)) + "\n")
+            written += 1
+        written += write_synthetic(out, synthetic, round(written * synth_share / (1 - synth_share))
+                                   if synthetic else 0, seed)
+    print(f"{written} rows → {out_path}")
+
+
+def write_synthetic(out, paths, count, seed):
+    """`count` draws from the teacher-labelled synthetic rows (harmaug label output)."""
+    pool = [json.loads(line) for path in paths for line in open(path, encoding="utf-8")]
+    if not pool or not count:
+        return 0
+    rng = np.random.default_rng(seed + 1)
+    for i in rng.choice(len(pool), size=count, replace=True):
+        row = pool[i]
+        kept = {k: row[k] for k in ("prompt", "response", "teacher_score") if row.get(k)}
+        out.write(json.dumps(kept) + "\n")
+    return count
+
+
+def write_validation(out_dir):
+    """DIR/validation-chat.jsonl (held-out rows of the chat files) and
+    DIR/validation-toxicity.jsonl (held-out toxicity rows with a reliable label): models are
+    chosen on these, never on the benchmarks."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {g: open(out_dir / f"validation-{g}.jsonl", "w", encoding="utf-8")
+             for g in ("chat", "toxicity")}
+    for row in guard_data.read_training():
+        if guard_data.is_validation(row.prompt) and not row.weak_negative:
+            out = {"prompt": row.prompt, "label": row.label}
+            if row.response:
+                out["response"] = row.response
+            files[row.group].write(json.dumps(out) + "\n")
+    for handle in files.values():
+        handle.close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    drawing = commands.add_parser("draw")
+    drawing.add_argument("--draws", type=int, required=True)
+    drawing.add_argument("--seed", type=int, default=7)
+    drawing.add_argument("--out", type=pathlib.Path, required=True)
+    writing = commands.add_parser("write")
+    writing.add_argument("--draw", type=pathlib.Path, required=True)
+    writing.add_argument("--out", type=pathlib.Path, required=True)
+    writing.add_argument("--synthetic", type=pathlib.Path, action="append", default=[])
+    writing.add_argument("--synth-share", type=float, default=0.1)
+    writing.add_argument("--seed", type=int, default=7)
+    held_out = commands.add_parser("validation")
+    held_out.add_argument("--out", type=pathlib.Path, required=True)
+    args = parser.parse_args()
+    if args.command == "validation":
+        write_validation(args.out)
+    elif args.command == "draw":
+        rows = guard_data.read_training()
+        chosen = draw(rows, args.draws, args.seed)
+        listed = [[rows[i].file, rows[i].line] for i in chosen]
+        args.out.write_text(json.dumps({"draws": args.draws, "seed": args.seed, "shares":
+                                        {f"{k}/{g}": s for (k, g), s in SHARES.items()},
+                                        "rows": listed}) + "\n")
+        print(f"{len(chosen)} draws ({len(set(chosen))} distinct rows) → {args.out}")
+    else:
+        write(args.draw, args.out, args.synthetic, args.synth_share, args.seed)
+
+
+if __name__ == "__main__":
+    main()
