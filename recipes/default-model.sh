@@ -39,15 +39,15 @@ log() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
 # One student run: one pass over a drawn mixture (recipes/mix.py deals the class and source
 # shares, so distill only shuffles). The paper's schedule shape — AdamW, 100 warm-up updates,
 # linear decay, weight decay 0.1, clip 1.0 — at batch 32 and lr 5e-5 (the paper: 256 and 3e-5,
-# for far more compute), max length 256 (pairs keep most of their response). A finished run is
-# resumed as a no-op.
+# for far more compute), max length 256 (pairs keep most of their response), batches grouped by
+# length (2.7× → 1.02× the real tokens on this mixture). A finished run is resumed as a no-op.
 distill() { # out lambda train-file
     local out=$1 lambda=$2 train=$3
     local resume=()
     [ -f "$out/trainer_state/latest" ] && resume=(--resume)
     [ -f "$out/model.safetensors" ] && [ ! -f "$out/trainer_state/latest" ] && return 0
     "$HARMAUG" distill --model "$MINILM" --out "$out" "${resume[@]}" --train "$train" \
-        --sampling shuffle --epochs 1 --batch-size 32 --micro-batch-size 16 \
+        --sampling shuffle --group-by-length --epochs 1 --batch-size 32 --micro-batch-size 16 \
         --lr 5e-5 --warmup-steps 100 --max-length 256 --lambda "$lambda" --save-every 100 \
         --val-fraction 0.02 --seed 7
 }

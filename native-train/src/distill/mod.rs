@@ -93,6 +93,11 @@ pub struct DistillArgs {
     max_length: usize,
     #[arg(long, value_enum, default_value = "balanced")]
     sampling: Sampling,
+    /// Put rows of similar length in the same effective batch (windows of 50 batches sorted by
+    /// length, batch order shuffled), as transformers' `group_by_length`: far less padding
+    /// when short prompts and long prompt + response pairs are mixed.
+    #[arg(long)]
+    group_by_length: bool,
     /// Rows drawn per epoch by balanced sampling (default: as many as the training rows); sets
     /// the run's length independently of the data's size.
     #[arg(long)]
@@ -310,6 +315,7 @@ fn train<B: Backend>(args: &DistillArgs, devices: &[B::Device]) -> Result<()> {
         },
         sampling: args.sampling,
         samples_per_epoch: args.samples_per_epoch,
+        group_by_length: args.group_by_length,
         val_fraction: args.val_fraction,
         seed: args.seed,
     };
@@ -362,7 +368,16 @@ fn train<B: Backend>(args: &DistillArgs, devices: &[B::Device]) -> Result<()> {
     while completed < last_step {
         let (epoch, step_in_epoch) = (completed / steps_per_epoch, completed % steps_per_epoch);
         if epoch_rows.0 != epoch {
-            epoch_rows = (epoch, sampler.epoch(epoch));
+            let mut rows = sampler.epoch(epoch);
+            if args.group_by_length {
+                rows = data::group_by_length(
+                    &rows,
+                    &examples,
+                    args.batch_size,
+                    args.seed ^ epoch as u64,
+                );
+            }
+            epoch_rows = (epoch, rows);
         }
         let micro = data::micro_batches(
             &epoch_rows.1,

@@ -38,6 +38,8 @@ pub struct RunSettings {
     /// Rows drawn per epoch (balanced sampling); `None` = the training rows.
     #[serde(default)]
     pub samples_per_epoch: Option<usize>,
+    #[serde(default)]
+    pub group_by_length: bool,
     pub val_fraction: f64,
     pub seed: u64,
 }
