@@ -44,7 +44,8 @@ def f1_at(labels, scores, threshold):
 
 
 def fit(rows):
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=500_000)
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True,
+                                 max_features=500_000)
     features = vectorizer.fit_transform([r.text for r in rows])
     model = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000)
     model.fit(features, [r.label for r in rows])
@@ -90,8 +91,8 @@ def main():
             "all": [("TF-IDF + LR, all 19 files", None)]}
     chosen = runs["chat"] + runs["all"] if args.files == "both" else runs[args.files]
     results = [evaluate(name, files, args.weak_negatives, args.data) for name, files in chosen]
-    print("| baseline (threshold from validation) | "
-          + " | ".join(f"{b.split('.')[0]} F1 / best F1 / AUPRC" for b in guard_data.BENCHMARKS) + " |")
+    columns = [f"{b.split('.')[0]} F1 / best F1 / AUPRC" for b in guard_data.BENCHMARKS]
+    print("| baseline (threshold from validation) | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(guard_data.BENCHMARKS))
     for r in results:
         cells = [f"{s['f1_at_validation_threshold']:.3f} / {s['best_f1']:.3f} / {s['auprc']:.3f}"

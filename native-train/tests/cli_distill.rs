@@ -309,6 +309,34 @@ with torch.no_grad():
     }
 }
 
+/// `--group-by-length` is part of the run's settings: a run trains with it, and resuming it
+/// without the flag is refused (the batches would differ), with it continues.
+#[test]
+fn group_by_length_is_kept_by_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.jsonl");
+    write_jsonl(&data, &learnable_rows(200));
+    let out = dir.path().join("student");
+    let grouped = ["--group-by-length", "--max-steps", "2"];
+    run_ok(&strs(&distill_args(&data, &out, &grouped)));
+    let ungrouped = harmaug(&strs(&distill_args(&data, &out, &["--resume"])))
+        .output()
+        .unwrap();
+    assert!(!ungrouped.status.success());
+    let stderr = String::from_utf8_lossy(&ungrouped.stderr);
+    assert!(
+        stderr.contains("arguments differ") && stderr.contains("\"group_by_length\":true"),
+        "{stderr}"
+    );
+    let resumed = ["--group-by-length", "--max-steps", "4", "--resume"];
+    run_ok(&strs(&distill_args(&data, &out, &resumed)));
+    let steps = records(&out)
+        .iter()
+        .filter(|r| r.get("loss").is_some())
+        .count();
+    assert_eq!(steps, 4);
+}
+
 #[test]
 fn a_row_without_label_or_teacher_score_is_named() {
     let dir = tempfile::tempdir().unwrap();

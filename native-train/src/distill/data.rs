@@ -311,17 +311,8 @@ mod tests {
 
     #[test]
     fn micro_batches_cover_the_step_sorted_by_length() {
-        let examples: Vec<Example> = (0..10)
-            .map(|i| Example {
-                encoded: EncodedText {
-                    ids: vec![1; 10 - i],
-                    type_ids: vec![0; 10 - i],
-                    truncated: false,
-                },
-                unsafe_label: false,
-                teacher_score: None,
-            })
-            .collect();
+        let lengths: Vec<usize> = (0..10).map(|i| 10 - i).collect();
+        let examples = examples_of_lengths(&lengths);
         let epoch_rows: Vec<usize> = (0..10).collect();
         let batches = micro_batches(&epoch_rows, 1, 4, 3, &examples);
         assert_eq!(batches, vec![vec![7, 6, 5], vec![4]]);
