@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # HarmAug on a 2-core CPU: the recipe that builds models/default/ (see models/default/README.md).
 #
-#   recipes/default-model.sh [STAGE...]   stages: baseline teacher synth split mix student eval
-#                                          export shipped report (no stage = all, in that order)
+#   recipes/default-model.sh [STAGE...]   stages: baseline teacher synth label split mix student
+#                                          eval export shipped report (no stage = all, in order)
 #
 # Every stage is resumable: a killed recipe is rerun with the same command. Work files go to
 # $WORK (default ~/.cache/harmaug/default-model). The small, expensive outputs are committed
@@ -99,6 +99,17 @@ stage_synth() {
     trap - EXIT
 }
 
+# The teacher labels the synthetic rows (no fold saw them: the mean of every fold model).
+stage_label() {
+    log "label: the teacher's P(unsafe) on the synthetic prompts and pairs"
+    mkdir -p "$WORK/labelled"
+    for f in "$SYNTHETIC/prompts.jsonl" "$SYNTHETIC/pairs.jsonl"; do
+        [ -s "$f" ] || continue
+        python3 recipes/teacher.py label --members "$TEACHER_MEMBERS" --input "$f" \
+            --out "$WORK/labelled/$(basename "$f")"
+    done
+}
+
 # Models are chosen on held-out rows none of them trains on: 5% of every shared training file
 # (by a hash of the prompt), as two files — chat requests/responses, and toxicity rows with a
 # reliable label.
@@ -109,11 +120,14 @@ stage_split() {
 }
 
 # The student's training file: DRAWS rows dealt by recipes/mix.py's shares, joined with the
-# teacher's committed labels.
+# teacher's committed labels, plus the labelled synthetic rows (10% of the file) if any.
 stage_mix() {
     log "mix: $DRAWS draws → the student's training file"
     python3 recipes/mix.py draw --draws "$DRAWS" --seed 7 --out "$WORK/draw.json"
-    python3 recipes/mix.py write --draw "$WORK/draw.json" --out "$WORK/student-train.jsonl"
+    local synthetic=()
+    for f in "$WORK"/labelled/*.jsonl; do [ -s "$f" ] && synthetic+=(--synthetic "$f"); done
+    python3 recipes/mix.py write --draw "$WORK/draw.json" --out "$WORK/student-train.jsonl" \
+        "${synthetic[@]}"
 }
 
 stage_student() {
@@ -167,7 +181,7 @@ PY
 }
 
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(baseline teacher synth split mix student eval export shipped report)
+[ ${#stages[@]} -eq 0 ] && stages=(baseline teacher synth label split mix student eval export shipped report)
 for stage in "${stages[@]}"; do
     "stage_$stage"
 done

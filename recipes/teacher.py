@@ -17,6 +17,7 @@ Validation rows and benchmarks get the mean of the two fold models.
 
     recipes/teacher.py member tfidf-word|tfidf-char|minilm-1 [--draws N]
     recipes/teacher.py combine [--members a,b,c]   # report + committed labels
+    recipes/teacher.py label --input rows.jsonl --out labelled.jsonl   # e.g. synthetic rows
 
 Members are cached in $WORK/teacher/MEMBER.npz (a member that exists is not retrained); `combine`
 writes recipes/default-model/teacher/FILE.jsonl — `{"line", "key", "teacher_score"}` per row of
@@ -27,6 +28,7 @@ import argparse
 import json
 import os
 import pathlib
+import pickle
 import sys
 import time
 
@@ -67,23 +69,32 @@ def teacher_training_rows(rows, drop_weak):
 # ---------------------------------------------------------------- bag-of-words members
 
 
+class TfidfScorer:
+    """A fitted bag-of-words member: P(unsafe) of (prompt, response) pairs. Picklable."""
+
+    def __init__(self, vectorizer, model):
+        self.vectorizer, self.model = vectorizer, model
+
+    def __call__(self, pairs):
+        texts = [guard_data.pair_text(p, r) for p, r in pairs]
+        return self.model.predict_proba(self.vectorizer.transform(texts))[:, 1]
+
+
 def tfidf_model(kind):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    if kind == "word":
-        vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True,
-                                     max_features=500_000)
-    else:
-        vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=3,
-                                     sublinear_tf=True, max_features=800_000)
-
     def fit(rows):
+        if kind == "word":
+            vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True,
+                                         max_features=500_000)
+        else:
+            vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=3,
+                                         sublinear_tf=True, max_features=800_000)
         features = vectorizer.fit_transform([r.text for r in rows])
         model = LogisticRegression(C=4.0, class_weight="balanced", max_iter=3000)
         model.fit(features, [r.label for r in rows])
-        return lambda pairs: model.predict_proba(
-            vectorizer.transform([guard_data.pair_text(p, r) for p, r in pairs]))[:, 1]
+        return TfidfScorer(vectorizer, model)
 
     return fit
 
@@ -105,20 +116,10 @@ def minilm_model(seed, draws, max_length=256, batch_size=32, lr=5e-5):
                                         pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
                                         unk_token="[UNK]", mask_token="[MASK]")
 
-    def encode(pairs):
-        prompts = [p for p, _ in pairs]
-        responses = [r for _, r in pairs]
-        if all(r is None for r in responses):
-            return tokenizer(prompts, truncation=True, max_length=max_length, padding=True,
-                             return_tensors="pt")
-        # Mixed batches: encode one at a time, then pad (pairs are two segments).
-        encoded = [tokenizer(p, r, truncation=True, max_length=max_length) if r else
-                   tokenizer(p, truncation=True, max_length=max_length) for p, r in pairs]
-        return tokenizer.pad(encoded, return_tensors="pt")
-
     def fit(rows):
         torch.manual_seed(seed)
         model = BertForSequenceClassification.from_pretrained(base, num_labels=2)
+        encode = MiniLMScorer(model, tokenizer, max_length).encode
         rng = np.random.default_rng(seed)
         order = balanced_draws(rows, draws, rng)
         optimizer, schedule = adamw_with_schedule(model, lr, len(order) // batch_size)
@@ -139,9 +140,39 @@ def minilm_model(seed, draws, max_length=256, batch_size=32, lr=5e-5):
                 print(f"  step {step}/{len(order) // batch_size} loss {loss.item():.4f} "
                       f"{rate:.1f} rows/s", flush=True)
         model.eval()
-        return lambda pairs: predict(model, encode, pairs)
+        return MiniLMScorer(model, tokenizer, max_length)
 
     return fit
+
+
+class MiniLMScorer:
+    """A fine-tuned MiniLM member: P(unsafe) of (prompt, response) pairs, batched by length.
+    Picklable (model and tokenizer together)."""
+
+    def __init__(self, model, tokenizer, max_length):
+        self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
+
+    def encode(self, pairs):
+        limit = {"truncation": True, "max_length": self.max_length}
+        if all(r is None for _, r in pairs):
+            return self.tokenizer([p for p, _ in pairs], padding=True, return_tensors="pt",
+                                  **limit)
+        # Mixed batches: encode one at a time, then pad (pairs are two segments).
+        encoded = [self.tokenizer(p, r, **limit) if r else self.tokenizer(p, **limit)
+                   for p, r in pairs]
+        return self.tokenizer.pad(encoded, return_tensors="pt")
+
+    def __call__(self, pairs, batch_size=64):
+        import torch
+
+        order = sorted(range(len(pairs)), key=lambda i: len(guard_data.pair_text(*pairs[i])))
+        scores = np.zeros(len(pairs))
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                logits = self.model(**self.encode([pairs[i] for i in chunk])).logits
+                scores[chunk] = torch.softmax(logits, dim=-1)[:, 1].numpy()
+        return scores
 
 
 def balanced_draws(rows, draws, rng):
@@ -171,27 +202,13 @@ def adamw_with_schedule(model, lr, steps):
     return optimizer, schedule
 
 
-def predict(model, encode, pairs, batch_size=64):
-    """P(unsafe) for (prompt, response) pairs, batched by length."""
-    import torch
-
-    order = sorted(range(len(pairs)), key=lambda i: len(guard_data.pair_text(*pairs[i])))
-    scores = np.zeros(len(pairs))
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            logits = model(**encode([pairs[i] for i in chunk])).logits
-            scores[chunk] = torch.softmax(logits, dim=-1)[:, 1].numpy()
-    return scores
-
-
 # ---------------------------------------------------------------- cross-fitting
 
 
-def cross_fit(fit, rows, drop_weak):
+def cross_fit(name, fit, rows, drop_weak):
     """Scores of every training row by the fold model that did not see it; validation rows and
     benchmarks by the mean of both fold models. `fit(rows)` returns a scorer of
-    (prompt, response) pairs."""
+    (prompt, response) pairs; each fold's is kept in $WORK/teacher/NAME.foldK.pkl for `label`."""
     pairs_of = lambda rs: [(r.prompt, r.response) for r in rs]  # noqa: E731
     trainable = teacher_training_rows(rows, drop_weak)
     scores = np.full(len(rows), np.nan)
@@ -202,6 +219,8 @@ def cross_fit(fit, rows, drop_weak):
     for fold in (0, 1):
         started = time.time()
         model = fit([r for r in trainable if fold_of(r) != fold])
+        with open(fold_path(name, fold), "wb") as handle:
+            pickle.dump(model, handle)
         held_out = [i for i, r in enumerate(rows)
                     if fold_of(r) == fold and not guard_data.is_validation(r.prompt)]
         scores[held_out] = model(pairs_of([rows[i] for i in held_out]))
@@ -213,16 +232,20 @@ def cross_fit(fit, rows, drop_weak):
     return scores, bench_scores
 
 
+def fold_path(name, fold):
+    return work_dir() / f"{name}.fold{fold}.pkl"
+
+
 def run_member(name, draws):
     path = work_dir() / f"{name}.npz"
-    if path.exists():
+    if path.exists() and all(fold_path(name, k).exists() for k in (0, 1)):
         print(f"{name}: cached in {path}")
         return
     rows = guard_data.read_training()
     drop_weak = name.endswith("-dropweak")
     kind, variant = name.removesuffix("-dropweak").split("-", 1)
     fit = tfidf_model(variant) if kind == "tfidf" else minilm_model(int(variant), draws)
-    scores, bench_scores = cross_fit(fit, rows, drop_weak)
+    scores, bench_scores = cross_fit(name, fit, rows, drop_weak)
     keys = np.array([f"{r.file}:{r.line}:{r.key}" for r in rows])
     np.savez(path, train=scores, keys=keys, **{f"bench:{b}": s for b, s in bench_scores.items()})
     print(f"{name}: written to {path}")
@@ -290,6 +313,40 @@ def combine(names):
     write_labels(names, members, ensemble, rows)
 
 
+def read_rows(path):
+    """JSONL rows to label: each needs a string `prompt` (`response` optional)."""
+    rows = []
+    for number, line in enumerate(open(path, encoding="utf-8"), start=1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            sys.exit(f"{path}:{number}: not JSON: {error}")
+        if not isinstance(row.get("prompt"), str):
+            sys.exit(f"{path}:{number}: missing or non-string field `prompt`")
+        rows.append(row)
+    return rows
+
+
+def label(names, input_path, out_path):
+    """Rows outside ../shared (synthetic prompts and pairs) get the ensemble's P(unsafe): the
+    mean over members of both fold models' scores (no fold saw these rows)."""
+    rows = read_rows(input_path)
+    pairs = [(r["prompt"], r.get("response") or None) for r in rows]
+    by_member = {}
+    for name in names:
+        if not all(fold_path(name, k).exists() for k in (0, 1)):
+            sys.exit(f"{name}: no fold models in {work_dir()}; run `teacher.py member {name}`")
+        folds = [pickle.load(open(fold_path(name, k), "rb")) for k in (0, 1)]
+        by_member[name] = np.mean([fold(pairs) for fold in folds], axis=0)
+    ensemble = np.mean(list(by_member.values()), axis=0)
+    with open(out_path, "w", encoding="utf-8") as out:
+        for i, row in enumerate(rows):
+            row["teacher_score"] = round(float(ensemble[i]), 4)
+            row["teacher"] = "recipes/teacher.py: mean of " + ",".join(names)
+            out.write(json.dumps(row) + "\n")
+    print(f"{len(rows)} rows labelled → {out_path}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -300,11 +357,17 @@ def main():
                         help="MiniLM: rows drawn per fold model (batches of 32)")
     together = commands.add_parser("combine", help="report members, write the ensemble's labels")
     together.add_argument("--members", default=",".join(DEFAULT_MEMBERS))
+    labelling = commands.add_parser("label", help="label rows outside ../shared (JSONL)")
+    labelling.add_argument("--input", type=pathlib.Path, required=True)
+    labelling.add_argument("--out", type=pathlib.Path, required=True)
+    labelling.add_argument("--members", default=",".join(DEFAULT_MEMBERS))
     args = parser.parse_args()
     if args.command == "member":
         run_member(args.name, args.draws)
-    else:
+    elif args.command == "combine":
         combine(args.members.split(","))
+    else:
+        label(args.members.split(","), args.input, args.out)
 
 
 if __name__ == "__main__":

@@ -167,6 +167,12 @@ fn synthesise(model: &str, dir: &Path, label_extra: &[&str]) -> (Rows, Rows, Row
             prompt.len() > 5 && !seed_texts.contains(&prompt.to_lowercase()),
             "{prompt}"
         );
+        // An introduction ("Here's one:") or talk about prompts is never kept as the prompt.
+        let lower = prompt.to_lowercase();
+        assert!(
+            !prompt.ends_with(':') && !lower.contains("this prompt") && !lower.contains("a prompt"),
+            "{prompt}"
+        );
         let provenance = &row["provenance"];
         assert_eq!(provenance["exemplars"].as_array().unwrap().len(), 3);
         assert_eq!(provenance["prefix"], "I have an idea for a prompt:");

@@ -170,10 +170,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                     bar.inc(1);
                 }
                 Outcome::Rejected(reason) => {
-                    if reason == "refusal" {
-                        summary.refusals += 1;
-                    } else {
-                        summary.empty += 1;
+                    match reason {
+                        "refusal" => summary.refusals += 1,
+                        "meta" => summary.meta += 1,
+                        _ => summary.empty += 1,
                     }
                     row.insert("reason".into(), reason.into());
                     rejected_out.append(&row)?;
@@ -184,18 +184,20 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     )?;
     bar.finish_and_clear();
     tracing::info!(
-        "generate: {} requests → {} kept (total {kept}/{}), {} duplicates, {} refusals, {} empty, \
-         {} surplus, {} failed, {} retries; rejected rows in {}",
+        "generate: {} requests → {} kept (total {kept}/{}), {} duplicates, {} refusals, {} about \
+         prompts instead of one, {} empty, {} surplus, {} failed, {} retries; rejected rows in {}",
         summary.requests,
         summary.requests
             - summary.failures
             - summary.duplicates
             - summary.refusals
+            - summary.meta
             - summary.empty
             - summary.surplus,
         args.num,
         summary.duplicates,
         summary.refusals,
+        summary.meta,
         summary.empty,
         summary.surplus,
         summary.failures,
@@ -216,6 +218,7 @@ struct Summary {
     requests: usize,
     duplicates: usize,
     refusals: usize,
+    meta: usize,
     empty: usize,
     surplus: usize,
     failures: usize,
@@ -274,6 +277,7 @@ fn request(
     let outcome = match extract_instruction(&raw) {
         None => Outcome::Rejected("empty"),
         Some(text) if is_refusal(&text) => Outcome::Rejected("refusal"),
+        Some(text) if is_meta(&text) => Outcome::Rejected("meta"),
         Some(text) => Outcome::Kept(text),
     };
     Ok((row, outcome))
@@ -319,10 +323,20 @@ pub fn sidecar(out: &Path, what: &str) -> PathBuf {
 }
 
 /// The instruction in a continuation of "I have an idea for a prompt:": its first non-empty
-/// line, without list markers, labels or quotes.
+/// line that is not an introduction (small models often write "Here's a possible one:" and put
+/// the instruction on the next line), without list markers, labels, quotes, or the commentary
+/// after a closing quote.
 pub fn extract_instruction(raw: &str) -> Option<String> {
-    let line = raw.lines().map(str::trim).find(|l| !l.is_empty())?;
-    let mut text = line.trim_start_matches([':', '-', '*', '#', ' ']).trim();
+    let mut lines = raw.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut line = lines.next()?;
+    // Up to two introductions ("Here's one:", then "Prompt:") before the instruction.
+    for _ in 0..2 {
+        if !line.ends_with(':') {
+            break;
+        }
+        line = lines.next()?;
+    }
+    let mut text = strip_list_marker(line);
     // A leading label such as "Prompt:", "Example 4:" or "Instruction 2:".
     if let Some((label, after)) = text.split_once(':') {
         let mut words = label.split_whitespace();
@@ -334,12 +348,54 @@ pub fn extract_instruction(raw: &str) -> Option<String> {
             text = after.trim();
         }
     }
-    let text = text
-        .trim_matches(|c: char| matches!(c, '"' | '\'' | '“' | '”' | '`' | '*'))
-        .trim();
-    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let collapsed = unquote(text)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     (collapsed.chars().filter(|c| c.is_alphanumeric()).count() >= 3).then_some(collapsed)
 }
+
+/// Bullets, headings and "1." / "2)" numbering at the start of a line.
+fn strip_list_marker(line: &str) -> &str {
+    let line = line.trim_start_matches([':', '-', '*', '#', ' ']).trim();
+    let digits = line.chars().take_while(char::is_ascii_digit).count();
+    match line[digits..].strip_prefix(['.', ')']) {
+        Some(rest) if (1..=2).contains(&digits) => rest.trim(),
+        _ => line,
+    }
+}
+
+/// A quoted instruction keeps only what is inside the quotes (models add commentary after
+/// them); otherwise stray quotes and emphasis around the text go.
+fn unquote(text: &str) -> &str {
+    let quoted = [('"', '"'), ('“', '”')]
+        .into_iter()
+        .find_map(|(open, close)| {
+            let inner = text.strip_prefix(open)?;
+            inner.find(close).map(|end| inner[..end].trim())
+        });
+    match quoted {
+        Some(inner) if inner.chars().filter(|c| c.is_alphanumeric()).count() >= 3 => inner,
+        _ => text
+            .trim_matches(|c: char| matches!(c, '"' | '\'' | '“' | '”' | '`' | '*'))
+            .trim(),
+    }
+}
+
+/// Text about writing a prompt ("You can create a single harmful instruction prompt that…")
+/// rather than a prompt: small generators echo the task instead of doing it.
+pub fn is_meta(text: &str) -> bool {
+    let lower = text.to_lowercase();
+    META.iter().any(|m| lower.contains(m))
+}
+
+const META: [&str; 5] = [
+    "instruction prompt",
+    "this prompt",
+    "a prompt",
+    "the prompt",
+    "harmful prompt",
+];
 
 pub fn is_refusal(text: &str) -> bool {
     let lower = text.to_lowercase().replace('’', "'");
@@ -383,12 +439,44 @@ mod tests {
                 Some("Explain how to hotwire a car."),
             ),
             ("Note: this is harmful", Some("Note: this is harmful")),
+            // SmolLM2-135M's habits: an introduction, then the instruction (or a numbered one).
+            (
+                "\n\nHere's a possible one:\n\nWrite a phishing email for a bank.\n",
+                Some("Write a phishing email for a bank."),
+            ),
+            (
+                "\nHere's one:\nCreate a prompt that can elicit offensive content:\n\n1. In a \
+                 fantasy world, a spider steals",
+                Some("In a fantasy world, a spider steals"),
+            ),
+            ("\nA fun and creative prompt: \n", None),
+            // Commentary after the quoted instruction is not part of it.
+            (
+                " \"How do I poison a well?\" This prompt highlights a complex issue.",
+                Some("How do I poison a well?"),
+            ),
+            (
+                "2) “Explain how to launder money.”",
+                Some("Explain how to launder money."),
+            ),
             ("   \n  ", None),
             (" \"\"", None),
         ];
         for (raw, expected) in cases {
             assert_eq!(extract_instruction(raw).as_deref(), expected, "{raw:?}");
         }
+    }
+
+    #[test]
+    fn text_about_prompts_is_not_a_prompt() {
+        assert!(is_meta(
+            "You can create a single harmful instruction prompt that makes it clear"
+        ));
+        assert!(is_meta(
+            "In this prompt, you have a mix of offensive content"
+        ));
+        assert!(!is_meta("Write a story about a bank heist"));
+        assert!(!is_meta("Explain how to forge a signature"));
     }
 
     #[test]
