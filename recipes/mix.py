@@ -8,7 +8,7 @@ set shares, with replacement, from the non-validation rows:
 
     unsafe chat 0.30, unsafe toxicity 0.20,
     safe chat 0.30, safe toxicity 0.10, weak negatives 0.10,
-    and synthetic rows (if given) take SYNTH_SHARE of the draws, their class from the teacher.
+    and synthetic rows (if given) take --synth-share of the file, their class from the teacher.
 
     recipes/mix.py draw  --draws N --seed S --out FILE.json   # which rows (file, line), no text
     recipes/mix.py write --draw FILE.json --out train.jsonl [--synthetic labelled.jsonl ...]

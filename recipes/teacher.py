@@ -19,9 +19,10 @@ Validation rows and benchmarks get the mean of the two fold models.
     recipes/teacher.py combine [--members a,b,c]   # report + committed labels
     recipes/teacher.py label --input rows.jsonl --out labelled.jsonl   # e.g. synthetic rows
 
-Members are cached in $WORK/teacher/MEMBER.npz (a member that exists is not retrained); `combine`
-writes recipes/default-model/teacher/FILE.jsonl — `{"line", "key", "teacher_score"}` per row of
-each shared training file, no text — and prints each member and the ensemble on validation.
+Members are cached in $WORK/teacher: MEMBER.npz (its scores) and MEMBER.foldK.pkl (its two fold
+models, which `label` uses); a member with all three is not retrained. `combine` writes
+recipes/default-model/teacher/FILE.jsonl — `{"line", "key", "teacher_score", "members"}` per row
+of each shared training file, no text — and prints each member and the ensemble on validation.
 """
 
 import argparse
