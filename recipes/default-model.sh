@@ -61,6 +61,13 @@ stage_baseline() {
 # The teacher ensemble (recipes/teacher.py): cross-fitted members, averaged; its labels of every
 # shared training row are committed under recipes/default-model/teacher/.
 stage_teacher() {
+    # Committed labels are the resume point: a fresh machine reuses them (TEACHER=rerun redoes).
+    local committed
+    committed=$(ls recipes/default-model/teacher/*.jsonl 2>/dev/null | wc -l)
+    if [ "$committed" -gt 0 ] && [ "${TEACHER:-}" != rerun ]; then
+        log "teacher: labels committed in recipes/default-model/teacher (TEACHER=rerun redoes them)"
+        return 0
+    fi
     log "teacher: members $TEACHER_MEMBERS, then their mean"
     for member in ${TEACHER_MEMBERS//,/ }; do
         python3 recipes/teacher.py member "$member"
@@ -181,7 +188,8 @@ PY
 }
 
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(baseline teacher synth label split mix student eval export shipped report)
+[ ${#stages[@]} -eq 0 ] &&
+    stages=(baseline teacher synth label split mix student eval export shipped report)
 for stage in "${stages[@]}"; do
     "stage_$stage"
 done

@@ -328,15 +328,14 @@ def read_rows(path):
     return rows
 
 
-def label(names, input_path, out_path):
+def label(names, input_path, out_path, draws):
     """Rows outside ../shared (synthetic prompts and pairs) get the ensemble's P(unsafe): the
     mean over members of both fold models' scores (no fold saw these rows)."""
     rows = read_rows(input_path)
     pairs = [(r["prompt"], r.get("response") or None) for r in rows]
     by_member = {}
     for name in names:
-        if not all(fold_path(name, k).exists() for k in (0, 1)):
-            sys.exit(f"{name}: no fold models in {work_dir()}; run `teacher.py member {name}`")
+        run_member(name, draws)  # a no-op when its fold models are cached; else trains them
         folds = [pickle.load(open(fold_path(name, k), "rb")) for k in (0, 1)]
         by_member[name] = np.mean([fold(pairs) for fold in folds], axis=0)
     ensemble = np.mean(list(by_member.values()), axis=0)
@@ -362,13 +361,15 @@ def main():
     labelling.add_argument("--input", type=pathlib.Path, required=True)
     labelling.add_argument("--out", type=pathlib.Path, required=True)
     labelling.add_argument("--members", default=",".join(DEFAULT_MEMBERS))
+    labelling.add_argument("--draws", type=int, default=24_000,
+                           help="MiniLM members trained on the way: rows drawn per fold model")
     args = parser.parse_args()
     if args.command == "member":
         run_member(args.name, args.draws)
     elif args.command == "combine":
         combine(args.members.split(","))
     else:
-        label(args.members.split(","), args.input, args.out)
+        label(args.members.split(","), args.input, args.out, args.draws)
 
 
 if __name__ == "__main__":
