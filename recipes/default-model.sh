@@ -63,7 +63,7 @@ stage_baseline() {
 stage_teacher() {
     # Committed labels are the resume point: a fresh machine reuses them (TEACHER=rerun redoes).
     local committed
-    committed=$(ls recipes/default-model/teacher/*.jsonl 2>/dev/null | wc -l)
+    committed=$(ls recipes/default-model/teacher/*.labels.jsonl 2>/dev/null | wc -l)
     if [ "$committed" -gt 0 ] && [ "${TEACHER:-}" != rerun ]; then
         log "teacher: labels committed in recipes/default-model/teacher (TEACHER=rerun redoes them)"
         return 0

@@ -72,7 +72,7 @@ class Row:
     @property
     def text(self):
         """One string for bag-of-words models: prompt, then response."""
-        return self.prompt if not self.response else self.prompt + "\n" + self.response
+        return pair_text(self.prompt, self.response)
 
     @property
     def group(self):

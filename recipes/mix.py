@@ -68,10 +68,11 @@ def read_draw(path):
 def teacher_labels():
     """(file, line) → (key, teacher_score) from the committed labels."""
     labels = {}
-    for path in sorted(LABELS_DIR.glob("*.jsonl")):
+    for path in sorted(LABELS_DIR.glob("*.labels.jsonl")):
+        shared_file = path.name.removesuffix(".labels.jsonl") + ".jsonl"
         for line in open(path, encoding="utf-8"):
             entry = json.loads(line)
-            labels[(path.name, entry["line"])] = (entry["key"], entry["teacher_score"])
+            labels[(shared_file, entry["line"])] = (entry["key"], entry["teacher_score"])
     return labels
 
 

@@ -21,8 +21,8 @@ Validation rows and benchmarks get the mean of the two fold models.
 
 Members are cached in $WORK/teacher: MEMBER.npz (its scores) and MEMBER.foldK.pkl (its two fold
 models, which `label` uses); a member with all three is not retrained. `combine` writes
-recipes/default-model/teacher/FILE.jsonl — `{"line", "key", "teacher_score", "members"}` per row
-of each shared training file, no text — and prints each member and the ensemble on validation.
+recipes/default-model/teacher/FILE.labels.jsonl — `{"line", "key", "teacher_score",
+"members"}` per row of each shared training file, no text — and prints each member and the ensemble on validation.
 """
 
 import argparse
@@ -291,7 +291,8 @@ def report(names, members, ensemble, rows):
 
 
 def write_labels(names, members, ensemble, rows):
-    """recipes/default-model/teacher/FILE.jsonl: the ensemble's P(unsafe) of every row (and each
+    """recipes/default-model/teacher/FILE.labels.jsonl: the ensemble's P(unsafe) of every row
+    (and each
     member's), by line and key — references to ../shared/data, no text."""
     LABELS_DIR.mkdir(parents=True, exist_ok=True)
     by_file = {}
@@ -301,8 +302,14 @@ def write_labels(names, members, ensemble, rows):
                  "members": {n: round(float(m["train"][i]), 4) for n, m in zip(names, members)}}
         by_file.setdefault(r.file, []).append(json.dumps(entry))
     for name, lines in by_file.items():
-        (LABELS_DIR / name).write_text("\n".join(lines) + "\n")
+        (LABELS_DIR / labels_name(name)).write_text("\n".join(lines) + "\n")
     print(f"labels of {len(rows)} rows in {len(by_file)} files under {LABELS_DIR}")
+
+
+def labels_name(shared_file):
+    """prompts_x.jsonl → prompts_x.labels.jsonl: named after its shared file, never mistaken
+    for a copy of it."""
+    return shared_file.removesuffix(".jsonl") + ".labels.jsonl"
 
 
 def combine(names):
