@@ -22,7 +22,8 @@ Validation rows and benchmarks get the mean of the two fold models.
 Members are cached in $WORK/teacher: MEMBER.npz (its scores) and MEMBER.foldK.pkl (its two fold
 models, which `label` uses); a member with all three is not retrained. `combine` writes
 recipes/default-model/teacher/FILE.labels.jsonl — `{"line", "key", "teacher_score",
-"members"}` per row of each shared training file, no text — and prints each member and the ensemble on validation.
+"members"}` per row of each shared training file, no text — and prints each member and the
+ensemble on validation.
 """
 
 import argparse
@@ -292,8 +293,7 @@ def report(names, members, ensemble, rows):
 
 def write_labels(names, members, ensemble, rows):
     """recipes/default-model/teacher/FILE.labels.jsonl: the ensemble's P(unsafe) of every row
-    (and each
-    member's), by line and key — references to ../shared/data, no text."""
+    (and each member's), by line and key — references to ../shared/data, no text."""
     LABELS_DIR.mkdir(parents=True, exist_ok=True)
     by_file = {}
     for i, r in enumerate(rows):
