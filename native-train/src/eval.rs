@@ -221,7 +221,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(mut out) = scores_out {
         out.flush()?;
     }
-    print!("{}", markdown(&results));
     if let Some(path) = &args.report {
         let report = serde_json::json!({ "results": results });
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
@@ -242,6 +241,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
             .collect();
         plot::write_pr_curves(path, &series)?;
     }
+    // The table goes last: a reader that stops early (`| head`) must not cost the report.
+    std::io::stdout()
+        .lock()
+        .write_all(markdown(&results).as_bytes())?;
     Ok(())
 }
 

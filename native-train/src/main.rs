@@ -14,7 +14,8 @@ mod plot;
 mod progress;
 mod score;
 
-use std::io::IsTerminal;
+use std::io::{ErrorKind, IsTerminal};
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -58,7 +59,7 @@ enum Command {
 /// binding does not name it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     // Never hand freed memory back to the kernel: training frees and reallocates the same
     // large buffers every step, and each return cost a fresh zeroed page on the next
     // allocation (15% of a CPU training step in kernel `clear_page`). Peak memory is unchanged.
@@ -73,7 +74,20 @@ fn main() -> Result<()> {
         )
         .with_target(false)
         .init();
-    match Cli::parse().command {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`harmaug score … | head -1`): what it wanted it
+        // has; like other Unix tools, stop quietly.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
         Command::Score(args) => score::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Distill(args) => distill::run(args),
@@ -81,4 +95,12 @@ fn main() -> Result<()> {
         Command::Label(args) => label::run(args),
         Command::Export(args) => export::run(args),
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == ErrorKind::BrokenPipe)
+    })
 }

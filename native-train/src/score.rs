@@ -145,7 +145,8 @@ fn write_rows(rows: Vec<Row>, scores: &[f32], threshold: f32) -> Result<()> {
         let mut fields = row.fields;
         fields.insert("score".into(), short_number(score));
         fields.insert("unsafe".into(), Value::Bool(score >= threshold));
-        serde_json::to_writer(&mut out, &fields)?;
+        // As an io::Error, so that a closed pipe is recognised as one (main exits quietly).
+        serde_json::to_writer(&mut out, &fields).map_err(std::io::Error::from)?;
         out.write_all(b"\n")?;
     }
     out.flush()?;

@@ -292,3 +292,27 @@ fn plots_are_written_as_svg_or_png() {
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--plot must end in .svg or .png"));
 }
+
+/// `harmaug eval … | head`: the table's reader may leave early; the report is still written.
+#[test]
+fn closed_output_pipe_keeps_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let mut child = common::harmaug(&[
+        "eval",
+        "--model",
+        &repo("tests/fixtures/bert-tiny-f32"),
+        "--data",
+        &repo("tests/fixtures/formats/harmbench_classifier.json"),
+        "--report",
+        report.to_str().unwrap(),
+    ])
+    .spawn()
+    .expect("harmaug runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["results"].as_array().map(Vec::len), Some(1));
+}
