@@ -145,15 +145,32 @@ struct Scored {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    // Neither models nor score files: the built-in default guard.
-    let models: Vec<Option<&Path>> = if args.models.is_empty() && args.score_files.is_empty() {
-        vec![None]
-    } else {
-        args.models.iter().map(|m| Some(m.as_path())).collect()
-    };
     if let Some(path) = &args.plot {
         plot::check_extension(path)?;
     }
+    let sets = read_sets(&args)?;
+    let mut scores_out = args.scores.as_deref().map(create_writer).transpose()?;
+    let mut results = score_with_models(&args, &sets, &mut scores_out)?;
+    results.extend(read_score_files(&args, &sets, &mut scores_out)?);
+    if let Some(mut out) = scores_out {
+        out.flush()?;
+    }
+    if let Some(path) = &args.report {
+        let report = serde_json::json!({ "results": results });
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        write_plot(path, &results)?;
+    }
+    // The table goes last: a reader that stops early (`| head`) must not cost the report.
+    std::io::stdout()
+        .lock()
+        .write_all(markdown(&results).as_bytes())?;
+    Ok(())
+}
+
+fn read_sets(args: &EvalArgs) -> Result<Vec<NamedDataset>> {
     let options = ParseOptions {
         container: Container::Json,
         format: args.format.format(),
@@ -163,14 +180,25 @@ pub fn run(args: EvalArgs) -> Result<()> {
         },
         skip_invalid: args.skip_invalid,
     };
-    let sets = args
-        .data
+    args.data
         .iter()
         .map(|path| data_files::read(path, options))
-        .collect::<Result<Vec<_>>>()?;
+        .collect()
+}
 
+/// Every `--model` (or the built-in guard when neither models nor score files are given) on
+/// every set, at the model's own threshold unless `--threshold` is given.
+fn score_with_models(
+    args: &EvalArgs,
+    sets: &[NamedDataset],
+    scores_out: &mut Option<BufWriter<std::fs::File>>,
+) -> Result<Vec<EvalResult>> {
+    let models: Vec<Option<&Path>> = if args.models.is_empty() && args.score_files.is_empty() {
+        vec![None]
+    } else {
+        args.models.iter().map(|m| Some(m.as_path())).collect()
+    };
     let mut results = Vec::new();
-    let mut scores_out = args.scores.as_deref().map(create_writer).transpose()?;
     for model in models {
         let dir = ModelDir::open_or_default(model)?;
         let name = dir.path.display().to_string();
@@ -181,20 +209,30 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 max_length: args.max_length,
                 head_seed: args.head_seed,
             },
-            sets: &sets,
+            sets,
             batch_size: args.batch_size,
         };
         for (set, scored) in sets.iter().zip(backend::run(args.backend, job)?) {
-            results.push(record(&name, set, &scored, thresholds, &mut scores_out)?);
+            results.push(record(&name, set, &scored, thresholds, scores_out)?);
         }
     }
+    Ok(results)
+}
+
+/// Every `--score-file` on every set: each row's score looked up by its prompt and response.
+fn read_score_files(
+    args: &EvalArgs,
+    sets: &[NamedDataset],
+    scores_out: &mut Option<BufWriter<std::fs::File>>,
+) -> Result<Vec<EvalResult>> {
     let thresholds = (
         args.threshold.unwrap_or(bundle::DEFAULT_THRESHOLD),
         args.target_fpr,
     );
+    let mut results = Vec::new();
     for (name, path) in &args.score_files {
         let lookup = read_score_file(path)?;
-        for set in &sets {
+        for set in sets {
             let scores = set
                 .dataset
                 .rows
@@ -215,37 +253,26 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 batch_ms: Vec::new(),
                 seconds: None,
             };
-            results.push(record(name, set, &scored, thresholds, &mut scores_out)?);
+            results.push(record(name, set, &scored, thresholds, scores_out)?);
         }
     }
-    if let Some(mut out) = scores_out {
-        out.flush()?;
-    }
-    if let Some(path) = &args.report {
-        let report = serde_json::json!({ "results": results });
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &args.plot {
-        let series: Vec<plot::Series> = results
-            .iter()
-            .map(|r| plot::Series {
-                label: format!(
-                    "{} · {} (AP {})",
-                    r.model,
-                    r.dataset,
-                    r.auprc.map_or("–".into(), |a| format!("{a:.3}"))
-                ),
-                points: r.pr_steps.clone(),
-            })
-            .collect();
-        plot::write_pr_curves(path, &series)?;
-    }
-    // The table goes last: a reader that stops early (`| head`) must not cost the report.
-    std::io::stdout()
-        .lock()
-        .write_all(markdown(&results).as_bytes())?;
-    Ok(())
+    Ok(results)
+}
+
+fn write_plot(path: &Path, results: &[EvalResult]) -> Result<()> {
+    let series: Vec<plot::Series> = results
+        .iter()
+        .map(|r| plot::Series {
+            label: format!(
+                "{} · {} (AP {})",
+                r.model,
+                r.dataset,
+                r.auprc.map_or("–".into(), |a| format!("{a:.3}"))
+            ),
+            points: r.pr_steps.clone(),
+        })
+        .collect();
+    plot::write_pr_curves(path, &series)
 }
 
 struct EvalJob<'a> {

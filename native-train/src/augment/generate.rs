@@ -81,7 +81,33 @@ struct Exemplar {
 /// What became of one request.
 enum Outcome {
     Kept(String),
-    Rejected(&'static str),
+    Rejected(Rejection),
+}
+
+/// Why a completion was not kept; its name is the rejected row's `reason`.
+#[derive(Clone, Copy)]
+enum Rejection {
+    /// Nothing that reads as an instruction.
+    Empty,
+    Refusal,
+    /// Text about prompts instead of a prompt (`is_meta`).
+    Meta,
+    /// The same prompt (normalised) as an exemplar or a kept one.
+    Duplicate,
+    /// Completed after `--num` prompts were kept (requests run concurrently).
+    Surplus,
+}
+
+impl Rejection {
+    fn reason(self) -> &'static str {
+        match self {
+            Rejection::Empty => "empty",
+            Rejection::Refusal => "refusal",
+            Rejection::Meta => "meta",
+            Rejection::Duplicate => "duplicate",
+            Rejection::Surplus => "surplus",
+        }
+    }
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
@@ -98,119 +124,126 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         );
     }
     let model = llm::open(&args.generator, &args.llm)?;
-    let (mut kept_out, kept_rows) = JsonlOutput::open(&args.out)?;
-    let rejected_path = sidecar(&args.out, "rejected");
-    let (mut rejected_out, rejected_rows) = JsonlOutput::open(&rejected_path)?;
-
-    let mut done: HashSet<String> = jobs::ids(&kept_rows).map(str::to_string).collect();
-    done.extend(jobs::ids(&rejected_rows).map(str::to_string));
-    let mut seen: HashSet<String> = exemplars.iter().map(|e| normalise(&e.prompt)).collect();
-    seen.extend(
-        kept_rows
-            .iter()
-            .filter_map(|r| r.get("prompt").and_then(Value::as_str))
-            .map(normalise),
-    );
-    let mut kept = kept_rows.len();
-    if kept >= args.num {
-        tracing::info!("{} already holds {kept} prompts", args.out.display());
+    let mut sink = Sink::open(&args, &exemplars)?;
+    if sink.kept >= args.num {
+        tracing::info!("{} already holds {} prompts", args.out.display(), sink.kept);
         return Ok(());
     }
     tracing::info!(
         "generating {} prompts with {} ({} kept, {} rejected before)",
-        args.num - kept,
+        args.num - sink.kept,
         model.name(),
-        kept,
-        rejected_rows.len()
+        sink.kept,
+        sink.rejected_before
     );
-
-    let bar = progress::bar(args.num, "prompts")?;
-    bar.set_position(kept as u64);
-    let mut summary = Summary::default();
+    sink.bar.set_position(sink.kept as u64);
     let mut consecutive_failures = 0;
     let budget = 20 * args.num + 100; // requests before giving up on a model that never complies
-    let pending = (0..budget).map(id).filter(|i| !done.contains(i));
+    let done = std::mem::take(&mut sink.done);
+    let pending = (0..budget).map(id).filter(move |i| !done.contains(i));
     jobs::run_pool(
         args.llm.concurrency,
         pending,
         |request_id| request(&args, model.as_ref(), &exemplars, request_id),
         |request_id, result| {
-            summary.requests += 1;
-            let (row, outcome) = match result {
-                Ok(r) => r,
+            sink.summary.requests += 1;
+            match result {
+                Ok((row, outcome)) => {
+                    consecutive_failures = 0;
+                    sink.accept(row, outcome)?;
+                }
                 Err(e) => {
-                    summary.failures += 1;
+                    sink.summary.failures += 1;
                     consecutive_failures += 1;
                     tracing::warn!("{request_id}: {e:#}");
                     if consecutive_failures > 2 * args.llm.concurrency + 2 {
                         bail!("the generator keeps failing; last error: {e:#}");
                     }
-                    return Ok(true);
-                }
-            };
-            consecutive_failures = 0;
-            let mut row = row;
-            match outcome {
-                Outcome::Kept(prompt) if kept >= args.num => {
-                    summary.surplus += 1;
-                    row.insert("reason".into(), "surplus".into());
-                    row.insert("prompt".into(), prompt.into());
-                    rejected_out.append(&row)?;
-                }
-                Outcome::Kept(prompt) if !seen.insert(normalise(&prompt)) => {
-                    summary.duplicates += 1;
-                    row.insert("reason".into(), "duplicate".into());
-                    row.insert("prompt".into(), prompt.into());
-                    rejected_out.append(&row)?;
-                }
-                Outcome::Kept(prompt) => {
-                    row.insert("prompt".into(), prompt.into());
-                    kept_out.append(&row)?;
-                    kept += 1;
-                    bar.inc(1);
-                }
-                Outcome::Rejected(reason) => {
-                    match reason {
-                        "refusal" => summary.refusals += 1,
-                        "meta" => summary.meta += 1,
-                        _ => summary.empty += 1,
-                    }
-                    row.insert("reason".into(), reason.into());
-                    rejected_out.append(&row)?;
                 }
             }
-            Ok(kept < args.num)
+            Ok(sink.kept < args.num)
         },
     )?;
-    bar.finish_and_clear();
-    tracing::info!(
-        "generate: {} requests → {} kept (total {kept}/{}), {} duplicates, {} refusals, {} about \
-         prompts instead of one, {} empty, {} surplus, {} failed, {} retries; rejected rows in {}",
-        summary.requests,
-        summary.requests
-            - summary.failures
-            - summary.duplicates
-            - summary.refusals
-            - summary.meta
-            - summary.empty
-            - summary.surplus,
-        args.num,
-        summary.duplicates,
-        summary.refusals,
-        summary.meta,
-        summary.empty,
-        summary.surplus,
-        summary.failures,
-        model.retries(),
-        rejected_path.display()
-    );
-    if kept < args.num {
+    sink.bar.finish_and_clear();
+    sink.summary
+        .log(sink.kept, args.num, model.retries(), &sink.rejected_path);
+    if sink.kept < args.num {
         bail!(
-            "only {kept} of {} prompts after {budget} requests",
+            "only {} of {} prompts after {budget} requests",
+            sink.kept,
             args.num
         );
     }
     Ok(())
+}
+
+/// Where completions go: kept prompts (new ones only, up to `--num`) to `--out`, the rest to
+/// the rejected sidecar with their reason, both appended so that a rerun resumes.
+struct Sink {
+    kept_out: JsonlOutput,
+    rejected_out: JsonlOutput,
+    rejected_path: PathBuf,
+    /// Request ids already answered (kept or rejected) by an earlier run.
+    done: HashSet<String>,
+    /// Normalised exemplars and kept prompts: a new prompt must differ from all.
+    seen: HashSet<String>,
+    kept: usize,
+    wanted: usize,
+    rejected_before: usize,
+    summary: Summary,
+    bar: indicatif::ProgressBar,
+}
+
+impl Sink {
+    fn open(args: &GenerateArgs, exemplars: &[Exemplar]) -> Result<Self> {
+        let (kept_out, kept_rows) = JsonlOutput::open(&args.out)?;
+        let rejected_path = sidecar(&args.out, "rejected");
+        let (rejected_out, rejected_rows) = JsonlOutput::open(&rejected_path)?;
+        let mut done: HashSet<String> = jobs::ids(&kept_rows).map(str::to_string).collect();
+        done.extend(jobs::ids(&rejected_rows).map(str::to_string));
+        let mut seen: HashSet<String> = exemplars.iter().map(|e| normalise(&e.prompt)).collect();
+        seen.extend(
+            kept_rows
+                .iter()
+                .filter_map(|r| r.get("prompt").and_then(Value::as_str))
+                .map(normalise),
+        );
+        Ok(Sink {
+            kept_out,
+            rejected_out,
+            rejected_path,
+            done,
+            seen,
+            kept: kept_rows.len(),
+            wanted: args.num,
+            rejected_before: rejected_rows.len(),
+            summary: Summary::default(),
+            bar: progress::bar(args.num, "prompts")?,
+        })
+    }
+
+    /// Appends the request's row to the kept or the rejected file.
+    fn accept(&mut self, mut row: Map<String, Value>, outcome: Outcome) -> Result<()> {
+        let (rejection, prompt) = match outcome {
+            Outcome::Kept(prompt) if self.kept >= self.wanted => (Rejection::Surplus, Some(prompt)),
+            Outcome::Kept(prompt) if !self.seen.insert(normalise(&prompt)) => {
+                (Rejection::Duplicate, Some(prompt))
+            }
+            Outcome::Kept(prompt) => {
+                row.insert("prompt".into(), prompt.into());
+                self.kept += 1;
+                self.bar.inc(1);
+                return self.kept_out.append(&row);
+            }
+            Outcome::Rejected(rejection) => (rejection, None),
+        };
+        self.summary.count(rejection);
+        row.insert("reason".into(), rejection.reason().into());
+        if let Some(prompt) = prompt {
+            row.insert("prompt".into(), prompt.into());
+        }
+        self.rejected_out.append(&row)
+    }
 }
 
 #[derive(Default)]
@@ -222,6 +255,36 @@ struct Summary {
     empty: usize,
     surplus: usize,
     failures: usize,
+}
+
+impl Summary {
+    fn count(&mut self, rejection: Rejection) {
+        *match rejection {
+            Rejection::Empty => &mut self.empty,
+            Rejection::Refusal => &mut self.refusals,
+            Rejection::Meta => &mut self.meta,
+            Rejection::Duplicate => &mut self.duplicates,
+            Rejection::Surplus => &mut self.surplus,
+        } += 1;
+    }
+
+    fn log(&self, kept: usize, wanted: usize, retries: u64, rejected_path: &Path) {
+        let rejected = self.duplicates + self.refusals + self.meta + self.empty + self.surplus;
+        tracing::info!(
+            "generate: {} requests → {} kept (total {kept}/{wanted}), {} duplicates, {} refusals, \
+             {} about prompts instead of one, {} empty, {} surplus, {} failed, {retries} retries; \
+             rejected rows in {}",
+            self.requests,
+            self.requests - self.failures - rejected,
+            self.duplicates,
+            self.refusals,
+            self.meta,
+            self.empty,
+            self.surplus,
+            self.failures,
+            rejected_path.display()
+        );
+    }
 }
 
 fn id(index: usize) -> String {
@@ -275,9 +338,9 @@ fn request(
         }),
     );
     let outcome = match extract_instruction(&raw) {
-        None => Outcome::Rejected("empty"),
-        Some(text) if is_refusal(&text) => Outcome::Rejected("refusal"),
-        Some(text) if is_meta(&text) => Outcome::Rejected("meta"),
+        None => Outcome::Rejected(Rejection::Empty),
+        Some(text) if is_refusal(&text) => Outcome::Rejected(Rejection::Refusal),
+        Some(text) if is_meta(&text) => Outcome::Rejected(Rejection::Meta),
         Some(text) => Outcome::Kept(text),
     };
     Ok((row, outcome))
@@ -389,8 +452,10 @@ pub fn is_meta(text: &str) -> bool {
     META.iter().any(|m| lower.contains(m))
 }
 
-const META: [&str; 5] = [
+const META: [&str; 7] = [
     "instruction prompt",
+    "above prompt",
+    "prompt above",
     "this prompt",
     "a prompt",
     "the prompt",
@@ -474,6 +539,9 @@ mod tests {
         ));
         assert!(is_meta(
             "In this prompt, you have a mix of offensive content"
+        ));
+        assert!(is_meta(
+            "The above prompt is designed to encourage a conversation"
         ));
         assert!(!is_meta("Write a story about a bank heist"));
         assert!(!is_meta("Explain how to forge a signature"));

@@ -201,33 +201,127 @@ struct ValidationRecord {
     val_recall: Option<f64>,
 }
 
+type AB<B> = Autodiff<B>;
+
+/// The whole run: restore or start, then updates until `--max-steps` or the schedule's end,
+/// validating at each epoch's end and snapshotting every `--save-every` updates.
 fn train<B: Backend>(args: &DistillArgs, devices: &[B::Device]) -> Result<()> {
-    let device = &devices[0];
-    type AB<B> = Autodiff<B>;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let snapshot = if args.resume {
-        let snapshot = state::latest_snapshot(&args.out)?;
-        if snapshot.is_none() {
+    let snapshot = resume_point(args)?;
+    let student = load_student::<B>(args, snapshot.as_deref(), &devices[0])?;
+    let data = load_data(args, &student.parts, student.max_length)?;
+    let steps_per_epoch = data.sampler.steps_per_epoch(args.batch_size);
+    let total_steps = steps_per_epoch * args.epochs;
+    let settings = run_settings(args, student.max_length, total_steps)?;
+    let mut model = student.model;
+    let (mut adamw, mut completed) =
+        restore_optimizer(snapshot.as_deref(), &settings, &model, &student.parts)?;
+    if completed > 0 {
+        tracing::info!("resuming at update {completed} of {total_steps}");
+    }
+    let last_step = args.max_steps.map_or(total_steps, |m| m.min(total_steps));
+    tracing::info!(
+        "{total_steps} updates ({} epochs × {steps_per_epoch}) of {} rows in micro-batches of \
+         {}; stopping after update {last_step}",
+        args.epochs,
+        args.batch_size,
+        args.micro_batch_size
+    );
+
+    let mut metrics = MetricsLog::open(&args.out, completed)?;
+    let bar = crate::progress::steps_bar(last_step, completed)?;
+    let run = Run {
+        args,
+        config_json: &student.config_json,
+        tokenizer_json: &student.tokenizer_json,
+        settings: &settings,
+        parts: &student.parts,
+        examples: &data.examples,
+        val_rows: &data.val_rows,
+        unsafe_index: student.unsafe_index,
+        steps_per_epoch,
+        total_steps,
+        devices,
+    };
+    let mut epoch_rows = (usize::MAX, Vec::new());
+    while completed < last_step {
+        let (epoch, step_in_epoch) = (completed / steps_per_epoch, completed % steps_per_epoch);
+        if epoch_rows.0 != epoch {
+            epoch_rows = (epoch, epoch_order(args, &data, epoch));
+        }
+        let micro = data::micro_batches(
+            &epoch_rows.1,
+            step_in_epoch,
+            args.batch_size,
+            args.micro_batch_size,
+            &data.examples,
+        );
+        let record;
+        (model, record) = run.step(model, &mut adamw, &micro, completed);
+        completed = record.step;
+        metrics.write(&record)?;
+        bar.set_message(format!(
+            "loss {:.4} lr {:.2e} {:.1} ex/s",
+            record.loss, record.lr, record.examples_per_s
+        ));
+        bar.inc(1);
+
+        if completed % steps_per_epoch == 0 || completed == last_step {
+            bar.suspend(|| run.validate(&model, completed, &mut metrics))?;
+        }
+        if completed % args.save_every.max(1) == 0 || completed == last_step {
+            run.snapshot(&model, &adamw, completed)?;
+        }
+    }
+    bar.finish();
+    run.write_student(&model)?;
+    tracing::info!(
+        "student saved to {} after {completed} of {total_steps} updates",
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// The snapshot `--resume` continues from (the newest in `--out`). Without `--resume`, an
+/// `--out` that already holds a run is refused rather than overwritten.
+fn resume_point(args: &DistillArgs) -> Result<Option<PathBuf>> {
+    let latest = state::latest_snapshot(&args.out)?;
+    match (args.resume, latest) {
+        (true, None) => {
             tracing::warn!(
                 "--resume: no snapshot in {} yet, starting afresh",
                 args.out.display()
             );
+            Ok(None)
         }
-        snapshot
-    } else {
-        if state::latest_snapshot(&args.out)?.is_some() {
-            bail!(
-                "{} already holds a run; pass --resume to continue it or choose another --out",
-                args.out.display()
-            );
-        }
-        None
-    };
+        (false, Some(_)) => bail!(
+            "{} already holds a run; pass --resume to continue it or choose another --out",
+            args.out.display()
+        ),
+        (_, latest) => Ok(latest),
+    }
+}
 
-    // The student: from the snapshot when resuming, else from --model with its config made
-    // binary and long enough.
-    let source = ModelDir::open(snapshot.as_deref().unwrap_or(&args.model))?;
+/// The student before its first (or next) update.
+struct Student<B: Backend> {
+    model: GuardModel<AB<B>>,
+    parts: GuardParts,
+    unsafe_index: usize,
+    config_json: String,
+    /// Kept in memory: a resumed run's source snapshot is deleted once a newer one is written.
+    tokenizer_json: Vec<u8>,
+    max_length: usize,
+}
+
+/// From the snapshot when resuming, else from `--model` with its config made binary and long
+/// enough.
+fn load_student<B: Backend>(
+    args: &DistillArgs,
+    snapshot: Option<&std::path::Path>,
+    device: &B::Device,
+) -> Result<Student<B>> {
+    let source = ModelDir::open(snapshot.unwrap_or(&args.model))?;
     let (config_json, max_length) = student_config(source.files().config_json, args.max_length)
         .with_context(|| format!("{}/config.json", source.path.display()))?;
     let files = ModelFiles {
@@ -240,12 +334,28 @@ fn train<B: Backend>(args: &DistillArgs, devices: &[B::Device]) -> Result<()> {
     };
     let guard = Guard::<AB<B>>::load(&files, &options, device)
         .with_context(|| format!("loading model {}", source.path.display()))?;
-    // Kept in memory: a resumed run's source snapshot is deleted once a newer one is written.
     let tokenizer_json = files.tokenizer_json.to_vec();
     let unsafe_index = guard.labels().unsafe_index;
-    let (mut model, parts) = guard.into_parts();
+    let (model, parts) = guard.into_parts();
+    Ok(Student {
+        model,
+        parts,
+        unsafe_index,
+        config_json,
+        tokenizer_json,
+        max_length,
+    })
+}
 
-    // Data.
+/// The encoded training rows, the validation rows held out of them, and the sampler that deals
+/// the rest.
+struct TrainingData {
+    examples: Vec<Example>,
+    val_rows: Vec<usize>,
+    sampler: Sampler,
+}
+
+fn load_data(args: &DistillArgs, parts: &GuardParts, max_length: usize) -> Result<TrainingData> {
     let parse = ParseOptions {
         format: args.format.format(),
         level: Level::Response,
@@ -287,10 +397,30 @@ fn train<B: Backend>(args: &DistillArgs, devices: &[B::Device]) -> Result<()> {
             "the training rows hold only one class; the student cannot learn a boundary"
         );
     }
+    Ok(TrainingData {
+        examples,
+        val_rows,
+        sampler,
+    })
+}
 
-    let steps_per_epoch = sampler.steps_per_epoch(args.batch_size);
-    let total_steps = steps_per_epoch * args.epochs;
-    let settings = RunSettings {
+/// The rows of `epoch` in the order its updates take them (grouped by length if asked).
+fn epoch_order(args: &DistillArgs, data: &TrainingData, epoch: usize) -> Vec<usize> {
+    let rows = data.sampler.epoch(epoch);
+    if !args.group_by_length {
+        return rows;
+    }
+    data::group_by_length(
+        &rows,
+        &data.examples,
+        args.batch_size,
+        args.seed ^ epoch as u64,
+    )
+}
+
+/// Everything that decides the run's result; `--resume` must be given the same.
+fn run_settings(args: &DistillArgs, max_length: usize, total_steps: usize) -> Result<RunSettings> {
+    Ok(RunSettings {
         model: args.model.clone(),
         train_files: args
             .train
@@ -318,124 +448,36 @@ fn train<B: Backend>(args: &DistillArgs, devices: &[B::Device]) -> Result<()> {
         group_by_length: args.group_by_length,
         val_fraction: args.val_fraction,
         seed: args.seed,
-    };
+    })
+}
 
+/// A fresh AdamW, or the snapshot's (after checking the run's settings are the saved ones),
+/// with the number of updates already done.
+fn restore_optimizer<B: Backend>(
+    snapshot: Option<&std::path::Path>,
+    settings: &RunSettings,
+    model: &GuardModel<AB<B>>,
+    parts: &GuardParts,
+) -> Result<(AdamW<B>, usize)> {
     let mut adamw = AdamW::<B>::new(settings.adamw);
-    let mut completed = 0;
-    if let Some(snapshot) = &snapshot {
-        let saved = state::read_state(snapshot)?;
-        if saved.settings != settings {
-            bail!(
-                "--resume: the arguments differ from the saved run's ({}); saved: {}",
-                snapshot.join("state.json").display(),
-                serde_json::to_string(&saved.settings)?
-            );
-        }
-        let path = snapshot.join("optimizer.safetensors");
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let moments = Checkpoint::from_bytes(&bytes)?;
-        adamw
-            .load_state::<AB<B>, _>(&model, &parts.names, &moments, saved.completed_steps as u64)
-            .with_context(|| format!("loading {}", path.display()))?;
-        completed = saved.completed_steps;
-        tracing::info!("resuming at update {completed} of {total_steps}");
-    }
-    let last_step = args.max_steps.map_or(total_steps, |m| m.min(total_steps));
-    tracing::info!(
-        "{total_steps} updates ({} epochs × {steps_per_epoch}) of {} rows in micro-batches of \
-         {}; stopping after update {last_step}",
-        args.epochs,
-        args.batch_size,
-        args.micro_batch_size
-    );
-
-    let mut metrics = MetricsLog::open(&args.out, completed)?;
-    let bar = crate::progress::steps_bar(last_step, completed)?;
-    let run = Run {
-        args,
-        config_json: &config_json,
-        tokenizer_json: &tokenizer_json,
-        settings: &settings,
-        parts: &parts,
-        examples: &examples,
-        val_rows: &val_rows,
-        unsafe_index,
-        steps_per_epoch,
-        total_steps,
-        devices,
+    let Some(snapshot) = snapshot else {
+        return Ok((adamw, 0));
     };
-    let mut epoch_rows = (usize::MAX, Vec::new());
-    while completed < last_step {
-        let (epoch, step_in_epoch) = (completed / steps_per_epoch, completed % steps_per_epoch);
-        if epoch_rows.0 != epoch {
-            let mut rows = sampler.epoch(epoch);
-            if args.group_by_length {
-                rows = data::group_by_length(
-                    &rows,
-                    &examples,
-                    args.batch_size,
-                    args.seed ^ epoch as u64,
-                );
-            }
-            epoch_rows = (epoch, rows);
-        }
-        let micro = data::micro_batches(
-            &epoch_rows.1,
-            step_in_epoch,
-            args.batch_size,
-            args.micro_batch_size,
-            &examples,
+    let saved = state::read_state(snapshot)?;
+    if saved.settings != *settings {
+        bail!(
+            "--resume: the arguments differ from the saved run's ({}); saved: {}",
+            snapshot.join("state.json").display(),
+            serde_json::to_string(&saved.settings)?
         );
-        let started = Instant::now();
-        // Dropout masks from the step number: a resumed run draws what the first would have.
-        for (d, device) in devices.iter().enumerate() {
-            let seed = args.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ completed as u64;
-            AB::<B>::seed(device, seed.wrapping_add(d as u64));
-        }
-        let rows: usize = micro.iter().map(Vec::len).sum();
-        let (gradients, loss_sum) = run.gradients(&model, &micro);
-        // The objective is the mean over the effective batch: scale the summed gradients.
-        let grad_norm = gradients.global_norm() / rows as f64;
-        let clip = if args.max_grad_norm > 0.0 {
-            (args.max_grad_norm / (grad_norm + 1e-6)).min(1.0)
-        } else {
-            1.0
-        };
-        let lr = settings.schedule.lr(completed);
-        model = adamw.step::<AB<B>, _>(model, gradients, lr, clip / rows as f64);
-        completed += 1;
-
-        let seconds = started.elapsed().as_secs_f64();
-        let record = StepRecord {
-            step: completed,
-            epoch: completed as f64 / steps_per_epoch as f64,
-            loss: loss_sum / rows as f64,
-            lr,
-            grad_norm,
-            examples_per_s: rows as f64 / seconds,
-        };
-        metrics.write(&record)?;
-        bar.set_message(format!(
-            "loss {:.4} lr {:.2e} {:.1} ex/s",
-            record.loss, lr, record.examples_per_s
-        ));
-        bar.inc(1);
-
-        let epoch_done = completed % steps_per_epoch == 0;
-        if epoch_done || completed == last_step {
-            bar.suspend(|| run.validate(&model, completed, &mut metrics))?;
-        }
-        if completed % args.save_every.max(1) == 0 || completed == last_step {
-            run.snapshot(&model, &adamw, completed)?;
-        }
     }
-    bar.finish();
-    run.write_student(&model)?;
-    tracing::info!(
-        "student saved to {} after {completed} of {total_steps} updates",
-        args.out.display()
-    );
-    Ok(())
+    let path = snapshot.join("optimizer.safetensors");
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let moments = Checkpoint::from_bytes(&bytes)?;
+    adamw
+        .load_state::<AB<B>, _>(model, &parts.names, &moments, saved.completed_steps as u64)
+        .with_context(|| format!("loading {}", path.display()))?;
+    Ok((adamw, saved.completed_steps))
 }
 
 /// What every step of a run reads.
@@ -456,6 +498,45 @@ struct Run<'a, B: Backend> {
 }
 
 impl<B: Backend> Run<'_, B> {
+    /// Update number `completed + 1` on `micro`: summed gradients, clipped by their global
+    /// norm, applied by AdamW at the scheduled rate. Returns the new weights and the record.
+    fn step(
+        &self,
+        model: GuardModel<AB<B>>,
+        adamw: &mut AdamW<B>,
+        micro: &[Vec<usize>],
+        completed: usize,
+    ) -> (GuardModel<AB<B>>, StepRecord) {
+        let started = Instant::now();
+        // Dropout masks from the step number: a resumed run draws what the first would have.
+        for (d, device) in self.devices.iter().enumerate() {
+            let seed = self.args.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ completed as u64;
+            AB::<B>::seed(device, seed.wrapping_add(d as u64));
+        }
+        let rows: usize = micro.iter().map(Vec::len).sum();
+        let (gradients, loss_sum) = self.gradients(&model, micro);
+        // The objective is the mean over the effective batch: scale the summed gradients.
+        let grad_norm = gradients.global_norm() / rows as f64;
+        let max_norm = self.args.max_grad_norm;
+        let clip = if max_norm > 0.0 {
+            (max_norm / (grad_norm + 1e-6)).min(1.0)
+        } else {
+            1.0
+        };
+        let lr = self.settings.schedule.lr(completed);
+        let model = adamw.step::<AB<B>, _>(model, gradients, lr, clip / rows as f64);
+        let step = completed + 1;
+        let record = StepRecord {
+            step,
+            epoch: step as f64 / self.steps_per_epoch as f64,
+            loss: loss_sum / rows as f64,
+            lr,
+            grad_norm,
+            examples_per_s: rows as f64 / started.elapsed().as_secs_f64(),
+        };
+        (model, record)
+    }
+
     /// The padded tensors and the loss targets of `rows`.
     /// Summed gradients (on the first device) and summed loss of one update's micro-batches.
     /// With several devices, each gets a copy of the model and every n-th micro-batch, runs
