@@ -31,6 +31,17 @@ pub enum Format {
 }
 
 impl Format {
+    /// Every format, in the order the CLI lists them (its `--format` choices come from here).
+    pub const ALL: [Format; 7] = [
+        Format::OpenAiModeration,
+        Format::OpenAiModerationCategories,
+        Format::ToxicChat,
+        Format::HarmBench,
+        Format::WildGuardMix,
+        Format::BeaverTails,
+        Format::Generic,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Format::OpenAiModeration => "openai-moderation",
@@ -383,6 +394,28 @@ fn row(
                 }
                 Some(label) => pair(label),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Format;
+
+    #[test]
+    fn all_lists_every_format_once() {
+        // A new variant breaks this match: give it the next number and add it to `Format::ALL`.
+        let position = |format| match format {
+            Format::OpenAiModeration => 0,
+            Format::OpenAiModerationCategories => 1,
+            Format::ToxicChat => 2,
+            Format::HarmBench => 3,
+            Format::WildGuardMix => 4,
+            Format::BeaverTails => 5,
+            Format::Generic => 6,
+        };
+        for (i, &format) in Format::ALL.iter().enumerate() {
+            assert_eq!(position(format), i, "{}", format.name());
         }
     }
 }

@@ -10,13 +10,14 @@ use anyhow::{Context, Result, anyhow};
 use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
 use harmaug_core::bundle;
-use harmaug_core::datasets::{Container, Format, Level, ParseOptions};
+use harmaug_core::datasets::{Container, Level, ParseOptions};
 use harmaug_core::metrics::BinaryMetrics;
 use harmaug_core::{GuardInput, LoadOptions};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::backend::{self, BackendChoice, BackendJob};
+use crate::backend::{self, BackendJob};
+use crate::cli_args::{FormatArg, GuardRunArgs};
 use crate::data_files::{self, NamedDataset};
 use crate::model_dir::ModelDir;
 use crate::plot;
@@ -26,7 +27,7 @@ use crate::progress;
 pub struct EvalArgs {
     /// Guard model directory or bundle; repeat to compare several. Default (with no
     /// --scores-file either): the guard built into harmaug.
-    #[arg(long = "model")]
+    #[arg(long = "model", env = "HARMAUG_MODEL")]
     models: Vec<PathBuf>,
     /// Precomputed scores as NAME=FILE.jsonl (rows with `prompt`, `response`?, and `score` or
     /// `teacher_score`), evaluated as one more column; repeatable.
@@ -60,41 +61,8 @@ pub struct EvalArgs {
     /// Draw precision–recall curves, one per model and data set (.svg or .png).
     #[arg(long)]
     plot: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendChoice,
-    #[arg(long)]
-    max_length: Option<usize>,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 0)]
-    head_seed: u64,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum FormatArg {
-    Auto,
-    OpenaiModeration,
-    OpenaiModerationCategories,
-    Toxicchat,
-    Harmbench,
-    Wildguardmix,
-    Beavertails,
-    Generic,
-}
-
-impl FormatArg {
-    pub(crate) fn format(self) -> Option<Format> {
-        Some(match self {
-            FormatArg::Auto => return None,
-            FormatArg::OpenaiModeration => Format::OpenAiModeration,
-            FormatArg::OpenaiModerationCategories => Format::OpenAiModerationCategories,
-            FormatArg::Toxicchat => Format::ToxicChat,
-            FormatArg::Harmbench => Format::HarmBench,
-            FormatArg::Wildguardmix => Format::WildGuardMix,
-            FormatArg::Beavertails => Format::BeaverTails,
-            FormatArg::Generic => Format::Generic,
-        })
-    }
+    #[command(flatten)]
+    run: GuardRunArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -205,14 +173,11 @@ fn score_with_models(
         let thresholds = (args.threshold.unwrap_or(dir.threshold()), args.target_fpr);
         let job = EvalJob {
             model: &dir,
-            options: LoadOptions {
-                max_length: args.max_length,
-                head_seed: args.head_seed,
-            },
+            options: args.run.load_options(),
             sets,
-            batch_size: args.batch_size,
+            batch_size: args.run.batch_size,
         };
-        for (set, scored) in sets.iter().zip(backend::run(args.backend, job)?) {
+        for (set, scored) in sets.iter().zip(backend::run(args.run.backend, job)?) {
             results.push(record(&name, set, &scored, thresholds, scores_out)?);
         }
     }

@@ -16,20 +16,21 @@ use harmaug_core::bundle::{self, BundleFile, Manifest, Threshold};
 use harmaug_core::checkpoint::{self, StoredDtype};
 use harmaug_core::datasets::ParseOptions;
 use harmaug_core::metrics::{BinaryMetrics, Curve};
-use harmaug_core::{Guard, GuardInput, LoadOptions, ModelFiles};
+use harmaug_core::{Guard, GuardInput, ModelFiles};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::backend::{self, BackendChoice, BackendJob};
+use crate::backend::{self, BackendJob};
+use crate::cli_args::GuardRunArgs;
 use crate::data_files;
-use crate::distill::replace_file;
+use crate::files::replace_file;
 use crate::model_dir::ModelDir;
 use crate::progress;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// The model directory to export.
-    #[arg(long)]
+    #[arg(long, env = "HARMAUG_MODEL")]
     model: PathBuf,
     /// The bundle directory to write.
     #[arg(long)]
@@ -46,10 +47,9 @@ pub struct ExportArgs {
     /// The bundle's operating threshold, given directly (default 0.5).
     #[arg(long, value_parser = threshold_arg)]
     threshold: Option<f64>,
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendChoice,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
+    /// How the model runs to measure drift and calibrate; `--max-length` is also the bundle's.
+    #[command(flatten)]
+    run: GuardRunArgs,
 }
 
 /// `--threshold`, refused before any work unless strictly between 0 and 1.
@@ -88,7 +88,7 @@ impl DtypeArg {
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
-    backend::run(args.backend, Export { args })
+    backend::run(args.run.backend, Export { args })
 }
 
 struct Export {
@@ -101,7 +101,7 @@ impl BackendJob for Export {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let args = &self.args;
         let source = ModelDir::open(&args.model)?;
-        let original = source.load_guard::<B>(&LoadOptions::default(), &device)?;
+        let original = source.load_guard::<B>(&args.run.load_options(), &device)?;
         let weights = checkpoint::to_safetensors(
             original.model(),
             &original.parts().names,
@@ -125,16 +125,21 @@ impl BackendJob for Export {
                 release_weights: None,
                 ..files
             },
-            &LoadOptions::default(),
+            &args.run.load_options(),
             &device,
         )
         .context("loading the exported bundle back")?;
         let mut drift = Vec::new();
         for path in &args.eval {
-            drift.push(measure_drift(path, &original, &exported, args.batch_size)?);
+            drift.push(measure_drift(
+                path,
+                &original,
+                &exported,
+                args.run.batch_size,
+            )?);
         }
         let threshold = match (&args.calibrate, args.threshold) {
-            (Some(path), _) => Some(calibrate(path, &exported, args.batch_size)?),
+            (Some(path), _) => Some(calibrate(path, &exported, args.run.batch_size)?),
             (None, Some(value)) => Some(Threshold {
                 value,
                 chosen_by: "given to harmaug export (--threshold)".into(),

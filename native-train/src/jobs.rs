@@ -1,10 +1,11 @@
 //! What long LLM jobs share: append-only JSONL outputs that a restarted job resumes from (rows
 //! carry ids; done ids are skipped), and a pool of threads keeping N requests in flight while
-//! one thread writes the results.
+//! one thread writes the results; and the reader of their input rows.
 //!
 //! A kill -9 loses at most the requests in flight: every finished row is written and flushed
 //! when it completes, and a row torn by the kill is cut off when the file is reopened.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -132,6 +133,33 @@ where
         }
         outcome
     })
+}
+
+/// `(id, row)` for every input row; rows without an `id` get `<file stem>:<line>`.
+pub fn read_prompts(path: &Path) -> Result<Vec<(String, Map<String, Value>)>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let stem = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let mut rows = Vec::new();
+    let mut ids = HashSet::new();
+    let parsed = harmaug_core::formats::parse_jsonl(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}:{}: {}", path.display(), e.line, e.message))?;
+    for harmaug_core::formats::Row {
+        line, fields: row, ..
+    } in parsed
+    {
+        let id = match row.get("id") {
+            Some(Value::String(id)) => id.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => format!("{stem}:{line}"),
+        };
+        if !ids.insert(id.clone()) {
+            bail!("{}:{line}: id {id:?} appears twice", path.display());
+        }
+        rows.push((id, row));
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]

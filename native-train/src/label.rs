@@ -15,11 +15,11 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
-use harmaug_core::{GuardInput, LoadOptions};
+use harmaug_core::GuardInput;
 use serde_json::{Map, Value};
 
-use crate::augment::respond::read_prompts;
-use crate::backend::{self, BackendChoice, BackendJob};
+use crate::backend::{self, BackendJob};
+use crate::cli_args::GuardRunArgs;
 use crate::jobs::{self, JsonlOutput};
 use crate::llm::{self, LlmOptions, Message, TextModel};
 use crate::model_dir::ModelDir;
@@ -39,15 +39,10 @@ pub struct LabelArgs {
     out: PathBuf,
     #[arg(long, value_enum, default_value = "instruct")]
     guard_format: GuardFormat,
-    /// For a checkpoint teacher: the burn backend and batch size.
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendChoice,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// For a checkpoint teacher: truncation length in tokens (default: the model's, at most
-    /// 512). Match the student's `--max-length` so the teacher scores what the student sees.
-    #[arg(long)]
-    max_length: Option<usize>,
+    /// For a checkpoint teacher: how it runs. Match the student's `--max-length` so that the
+    /// teacher scores what the student sees.
+    #[command(flatten)]
+    run: GuardRunArgs,
     #[command(flatten)]
     llm: LlmOptions,
 }
@@ -63,7 +58,7 @@ pub enum GuardFormat {
 type Rows = Vec<(String, Map<String, Value>)>;
 
 pub fn run(args: LabelArgs) -> Result<()> {
-    let inputs = read_prompts(&args.input)?;
+    let inputs = jobs::read_prompts(&args.input)?;
     let (out, existing) = JsonlOutput::open(&args.out)?;
     let done: HashSet<String> = jobs::ids(&existing).map(str::to_string).collect();
     let todo: Rows = inputs
@@ -80,7 +75,7 @@ pub fn run(args: LabelArgs) -> Result<()> {
             total,
             done: done.len(),
         };
-        return backend::run(args.backend, job);
+        return backend::run(args.run.backend, job);
     }
     let model = llm::open(&args.teacher, &args.llm)?;
     label_with_llm(&args, model.as_ref(), todo, out, total, done.len())
@@ -200,15 +195,12 @@ impl BackendJob for CheckpointTeacher<'_> {
 
     fn run<B: Backend>(mut self, device: B::Device) -> Result<()> {
         let dir = ModelDir::open(std::path::Path::new(&self.args.teacher))?;
-        let options = LoadOptions {
-            max_length: self.args.max_length,
-            ..LoadOptions::default()
-        };
+        let options = self.args.run.load_options();
         let guard = dir.load_guard::<B>(&options, &device)?;
         let name = dir.path.display().to_string();
         let bar = progress::bar(self.total, "rows")?;
         bar.set_position(self.done as u64);
-        for chunk in self.todo.chunks(self.args.batch_size.max(1)) {
+        for chunk in self.todo.chunks(self.args.run.batch_size.max(1)) {
             let inputs: Vec<GuardInput> = chunk
                 .iter()
                 .map(|(_, row)| GuardInput {

@@ -2,10 +2,12 @@
 
 mod augment;
 mod backend;
+mod cli_args;
 mod data_files;
 mod distill;
 mod eval;
 mod export;
+mod files;
 mod jobs;
 mod label;
 mod llm;

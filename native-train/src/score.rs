@@ -14,7 +14,8 @@ use harmaug_core::formats::{Row, parse_jsonl};
 use harmaug_core::{GuardInput, LoadOptions};
 use serde_json::{Map, Number, Value};
 
-use crate::backend::{self, BackendChoice, BackendJob};
+use crate::backend::{self, BackendJob};
+use crate::cli_args::GuardRunArgs;
 use crate::model_dir::ModelDir;
 use crate::progress;
 
@@ -30,37 +31,24 @@ pub struct ScoreArgs {
     /// Prompts to score, one per argument.
     #[arg(value_name = "TEXT")]
     texts: Vec<String>,
-    /// Truncation length in tokens (default: max_position_embeddings, at most 512).
-    #[arg(long)]
-    max_length: Option<usize>,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
+    #[command(flatten)]
+    run: GuardRunArgs,
     /// `unsafe` is true when score ≥ threshold. Default: the bundle's calibrated threshold
     /// (manifest.json), else 0.5.
     #[arg(long)]
     threshold: Option<f32>,
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendChoice,
-    /// Seed for a classifier head the checkpoint lacks (base models such as MiniLM).
-    #[arg(long, default_value_t = 0)]
-    head_seed: u64,
 }
 
 pub fn run(args: ScoreArgs) -> Result<()> {
     let rows = read_rows(&args)?;
     let model = ModelDir::open_or_default(args.model.as_deref())?;
-    let options = LoadOptions {
-        max_length: args.max_length,
-        head_seed: args.head_seed,
-    };
-    let backend = args.backend;
     let scores = backend::run(
-        backend,
+        args.run.backend,
         ScoreJob {
             model: &model,
-            options,
+            options: args.run.load_options(),
             inputs: rows.iter().map(|r| r.input.clone()).collect(),
-            batch_size: args.batch_size,
+            batch_size: args.run.batch_size,
         },
     )?;
     // f32 like the scores: a score equal to the manifest's threshold counts as unsafe.

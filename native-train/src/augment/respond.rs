@@ -50,7 +50,7 @@ struct Job {
 }
 
 pub fn run(args: RespondArgs) -> Result<()> {
-    let inputs = read_prompts(&args.input)?;
+    let inputs = jobs::read_prompts(&args.input)?;
     let model = llm::open(&args.responder, &args.llm)?;
     let (mut out, existing) = JsonlOutput::open(&args.out)?;
     let done: HashSet<String> = jobs::ids(&existing).map(str::to_string).collect();
@@ -146,33 +146,6 @@ fn respond(args: &RespondArgs, model: &dyn TextModel, job: &Job) -> Result<Map<S
         }),
     );
     Ok(row)
-}
-
-/// `(id, row)` for every input row; rows without an `id` get `<file stem>:<line>`.
-pub fn read_prompts(path: &std::path::Path) -> Result<Vec<(String, Map<String, Value>)>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let stem = path
-        .file_stem()
-        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-    let mut rows = Vec::new();
-    let mut ids = HashSet::new();
-    let parsed = harmaug_core::formats::parse_jsonl(&bytes)
-        .map_err(|e| anyhow::anyhow!("{}:{}: {}", path.display(), e.line, e.message))?;
-    for harmaug_core::formats::Row {
-        line, fields: row, ..
-    } in parsed
-    {
-        let id = match row.get("id") {
-            Some(Value::String(id)) => id.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => format!("{stem}:{line}"),
-        };
-        if !ids.insert(id.clone()) {
-            bail!("{}:{line}: id {id:?} appears twice", path.display());
-        }
-        rows.push((id, row));
-    }
-    Ok(rows)
 }
 
 /// A stable 64-bit hash (per-row sampling seeds must not change between runs).

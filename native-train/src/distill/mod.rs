@@ -10,8 +10,6 @@ mod loss;
 mod optimizer;
 mod state;
 
-pub use state::replace_file;
-
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -34,7 +32,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::backend::{self, BackendChoice, BackendJob};
-use crate::eval::FormatArg;
+use crate::cli_args::FormatArg;
+use crate::files::replace_file;
 use crate::model_dir::ModelDir;
 use data::{Example, Sampler, Sampling};
 use loss::Targets;
@@ -712,9 +711,9 @@ impl<B: Backend> Run<'_, B> {
         let out = &self.args.out;
         let weights =
             checkpoint::to_safetensors(&model.valid(), &self.parts.names, StoredDtype::F32)?;
-        state::replace_file(&out.join("model.safetensors"), &weights)?;
-        state::replace_file(&out.join("config.json"), self.config_json.as_bytes())?;
-        state::replace_file(&out.join("tokenizer.json"), self.tokenizer_json)?;
+        replace_file(&out.join("model.safetensors"), &weights)?;
+        replace_file(&out.join("config.json"), self.config_json.as_bytes())?;
+        replace_file(&out.join("tokenizer.json"), self.tokenizer_json)?;
         Ok(())
     }
 }

@@ -19,6 +19,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::optimizer::{AdamWConfig, LinearSchedule};
+use crate::files::{replace_file, write_synced};
 
 /// Everything that must match for a run to be resumed: the data, the starting model and the
 /// hyper-parameters (not the backend, batch split or save interval, which may change).
@@ -134,21 +135,6 @@ pub fn write_snapshot(
         }
     }
     Ok(final_dir)
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    write_synced(&tmp, bytes)?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", path.display()))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file =
-        fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// `metrics.jsonl`, appended line by line.
