@@ -7,7 +7,7 @@ use crate::checkpoint::{Checkpoint, ParamNames, ReleasePages};
 use crate::config::{Labels, ModelConfig};
 use crate::models::{BatchTensors, FreshParts, GuardModel};
 pub use crate::tokenize::GuardInput;
-use crate::tokenize::{EncodedBatch, EncodedText, TextEncoder};
+use crate::tokenize::{EncodedBatch, EncodedText, TextEncoder, passes_token_type_ids};
 use crate::{Error, Result};
 
 /// The three files of a HF model directory, as bytes (core does no file I/O).
@@ -15,6 +15,9 @@ pub struct ModelFiles<'a> {
     pub config_json: &'a str,
     pub weights: &'a [u8],
     pub tokenizer_json: &'a [u8],
+    /// `tokenizer_config.json`, when the model has one: it decides whether the model gets
+    /// segment ids ([`passes_token_type_ids`](crate::tokenize::passes_token_type_ids)).
+    pub tokenizer_config_json: Option<&'a str>,
     /// Lets a memory-mapped `weights` drop pages once converted (see [`ReleasePages`]).
     pub release_weights: Option<&'a dyn ReleasePages>,
 }
@@ -70,7 +73,8 @@ impl<B: Backend> Guard<B> {
             Some(n) => n,
         };
         let encoder =
-            TextEncoder::from_bytes(files.tokenizer_json, max_length, config.arch.pad_token_id())?;
+            TextEncoder::from_bytes(files.tokenizer_json, max_length, config.arch.pad_token_id())?
+                .with_segment_ids(passes_token_type_ids(files.tokenizer_config_json)?);
         let checkpoint = Checkpoint::from_bytes(files.weights)?.with_release(files.release_weights);
         let (model, fresh) = GuardModel::load(&config, &checkpoint, options.head_seed, device)?;
         if !fresh.names.is_empty() {

@@ -88,6 +88,35 @@ pub struct TextEncoder {
     tokenizer: Tokenizer,
     max_length: usize,
     pad_id: u32,
+    /// Whether the model gets the tokenizer's segment ids (see [`passes_token_type_ids`]);
+    /// without them every token is segment 0, as when transformers passes no `token_type_ids`.
+    segment_ids: bool,
+}
+
+/// Whether transformers' tokenizer for this model returns `token_type_ids`, read from the
+/// model's `tokenizer_config.json` (`None`: the file is absent): its `model_input_names` when
+/// listed, else the default of its `tokenizer_class`. transformers 5's generic
+/// `TokenizersBackend` — which `PreTrainedTokenizerFast` configs also load as — returns none;
+/// the architectures' own tokenizers (BERT, DeBERTa-v2), which load when no class is named,
+/// return them. A model that gets none sees segment 0 for the response too.
+pub fn passes_token_type_ids(tokenizer_config_json: Option<&str>) -> Result<bool> {
+    #[derive(serde::Deserialize)]
+    struct TokenizerConfig {
+        model_input_names: Option<Vec<String>>,
+        tokenizer_class: Option<String>,
+    }
+    let Some(json) = tokenizer_config_json else {
+        return Ok(true);
+    };
+    let config: TokenizerConfig = serde_json::from_str(json)
+        .map_err(|e| Error::Tokenizer(format!("tokenizer_config.json: {e}")))?;
+    Ok(
+        match (config.model_input_names, config.tokenizer_class.as_deref()) {
+            (Some(names), _) => names.iter().any(|n| n == "token_type_ids"),
+            (None, Some("TokenizersBackend" | "PreTrainedTokenizerFast")) => false,
+            (None, _) => true,
+        },
+    )
 }
 
 impl TextEncoder {
@@ -107,7 +136,14 @@ impl TextEncoder {
             tokenizer,
             max_length,
             pad_id,
+            segment_ids: true,
         })
+    }
+
+    /// With `false`, every token gets segment id 0 (see [`passes_token_type_ids`]).
+    pub fn with_segment_ids(mut self, segment_ids: bool) -> Self {
+        self.segment_ids = segment_ids;
+        self
     }
 
     pub fn max_length(&self) -> usize {
@@ -129,9 +165,14 @@ impl TextEncoder {
             .tokenizer
             .encode(sequence, true)
             .map_err(|e| Error::Tokenizer(format!("cannot encode input: {e}")))?;
+        let type_ids = if self.segment_ids {
+            encoding.get_type_ids().to_vec()
+        } else {
+            vec![0; encoding.get_ids().len()]
+        };
         Ok(EncodedText {
             ids: encoding.get_ids().to_vec(),
-            type_ids: encoding.get_type_ids().to_vec(),
+            type_ids,
             truncated: !encoding.get_overflowing().is_empty(),
         })
     }
@@ -158,5 +199,23 @@ mod tests {
         assert_eq!(batch.input_ids, vec![5, 6, 7, 5, 9, 9]);
         assert_eq!(batch.token_type_ids, vec![0, 0, 1, 0, 0, 0]);
         assert_eq!(batch.attention_mask, vec![1, 1, 1, 1, 0, 0]);
+    }
+
+    #[test]
+    fn token_type_ids_follow_tokenizer_config() {
+        let passes = |json: Option<&str>| passes_token_type_ids(json).unwrap();
+        assert!(passes(None));
+        assert!(passes(Some("{}")));
+        assert!(passes(Some(r#"{"tokenizer_class": "BertTokenizer"}"#)));
+        assert!(!passes(Some(r#"{"tokenizer_class": "TokenizersBackend"}"#)));
+        assert!(!passes(Some(
+            r#"{"tokenizer_class": "PreTrainedTokenizerFast"}"#
+        )));
+        let listed = r#"{"tokenizer_class": "BertTokenizer", "model_input_names": ["input_ids", "attention_mask"]}"#;
+        assert!(!passes(Some(listed)));
+        let listed = r#"{"tokenizer_class": "TokenizersBackend", "model_input_names": ["input_ids", "token_type_ids"]}"#;
+        assert!(passes(Some(listed)));
+        let error = passes_token_type_ids(Some("{")).unwrap_err().to_string();
+        assert!(error.contains("tokenizer_config.json"), "{error}");
     }
 }

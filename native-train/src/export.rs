@@ -108,16 +108,7 @@ impl BackendJob for Export {
             args.dtype.stored(),
         )?;
         let files = source.files();
-        std::fs::create_dir_all(&args.out)
-            .with_context(|| format!("creating {}", args.out.display()))?;
-        let outputs: [(&str, &[u8]); 3] = [
-            ("config.json", files.config_json.as_bytes()),
-            ("tokenizer.json", files.tokenizer_json),
-            ("model.safetensors", &weights),
-        ];
-        for (name, bytes) in outputs {
-            replace_file(&args.out.join(name), bytes)?;
-        }
+        let outputs = write_bundle_files(&args.out, &files, &weights)?;
 
         let exported = Guard::<B>::load(
             &ModelFiles {
@@ -179,6 +170,32 @@ impl BackendJob for Export {
         );
         Ok(())
     }
+}
+
+/// Writes the bundle's files (the manifest comes last) and returns them by name. A stale
+/// `tokenizer_config.json` is removed when the model has none: it would change the encoding.
+fn write_bundle_files<'a>(
+    out: &Path,
+    files: &ModelFiles<'a>,
+    weights: &'a [u8],
+) -> Result<Vec<(&'static str, &'a [u8])>> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut outputs = vec![
+        ("config.json", files.config_json.as_bytes()),
+        ("tokenizer.json", files.tokenizer_json),
+        ("model.safetensors", weights),
+    ];
+    let tokenizer_config = out.join("tokenizer_config.json");
+    match files.tokenizer_config_json {
+        Some(json) => outputs.push(("tokenizer_config.json", json.as_bytes())),
+        None if tokenizer_config.exists() => std::fs::remove_file(&tokenizer_config)
+            .with_context(|| format!("removing {}", tokenizer_config.display()))?,
+        None => {}
+    }
+    for (name, bytes) in &outputs {
+        replace_file(&out.join(name), bytes)?;
+    }
+    Ok(outputs)
 }
 
 /// A labelled data file's inputs and labels.

@@ -21,6 +21,8 @@ pub struct ModelDir {
     config_json: String,
     weights: Weights,
     tokenizer_json: Vec<u8>,
+    /// Optional; decides whether the model gets segment ids (see `passes_token_type_ids`).
+    pub tokenizer_config_json: Option<String>,
 }
 
 enum Weights {
@@ -60,6 +62,15 @@ impl ModelDir {
         let tokenizer_path = path.join("tokenizer.json");
         let tokenizer_json = fs::read(&tokenizer_path)
             .with_context(|| format!("reading {}", tokenizer_path.display()))?;
+        let tokenizer_config_path = path.join("tokenizer_config.json");
+        let tokenizer_config_json = match fs::read_to_string(&tokenizer_config_path) {
+            Ok(json) => Some(json),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("reading {}", tokenizer_config_path.display()));
+            }
+        };
         let weights_path = path.join("model.safetensors");
         let file = File::open(&weights_path)
             .with_context(|| format!("opening {}", weights_path.display()))?;
@@ -83,6 +94,7 @@ impl ModelDir {
             config_json,
             weights: Weights::Mapped(weights),
             tokenizer_json,
+            tokenizer_config_json,
         })
     }
 
@@ -105,6 +117,7 @@ impl ModelDir {
             config_json: String::from_utf8(embedded::CONFIG.to_vec())?,
             weights: Weights::Embedded(embedded::WEIGHTS),
             tokenizer_json: embedded::TOKENIZER.to_vec(),
+            tokenizer_config_json: None,
         })
     }
 
@@ -145,6 +158,7 @@ impl ModelDir {
             config_json: &self.config_json,
             weights: self.weights(),
             tokenizer_json: &self.tokenizer_json,
+            tokenizer_config_json: self.tokenizer_config_json.as_deref(),
             release_weights: match self.weights {
                 Weights::Mapped(_) => Some(self),
                 #[cfg(feature = "default-model")]

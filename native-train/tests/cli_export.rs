@@ -223,3 +223,66 @@ fn a_calibrated_threshold_travels_in_the_manifest_and_sets_the_verdicts() {
         "{stderr}"
     );
 }
+
+/// A model whose tokenizer_config.json says it gets no token_type_ids keeps saying so in its
+/// bundle: the file travels (listed in the manifest) and pair scores stay those of the model.
+#[test]
+fn tokenizer_config_travels_with_the_bundle() {
+    let model = fixture("bert-tiny-generic-tokenizer");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bundle");
+    harmaug(&[
+        "export",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--dtype",
+        "f32",
+    ]);
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let names: Vec<&str> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert!(names.contains(&"tokenizer_config.json"), "{names:?}");
+    let pairs = |model: &Path| {
+        let input = dir.path().join("pairs.jsonl");
+        std::fs::write(
+            &input,
+            "{\"prompt\": \"How do I hurt someone?\", \"response\": \"I can't help with that.\"}\n",
+        )
+        .unwrap();
+        let rows = common::json_lines(
+            &run_ok(&[
+                "score",
+                "--model",
+                model.to_str().unwrap(),
+                "--input",
+                input.to_str().unwrap(),
+            ])
+            .stdout,
+        );
+        scores(&rows)
+    };
+    let (original, bundled) = (pairs(&model), pairs(&out));
+    assert!(
+        (original[0] - bundled[0]).abs() < 1e-6,
+        "{original:?} vs {bundled:?}"
+    );
+
+    // Without the file the response would be segment 1: a different score.
+    std::fs::remove_file(out.join("tokenizer_config.json")).unwrap();
+    let mut manifest = manifest;
+    let files = manifest["files"].as_array_mut().unwrap();
+    files.retain(|f| f["name"] != "tokenizer_config.json");
+    std::fs::write(out.join("manifest.json"), manifest.to_string()).unwrap();
+    let segmented = pairs(&out);
+    assert!(
+        (original[0] - segmented[0]).abs() > 1e-4,
+        "{original:?} vs {segmented:?}"
+    );
+}

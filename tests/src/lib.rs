@@ -82,10 +82,12 @@ pub fn load_guard(dir: &Path, options: &LoadOptions) -> Guard<TestBackend> {
     let config_json = String::from_utf8(read("config.json")).expect("config.json is UTF-8");
     let weights = read("model.safetensors");
     let tokenizer_json = read("tokenizer.json");
+    let tokenizer_config_json = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok();
     let files = ModelFiles {
         config_json: &config_json,
         weights: &weights,
         tokenizer_json: &tokenizer_json,
+        tokenizer_config_json: tokenizer_config_json.as_deref(),
         release_weights: None,
     };
     Guard::load(&files, options, &Default::default())

@@ -113,6 +113,13 @@ fn bert_tiny_bf16_weights_match_transformers() {
     check("bert-tiny-bf16");
 }
 
+/// Saved by transformers 5's generic tokenizer (`TokenizersBackend`): transformers passes no
+/// `token_type_ids`, so the response is segment 0 like the prompt.
+#[test]
+fn generic_tokenizer_without_token_types_matches_transformers() {
+    check("bert-tiny-generic-tokenizer");
+}
+
 #[test]
 fn deberta_v3_attention_256_buckets_up_to_512_tokens_matches_transformers() {
     check("deberta-tiny-b256");

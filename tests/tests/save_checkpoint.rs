@@ -64,6 +64,7 @@ fn reload(dir: &Path, weights: &[u8]) -> Guard<TestBackend> {
         config_json: &config_json,
         weights,
         tokenizer_json: &tokenizer_json,
+        tokenizer_config_json: None,
         release_weights: None,
     };
     Guard::load(&files, &LoadOptions::default(), &Default::default()).unwrap()

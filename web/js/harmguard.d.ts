@@ -14,6 +14,8 @@ export interface BundleFiles {
   "config.json": string | ArrayBuffer | Uint8Array | Blob;
   "tokenizer.json": string | ArrayBuffer | Uint8Array | Blob;
   "model.safetensors": ArrayBuffer | Uint8Array | Blob;
+  /** Optional, as in the model's folder: decides whether the model gets segment ids. */
+  "tokenizer_config.json"?: string | ArrayBuffer | Uint8Array | Blob;
 }
 
 export interface LoadOptions {

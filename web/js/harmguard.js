@@ -31,7 +31,8 @@ export class HarmGuard {
    * @param {object} options
    * @param {string} [options.url] the bundle's folder (holding manifest.json)
    * @param {object} [options.files] instead of `url`: `config.json`, `tokenizer.json`,
-   *   `model.safetensors` as strings, ArrayBuffers, Blobs or Files
+   *   `model.safetensors` (and `tokenizer_config.json` if the model has one) as strings,
+   *   ArrayBuffers, Blobs or Files
    * @param {"auto"|"webgpu"|"cpu"} [options.backend] "auto": WebGPU when the browser offers an
    *   adapter, else (and on any WebGPU failure, with a console warning) the CPU
    * @param {(p: {file: string, loaded: number, total: number}) => void} [options.onProgress]

@@ -24,7 +24,8 @@ const OPS = {
     const order = backend === "auto" ? ((await hasWebGpuAdapter()) ? ["webgpu", "cpu"] : ["cpu"]) : [backend];
     for (const candidate of order) {
       try {
-        guard = await WasmGuard.load(bundle.config, bundle.tokenizer, bundle.weights, candidate, maxLength || 0);
+        guard = await WasmGuard.load(
+          bundle.config, bundle.tokenizer, bundle.tokenizerConfig, bundle.weights, candidate, maxLength || 0);
         // A first call compiles WebGPU's shaders; fail over now rather than on the user's first score.
         await guard.scoreBatch(["warm-up"], [""]);
         break;
@@ -67,12 +68,15 @@ async function fromFiles(files) {
   const weights = files["model.safetensors"] ?? files.weights;
   const config = files["config.json"] ?? files.config;
   const tokenizer = files["tokenizer.json"] ?? files.tokenizer;
+  const tokenizerConfig = files["tokenizer_config.json"];
   if (!weights || !config || !tokenizer) {
     throw new Error("files must hold config.json, tokenizer.json and model.safetensors");
   }
   return {
     config: new TextDecoder().decode(await bytes(config)),
     tokenizer: await bytes(tokenizer),
+    // Optional: decides whether the model gets segment ids, as in transformers.
+    tokenizerConfig: tokenizerConfig ? new TextDecoder().decode(await bytes(tokenizerConfig)) : undefined,
     weights: await bytes(weights),
     manifest: null,
   };
@@ -95,6 +99,7 @@ async function download(url, useCache) {
   return {
     config: new TextDecoder().decode(fetched["config.json"]),
     tokenizer: fetched["tokenizer.json"],
+    tokenizerConfig: fetched["tokenizer_config.json"] && new TextDecoder().decode(fetched["tokenizer_config.json"]),
     weights: fetched["model.safetensors"],
     manifest,
   };

@@ -39,11 +39,13 @@ pub struct WasmGuard {
 
 #[wasm_bindgen]
 impl WasmGuard {
-    /// Loads a model from the bundle's files. `backend`: "webgpu" or "cpu" (the JS wrapper
-    /// chooses, and falls back to "cpu" when WebGPU fails). `max_length`: 0 = the model's.
+    /// Loads a model from the bundle's files (`tokenizer_config_json` only if the bundle has
+    /// one). `backend`: "webgpu" or "cpu" (the JS wrapper chooses, and falls back to "cpu" when
+    /// WebGPU fails). `max_length`: 0 = the model's.
     pub async fn load(
         config_json: String,
         tokenizer_json: Vec<u8>,
+        tokenizer_config_json: Option<String>,
         weights: Vec<u8>,
         backend: String,
         max_length: usize,
@@ -53,6 +55,7 @@ impl WasmGuard {
             config_json: &config_json,
             weights: &weights,
             tokenizer_json: &tokenizer_json,
+            tokenizer_config_json: tokenizer_config_json.as_deref(),
             release_weights: None,
         };
         let options = LoadOptions {

@@ -234,6 +234,7 @@ fn train<B: Backend>(args: &DistillArgs, devices: &[B::Device]) -> Result<()> {
         args,
         config_json: &student.config_json,
         tokenizer_json: &student.tokenizer_json,
+        tokenizer_config_json: student.tokenizer_config_json.as_deref(),
         settings: &settings,
         parts: &student.parts,
         examples: &data.examples,
@@ -310,6 +311,8 @@ struct Student<B: Backend> {
     config_json: String,
     /// Kept in memory: a resumed run's source snapshot is deleted once a newer one is written.
     tokenizer_json: Vec<u8>,
+    /// Copied with the student: transformers must encode its inputs as it was trained on them.
+    tokenizer_config_json: Option<String>,
     max_length: usize,
 }
 
@@ -334,6 +337,7 @@ fn load_student<B: Backend>(
     let guard = Guard::<AB<B>>::load(&files, &options, device)
         .with_context(|| format!("loading model {}", source.path.display()))?;
     let tokenizer_json = files.tokenizer_json.to_vec();
+    let tokenizer_config_json = source.tokenizer_config_json.clone();
     let unsafe_index = guard.labels().unsafe_index;
     let (model, parts) = guard.into_parts();
     Ok(Student {
@@ -342,6 +346,7 @@ fn load_student<B: Backend>(
         unsafe_index,
         config_json,
         tokenizer_json,
+        tokenizer_config_json,
         max_length,
     })
 }
@@ -482,9 +487,11 @@ fn restore_optimizer<B: Backend>(
 /// What every step of a run reads.
 struct Run<'a, B: Backend> {
     args: &'a DistillArgs,
-    /// The student's `config.json` and `tokenizer.json`, written with every snapshot.
+    /// The student's `config.json`, `tokenizer.json` and `tokenizer_config.json` (if the
+    /// source has one), written with every snapshot.
     config_json: &'a str,
     tokenizer_json: &'a [u8],
+    tokenizer_config_json: Option<&'a str>,
     settings: &'a RunSettings,
     parts: &'a GuardParts,
     examples: &'a [Example],
@@ -693,14 +700,16 @@ impl<B: Backend> Run<'_, B> {
             settings: self.settings.clone(),
             harmaug_version: env!("CARGO_PKG_VERSION").into(),
         };
-        let files = SnapshotFiles {
-            files: vec![
-                ("config.json", self.config_json.as_bytes()),
-                ("model.safetensors", &weights),
-                ("tokenizer.json", self.tokenizer_json),
-                ("optimizer.safetensors", &moments),
-            ],
-        };
+        let mut files = vec![
+            ("config.json", self.config_json.as_bytes()),
+            ("model.safetensors", &weights),
+            ("tokenizer.json", self.tokenizer_json),
+            ("optimizer.safetensors", &moments),
+        ];
+        if let Some(json) = self.tokenizer_config_json {
+            files.push(("tokenizer_config.json", json.as_bytes()));
+        }
+        let files = SnapshotFiles { files };
         let dir = state::write_snapshot(&self.args.out, &state, files)?;
         tracing::debug!("snapshot {}", dir.display());
         Ok(())
@@ -714,6 +723,9 @@ impl<B: Backend> Run<'_, B> {
         replace_file(&out.join("model.safetensors"), &weights)?;
         replace_file(&out.join("config.json"), self.config_json.as_bytes())?;
         replace_file(&out.join("tokenizer.json"), self.tokenizer_json)?;
+        if let Some(json) = self.tokenizer_config_json {
+            replace_file(&out.join("tokenizer_config.json"), json.as_bytes())?;
+        }
         Ok(())
     }
 }
