@@ -14,21 +14,33 @@ struct Fixture {
     tokenizer: &'static [u8],
     weights: &'static [u8],
     reference: &'static str,
+    tokenizer_config: Option<&'static str>,
 }
 
 macro_rules! fixture {
     ($dir:literal) => {
+        fixture!($dir, None)
+    };
+    ($dir:literal, $tokenizer_config:expr) => {
         Fixture {
             config: include_str!(concat!("../../tests/fixtures/", $dir, "/config.json")),
             tokenizer: include_bytes!(concat!("../../tests/fixtures/", $dir, "/tokenizer.json")),
             weights: include_bytes!(concat!("../../tests/fixtures/", $dir, "/model.safetensors")),
             reference: include_str!(concat!("../../tests/fixtures/", $dir, "/reference.json")),
+            tokenizer_config: $tokenizer_config,
         }
     };
 }
 
 const BERT: Fixture = fixture!("bert-tiny-f32");
 const DEBERTA: Fixture = fixture!("deberta-tiny-b8");
+/// Its tokenizer_config.json says transformers passes no token_type_ids.
+const GENERIC_TOKENIZER: Fixture = fixture!(
+    "bert-tiny-generic-tokenizer",
+    Some(include_str!(
+        "../../tests/fixtures/bert-tiny-generic-tokenizer/tokenizer_config.json"
+    ))
+);
 
 /// Scores the fixture's inputs on `backend` and compares P(unsafe) = softmax(logits)[1] with
 /// the reference logits (both fixtures label index 1 "unsafe").
@@ -48,6 +60,7 @@ async fn check_weights(fixture: &Fixture, config: String, weights: Vec<u8>, back
     let guard = WasmGuard::load(
         config,
         fixture.tokenizer.to_vec(),
+        fixture.tokenizer_config.map(String::from),
         weights,
         backend.to_string(),
         max_length,
@@ -89,6 +102,11 @@ async fn bert_fixture_matches_pytorch_on_cpu() {
 #[wasm_bindgen_test]
 async fn deberta_fixture_matches_pytorch_on_cpu() {
     check(&DEBERTA, "cpu").await;
+}
+
+#[wasm_bindgen_test]
+async fn generic_tokenizer_fixture_matches_pytorch_on_cpu() {
+    check(&GENERIC_TOKENIZER, "cpu").await;
 }
 
 /// Needs a WebGPU adapter: the runner starts Chromium with `--enable-unsafe-webgpu`
@@ -139,6 +157,7 @@ async fn unknown_backend_is_refused() {
     let error = WasmGuard::load(
         BERT.config.into(),
         BERT.tokenizer.to_vec(),
+        None,
         BERT.weights.to_vec(),
         "tpu".into(),
         0,
