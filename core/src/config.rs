@@ -10,6 +10,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::models::activation::Activation;
+pub use crate::models::bert::BertConfig;
+pub use crate::models::deberta_v2::{DebertaV2Config, PosAttType};
 use crate::{Error, Result};
 
 /// A parsed `config.json`: which architecture, its hyper-parameters and the label mapping.
@@ -39,203 +41,34 @@ impl ArchConfig {
             ArchConfig::DebertaV2(c) => c.pad_token_id,
         }
     }
+
+    /// The `architectures` entry transformers loads a classifier of this kind with.
+    pub fn hf_class(&self) -> &'static str {
+        match self {
+            ArchConfig::Bert(_) => BertConfig::HF_CLASS,
+            ArchConfig::DebertaV2(_) => DebertaV2Config::HF_CLASS,
+        }
+    }
+
+    /// Whether `max_position_embeddings` may be raised for longer inputs (no learned table of
+    /// absolute positions to outgrow).
+    pub fn can_extend_positions(&self) -> bool {
+        match self {
+            ArchConfig::Bert(c) => c.can_extend_positions(),
+            ArchConfig::DebertaV2(c) => c.can_extend_positions(),
+        }
+    }
 }
 
-/// `BertConfig` fields that change the forward pass (dropout only while training).
-#[derive(Debug, Clone, Deserialize)]
-pub struct BertConfig {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub intermediate_size: usize,
-    pub max_position_embeddings: usize,
-    #[serde(default = "default_type_vocab_size")]
-    pub type_vocab_size: usize,
-    #[serde(default = "default_hidden_act")]
-    pub hidden_act: Activation,
-    #[serde(default = "default_layer_norm_eps")]
-    pub layer_norm_eps: f64,
-    #[serde(default)]
-    pub pad_token_id: u32,
-    #[serde(default = "default_position_embedding_type")]
-    pub position_embedding_type: String,
-    #[serde(default = "default_initializer_range")]
-    pub initializer_range: f64,
-    #[serde(default = "default_dropout")]
-    pub hidden_dropout_prob: f64,
-    #[serde(default = "default_dropout")]
-    pub attention_probs_dropout_prob: f64,
-    /// Before the classifier; `None` means `hidden_dropout_prob`.
-    pub classifier_dropout: Option<f64>,
-}
-
-fn default_dropout() -> f64 {
+/// transformers' defaults that both architectures share.
+pub(crate) fn default_dropout() -> f64 {
     0.1
 }
-fn default_type_vocab_size() -> usize {
-    2
-}
-fn default_hidden_act() -> Activation {
+pub(crate) fn default_hidden_act() -> Activation {
     Activation::Gelu
 }
-fn default_layer_norm_eps() -> f64 {
-    1e-12
-}
-fn default_position_embedding_type() -> String {
-    "absolute".into()
-}
-fn default_initializer_range() -> f64 {
+pub(crate) fn default_initializer_range() -> f64 {
     0.02
-}
-
-/// `DebertaV2Config` fields that change the forward pass (`model_type: "deberta-v2"`, which
-/// DeBERTa-v3 checkpoints use). Defaults are transformers' (`getattr(config, ..., default)`).
-#[derive(Debug, Clone, Deserialize)]
-pub struct DebertaV2Config {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub intermediate_size: usize,
-    pub max_position_embeddings: usize,
-    #[serde(default)]
-    pub type_vocab_size: usize,
-    #[serde(default = "default_hidden_act")]
-    pub hidden_act: Activation,
-    #[serde(default = "default_deberta_layer_norm_eps")]
-    pub layer_norm_eps: f64,
-    #[serde(default)]
-    pub pad_token_id: u32,
-    #[serde(default = "default_initializer_range")]
-    pub initializer_range: f64,
-    /// Width of the word embeddings when it differs from `hidden_size` (then projected).
-    pub embedding_size: Option<usize>,
-    #[serde(default = "default_true")]
-    pub position_biased_input: bool,
-    #[serde(default)]
-    pub relative_attention: bool,
-    /// -1 (or absent) means `max_position_embeddings`.
-    #[serde(default = "default_minus_one")]
-    pub max_relative_positions: i64,
-    /// -1 (or absent) means no log-bucketing.
-    #[serde(default = "default_minus_one")]
-    pub position_buckets: i64,
-    #[serde(default)]
-    pub pos_att_type: PosAttType,
-    #[serde(default)]
-    pub share_att_key: bool,
-    /// "layer_norm" normalises the relative embeddings ("none" by default; "|"-separated).
-    #[serde(default = "default_norm_rel_ebd")]
-    pub norm_rel_ebd: String,
-    #[serde(default)]
-    pub conv_kernel_size: usize,
-    pub attention_head_size: Option<usize>,
-    pub pooler_hidden_size: Option<usize>,
-    #[serde(default = "default_hidden_act")]
-    pub pooler_hidden_act: Activation,
-    #[serde(default = "default_dropout")]
-    pub hidden_dropout_prob: f64,
-    #[serde(default = "default_dropout")]
-    pub attention_probs_dropout_prob: f64,
-    /// On the [CLS] state before the ContextPooler's dense layer.
-    #[serde(default)]
-    pub pooler_dropout: f64,
-    /// Before the classifier; `None` means `hidden_dropout_prob`.
-    pub cls_dropout: Option<f64>,
-}
-
-/// `pos_att_type`: a list (`["p2c", "c2p"]`) or, in older configs, a string (`"p2c|c2p"`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PosAttType {
-    pub c2p: bool,
-    pub p2c: bool,
-}
-
-impl<'de> Deserialize<'de> for PosAttType {
-    fn deserialize<D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            List(Vec<String>),
-            Joined(String),
-            Null(()),
-        }
-        let names: Vec<String> = match Raw::deserialize(deserializer)? {
-            Raw::List(list) => list,
-            Raw::Joined(joined) => joined.split('|').map(str::to_string).collect(),
-            Raw::Null(()) => Vec::new(),
-        };
-        let mut kinds = PosAttType::default();
-        for name in names {
-            match name.trim().to_lowercase().as_str() {
-                "c2p" => kinds.c2p = true,
-                "p2c" => kinds.p2c = true,
-                "" => {}
-                other => {
-                    return Err(serde::de::Error::custom(format!(
-                        "pos_att_type {other:?} is not supported (c2p, p2c)"
-                    )));
-                }
-            }
-        }
-        Ok(kinds)
-    }
-}
-
-impl DebertaV2Config {
-    pub fn embedding_size(&self) -> usize {
-        self.embedding_size.unwrap_or(self.hidden_size)
-    }
-
-    pub fn head_size(&self) -> usize {
-        self.attention_head_size
-            .unwrap_or(self.hidden_size / self.num_attention_heads)
-    }
-
-    pub fn pooler_hidden_size(&self) -> usize {
-        self.pooler_hidden_size.unwrap_or(self.hidden_size)
-    }
-
-    /// Largest relative distance before bucketing (`max_relative_positions` < 1 → positions).
-    pub fn max_relative_positions(&self) -> usize {
-        if self.max_relative_positions < 1 {
-            self.max_position_embeddings
-        } else {
-            self.max_relative_positions as usize
-        }
-    }
-
-    /// Half the number of relative embeddings: the buckets, or the distances if unbucketed.
-    pub fn attention_span(&self) -> usize {
-        if self.position_buckets > 0 {
-            self.position_buckets as usize
-        } else {
-            self.max_relative_positions()
-        }
-    }
-
-    pub fn norm_rel_embeddings(&self) -> bool {
-        self.norm_rel_ebd
-            .to_lowercase()
-            .split('|')
-            .any(|s| s.trim() == "layer_norm")
-    }
-}
-
-fn default_deberta_layer_norm_eps() -> f64 {
-    1e-7
-}
-fn default_true() -> bool {
-    true
-}
-fn default_minus_one() -> i64 {
-    -1
-}
-fn default_norm_rel_ebd() -> String {
-    "none".into()
 }
 
 /// Class names and which logit is "unsafe".
@@ -247,6 +80,11 @@ pub struct Labels {
 
 /// Label names that mean "this is harmful", compared case-insensitively.
 const UNSAFE_NAMES: [&str; 4] = ["unsafe", "harmful", "toxic", "toxicity"];
+
+/// Whether a label named `name` is the "unsafe" class.
+pub fn is_unsafe_name(name: &str) -> bool {
+    UNSAFE_NAMES.contains(&name.trim().to_lowercase().as_str())
+}
 
 impl Labels {
     /// From HF `id2label` (`{"0": "safe", "1": "unsafe"}`); `None` means the default binary pair.
@@ -269,10 +107,7 @@ impl Labels {
                 names.len()
             )));
         }
-        let unsafe_index = names
-            .iter()
-            .position(|n| UNSAFE_NAMES.contains(&n.trim().to_lowercase().as_str()))
-            .unwrap_or(1);
+        let unsafe_index = names.iter().position(|n| is_unsafe_name(n)).unwrap_or(1);
         Ok(Self {
             names,
             unsafe_index,
@@ -309,49 +144,15 @@ impl ModelConfig {
         let model_type = header
             .model_type
             .ok_or_else(|| Error::Config("missing field `model_type`".into()))?;
+        // The one place an architecture is registered: its `model_type` and its parser.
         let arch = match model_type.as_str() {
-            "bert" => {
-                let config: BertConfig = parse(json)?;
-                if config.position_embedding_type != "absolute" {
-                    return Err(Error::Unsupported(format!(
-                        "bert with position_embedding_type {:?} (only \"absolute\")",
-                        config.position_embedding_type
-                    )));
-                }
-                check_heads(config.hidden_size, config.num_attention_heads)?;
-                check_dropout("hidden_dropout_prob", config.hidden_dropout_prob)?;
-                check_dropout(
-                    "attention_probs_dropout_prob",
-                    config.attention_probs_dropout_prob,
-                )?;
-                if let Some(p) = config.classifier_dropout {
-                    check_dropout("classifier_dropout", p)?;
-                }
-                ArchConfig::Bert(config)
-            }
-            "deberta-v2" => {
-                let config: DebertaV2Config = parse(json)?;
-                check_heads(config.hidden_size, config.num_attention_heads)?;
-                if config.conv_kernel_size > 0 {
-                    return Err(Error::Unsupported(format!(
-                        "deberta-v2 with conv_kernel_size {} (the DeBERTa-v2-xlarge ConvLayer)",
-                        config.conv_kernel_size
-                    )));
-                }
-                check_dropout("hidden_dropout_prob", config.hidden_dropout_prob)?;
-                check_dropout(
-                    "attention_probs_dropout_prob",
-                    config.attention_probs_dropout_prob,
-                )?;
-                check_dropout("pooler_dropout", config.pooler_dropout)?;
-                if let Some(p) = config.cls_dropout {
-                    check_dropout("cls_dropout", p)?;
-                }
-                ArchConfig::DebertaV2(config)
-            }
+            BertConfig::MODEL_TYPE => ArchConfig::Bert(BertConfig::from_json(json)?),
+            DebertaV2Config::MODEL_TYPE => ArchConfig::DebertaV2(DebertaV2Config::from_json(json)?),
             other => {
                 return Err(Error::Unsupported(format!(
-                    "model_type {other:?} (supported: \"bert\", \"deberta-v2\")"
+                    "model_type {other:?} (supported: {:?}, {:?})",
+                    BertConfig::MODEL_TYPE,
+                    DebertaV2Config::MODEL_TYPE
                 )));
             }
         };
@@ -361,14 +162,14 @@ impl ModelConfig {
 }
 
 /// burn's dropout panics outside [0, 1]; 1 would zero everything.
-fn check_dropout(key: &str, p: f64) -> Result<()> {
+pub(crate) fn check_dropout(key: &str, p: f64) -> Result<()> {
     if !(0.0..1.0).contains(&p) {
         return Err(Error::Config(format!("`{key}` must be in [0, 1), not {p}")));
     }
     Ok(())
 }
 
-fn check_heads(hidden: usize, heads: usize) -> Result<()> {
+pub(crate) fn check_heads(hidden: usize, heads: usize) -> Result<()> {
     if heads == 0 || !hidden.is_multiple_of(heads) {
         return Err(Error::Config(format!(
             "hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
@@ -377,7 +178,7 @@ fn check_heads(hidden: usize, heads: usize) -> Result<()> {
     Ok(())
 }
 
-fn parse<T: DeserializeOwned>(json: &str) -> Result<T> {
+pub(crate) fn parse<T: DeserializeOwned>(json: &str) -> Result<T> {
     serde_json::from_str(json).map_err(|e| Error::Config(e.to_string()))
 }
 

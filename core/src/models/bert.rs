@@ -5,14 +5,88 @@
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
 use burn::tensor::{Int, Tensor, activation, backend::Backend};
+use serde::Deserialize;
 
 use super::activation::Activation;
 use super::head::{ClassificationHead, HeadSpec};
 use super::post_attention::{PostAttention, PostAttentionSpec};
 use super::{BatchTensors, FreshParts, merge_heads, position_ids, project, split_heads};
-use crate::Result;
 use crate::checkpoint::Checkpoint;
-use crate::config::BertConfig;
+use crate::config::{
+    check_dropout, check_heads, default_dropout, default_hidden_act, default_initializer_range,
+    parse,
+};
+use crate::{Error, Result};
+
+/// `BertConfig` fields that change the forward pass (dropout only while training).
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab_size")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_hidden_act")]
+    pub hidden_act: Activation,
+    #[serde(default = "default_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub pad_token_id: u32,
+    #[serde(default = "default_position_embedding_type")]
+    pub position_embedding_type: String,
+    #[serde(default = "default_initializer_range")]
+    pub initializer_range: f64,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    /// Before the classifier; `None` means `hidden_dropout_prob`.
+    pub classifier_dropout: Option<f64>,
+}
+
+impl BertConfig {
+    pub const MODEL_TYPE: &'static str = "bert";
+    pub const HF_CLASS: &'static str = "BertForSequenceClassification";
+
+    /// Parses and checks a `config.json` whose `model_type` is `bert`.
+    pub(crate) fn from_json(json: &str) -> Result<Self> {
+        let config: BertConfig = parse(json)?;
+        if config.position_embedding_type != "absolute" {
+            return Err(Error::Unsupported(format!(
+                "bert with position_embedding_type {:?} (only \"absolute\")",
+                config.position_embedding_type
+            )));
+        }
+        check_heads(config.hidden_size, config.num_attention_heads)?;
+        check_dropout("hidden_dropout_prob", config.hidden_dropout_prob)?;
+        check_dropout(
+            "attention_probs_dropout_prob",
+            config.attention_probs_dropout_prob,
+        )?;
+        if let Some(p) = config.classifier_dropout {
+            check_dropout("classifier_dropout", p)?;
+        }
+        Ok(config)
+    }
+
+    /// Learned absolute positions: a longer input needs a table the checkpoint lacks.
+    pub fn can_extend_positions(&self) -> bool {
+        false
+    }
+}
+
+fn default_type_vocab_size() -> usize {
+    2
+}
+fn default_layer_norm_eps() -> f64 {
+    1e-12
+}
+fn default_position_embedding_type() -> String {
+    "absolute".into()
+}
 
 #[derive(Module, Debug)]
 pub struct BertEmbeddings<B: Backend> {

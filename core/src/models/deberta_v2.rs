@@ -7,13 +7,198 @@
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
 use burn::tensor::{Int, Tensor, TensorData, activation, backend::Backend};
+use serde::Deserialize;
 
+use super::activation::Activation;
 use super::head::{ClassificationHead, HeadSpec};
 use super::post_attention::{PostAttention, PostAttentionSpec};
 use super::{BatchTensors, FreshParts, merge_heads, position_ids, project, split_heads};
-use crate::Result;
 use crate::checkpoint::Checkpoint;
-use crate::config::DebertaV2Config;
+use crate::config::{
+    check_dropout, check_heads, default_dropout, default_hidden_act, default_initializer_range,
+    parse,
+};
+use crate::{Error, Result};
+
+/// `DebertaV2Config` fields that change the forward pass (`model_type: "deberta-v2"`, which
+/// DeBERTa-v3 checkpoints use). Defaults are transformers' (`getattr(config, ..., default)`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DebertaV2Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_hidden_act")]
+    pub hidden_act: Activation,
+    #[serde(default = "default_deberta_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub pad_token_id: u32,
+    #[serde(default = "default_initializer_range")]
+    pub initializer_range: f64,
+    /// Width of the word embeddings when it differs from `hidden_size` (then projected).
+    pub embedding_size: Option<usize>,
+    #[serde(default = "default_true")]
+    pub position_biased_input: bool,
+    #[serde(default)]
+    pub relative_attention: bool,
+    /// -1 (or absent) means `max_position_embeddings`.
+    #[serde(default = "default_minus_one")]
+    pub max_relative_positions: i64,
+    /// -1 (or absent) means no log-bucketing.
+    #[serde(default = "default_minus_one")]
+    pub position_buckets: i64,
+    #[serde(default)]
+    pub pos_att_type: PosAttType,
+    #[serde(default)]
+    pub share_att_key: bool,
+    /// "layer_norm" normalises the relative embeddings ("none" by default; "|"-separated).
+    #[serde(default = "default_norm_rel_ebd")]
+    pub norm_rel_ebd: String,
+    #[serde(default)]
+    pub conv_kernel_size: usize,
+    pub attention_head_size: Option<usize>,
+    pub pooler_hidden_size: Option<usize>,
+    #[serde(default = "default_hidden_act")]
+    pub pooler_hidden_act: Activation,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    /// On the [CLS] state before the ContextPooler's dense layer.
+    #[serde(default)]
+    pub pooler_dropout: f64,
+    /// Before the classifier; `None` means `hidden_dropout_prob`.
+    pub cls_dropout: Option<f64>,
+}
+
+/// `pos_att_type`: a list (`["p2c", "c2p"]`) or, in older configs, a string (`"p2c|c2p"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PosAttType {
+    pub c2p: bool,
+    pub p2c: bool,
+}
+
+impl<'de> Deserialize<'de> for PosAttType {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            List(Vec<String>),
+            Joined(String),
+            Null(()),
+        }
+        let names: Vec<String> = match Raw::deserialize(deserializer)? {
+            Raw::List(list) => list,
+            Raw::Joined(joined) => joined.split('|').map(str::to_string).collect(),
+            Raw::Null(()) => Vec::new(),
+        };
+        let mut kinds = PosAttType::default();
+        for name in names {
+            match name.trim().to_lowercase().as_str() {
+                "c2p" => kinds.c2p = true,
+                "p2c" => kinds.p2c = true,
+                "" => {}
+                other => {
+                    return Err(serde::de::Error::custom(format!(
+                        "pos_att_type {other:?} is not supported (c2p, p2c)"
+                    )));
+                }
+            }
+        }
+        Ok(kinds)
+    }
+}
+
+impl DebertaV2Config {
+    pub const MODEL_TYPE: &'static str = "deberta-v2";
+    pub const HF_CLASS: &'static str = "DebertaV2ForSequenceClassification";
+
+    /// Parses and checks a `config.json` whose `model_type` is `deberta-v2` (DeBERTa-v3 too).
+    pub(crate) fn from_json(json: &str) -> Result<Self> {
+        let config: DebertaV2Config = parse(json)?;
+        check_heads(config.hidden_size, config.num_attention_heads)?;
+        if config.conv_kernel_size > 0 {
+            return Err(Error::Unsupported(format!(
+                "deberta-v2 with conv_kernel_size {} (the DeBERTa-v2-xlarge ConvLayer)",
+                config.conv_kernel_size
+            )));
+        }
+        check_dropout("hidden_dropout_prob", config.hidden_dropout_prob)?;
+        check_dropout(
+            "attention_probs_dropout_prob",
+            config.attention_probs_dropout_prob,
+        )?;
+        check_dropout("pooler_dropout", config.pooler_dropout)?;
+        if let Some(p) = config.cls_dropout {
+            check_dropout("cls_dropout", p)?;
+        }
+        Ok(config)
+    }
+
+    /// Relative positions extend to any length; absolute ones (`position_biased_input`, off in
+    /// DeBERTa-v3) are a learned table.
+    pub fn can_extend_positions(&self) -> bool {
+        !self.position_biased_input
+    }
+
+    pub fn embedding_size(&self) -> usize {
+        self.embedding_size.unwrap_or(self.hidden_size)
+    }
+
+    pub fn head_size(&self) -> usize {
+        self.attention_head_size
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    pub fn pooler_hidden_size(&self) -> usize {
+        self.pooler_hidden_size.unwrap_or(self.hidden_size)
+    }
+
+    /// Largest relative distance before bucketing (`max_relative_positions` < 1 → positions).
+    pub fn max_relative_positions(&self) -> usize {
+        if self.max_relative_positions < 1 {
+            self.max_position_embeddings
+        } else {
+            self.max_relative_positions as usize
+        }
+    }
+
+    /// Half the number of relative embeddings: the buckets, or the distances if unbucketed.
+    pub fn attention_span(&self) -> usize {
+        if self.position_buckets > 0 {
+            self.position_buckets as usize
+        } else {
+            self.max_relative_positions()
+        }
+    }
+
+    pub fn norm_rel_embeddings(&self) -> bool {
+        self.norm_rel_ebd
+            .to_lowercase()
+            .split('|')
+            .any(|s| s.trim() == "layer_norm")
+    }
+}
+
+fn default_deberta_layer_norm_eps() -> f64 {
+    1e-7
+}
+fn default_true() -> bool {
+    true
+}
+fn default_minus_one() -> i64 {
+    -1
+}
+fn default_norm_rel_ebd() -> String {
+    "none".into()
+}
 
 #[derive(Module, Debug)]
 pub struct DebertaV2Embeddings<B: Backend> {

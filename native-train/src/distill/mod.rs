@@ -22,6 +22,7 @@ use burn::prelude::DeviceOps as _;
 use burn::tensor::backend::{Backend, DeviceId, DeviceOps};
 use clap::Args;
 use harmaug_core::checkpoint::{self, Checkpoint, StoredDtype};
+use harmaug_core::config::{ModelConfig, is_unsafe_name};
 use harmaug_core::datasets::{Level, ParseOptions};
 use harmaug_core::guard::GuardParts;
 use harmaug_core::metrics::BinaryMetrics;
@@ -731,55 +732,40 @@ impl<B: Backend> Run<'_, B> {
 }
 
 /// The student's `config.json`: the source's, with a binary safe/unsafe label map and
-/// the architecture transformers should load; DeBERTa's `max_position_embeddings` raised to
-/// `max_length` (the paper trains at 1024); BERT's length capped at its position table.
+/// the architecture transformers should load; `max_position_embeddings` raised to
+/// `max_length` where the architecture allows (DeBERTa-v3's relative positions: the paper
+/// trains at 1024), else the length capped at the position table.
 /// Returns the JSON and the length to train at.
 fn student_config(source: &str, max_length: usize) -> Result<(String, usize)> {
+    let arch = ModelConfig::from_json(source)?.arch;
     let mut config: Value = serde_json::from_str(source)?;
     let Some(object) = config.as_object_mut() else {
         bail!("expected a JSON object");
     };
-    let model_type = object
-        .get("model_type")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let positions = object
-        .get("max_position_embeddings")
-        .and_then(Value::as_u64)
-        .unwrap_or(512) as usize;
-    let length = match model_type.as_str() {
-        "deberta-v2" if max_length > positions => {
-            object.insert("max_position_embeddings".into(), json!(max_length));
-            max_length
-        }
-        _ if max_length > positions => {
-            tracing::warn!(
-                "{model_type} has {positions} positions: training at max length {positions}, \
-                 not {max_length}"
-            );
-            positions
-        }
-        _ => max_length,
+    let positions = arch.max_position_embeddings();
+    let length = if max_length <= positions {
+        max_length
+    } else if arch.can_extend_positions() {
+        object.insert("max_position_embeddings".into(), json!(max_length));
+        max_length
+    } else {
+        tracing::warn!(
+            "{} has {positions} positions: training at max length {positions}, not {max_length}",
+            arch.hf_class()
+        );
+        positions
     };
     let labels = object.get("id2label").and_then(Value::as_object);
     let label_count = labels.map_or(2, |l| l.len());
     if label_count != 2 {
         bail!("`id2label` has {label_count} labels; a student guard has 2 (safe, unsafe)");
     }
-    let names_unsafe = labels.is_some_and(|l| {
-        l.values().filter_map(Value::as_str).any(|n| {
-            ["unsafe", "harmful", "toxic", "toxicity"].contains(&n.to_lowercase().as_str())
-        })
-    });
+    let names_unsafe =
+        labels.is_some_and(|l| l.values().filter_map(Value::as_str).any(is_unsafe_name));
     if !names_unsafe {
         object.insert("id2label".into(), json!({"0": "safe", "1": "unsafe"}));
         object.insert("label2id".into(), json!({"safe": 0, "unsafe": 1}));
     }
-    let architecture = match model_type.as_str() {
-        "deberta-v2" => "DebertaV2ForSequenceClassification",
-        _ => "BertForSequenceClassification",
-    };
-    object.insert("architectures".into(), json!([architecture]));
+    object.insert("architectures".into(), json!([arch.hf_class()]));
     Ok((serde_json::to_string_pretty(&config)?, length))
 }
