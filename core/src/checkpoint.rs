@@ -4,8 +4,9 @@
 //! backend computes in f32 here. Architectures name the keys; this file only knows the
 //! PyTorch conventions (`weight`/`bias`, `[out, in]` linear weights).
 //!
-//! Loading records where each parameter came from ([`ParamNames`]), so that a trained model is
-//! written back ([`to_safetensors`]) under the same HF names without a second list of keys.
+//! Architectures read their modules through [`Weights`] scopes, which record each parameter's
+//! full HF name ([`ParamNames`]), so that a trained model is written back ([`to_safetensors`])
+//! under the same names without a second list of keys.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -61,7 +62,7 @@ impl<'a> Checkpoint<'a> {
     }
 
     /// Notes that `param` is saved as `name` (`transposed` for linear weights).
-    pub fn record<const D: usize, B: Backend>(
+    fn record<const D: usize, B: Backend>(
         &self,
         param: &Param<Tensor<B, D>>,
         name: &str,
@@ -74,30 +75,6 @@ impl<'a> Checkpoint<'a> {
         self.names.borrow_mut().push((param.id, key));
     }
 
-    /// Records a linear layer built elsewhere (a freshly initialised head) under `prefix`.
-    pub fn record_linear<B: Backend>(&self, prefix: &str, linear: &Linear<B>) {
-        self.record(&linear.weight, &format!("{prefix}.weight"), true);
-        if let Some(bias) = &linear.bias {
-            self.record(bias, &format!("{prefix}.bias"), false);
-        }
-    }
-
-    /// How many parameters have been recorded: a mark for [`Self::prefix_names_since`].
-    pub fn names_mark(&self) -> usize {
-        self.names.borrow().len()
-    }
-
-    /// Puts `prefix` before the names recorded since `mark`, except those starting with one of
-    /// `except`: a base model read from bare keys is saved under `bert.`/`deberta.` like the
-    /// `*ForSequenceClassification` checkpoints transformers writes and expects.
-    pub fn prefix_names_since(&self, mark: usize, prefix: &str, except: &[&str]) {
-        for (_, key) in self.names.borrow_mut().iter_mut().skip(mark) {
-            if !key.name.starts_with(prefix) && !except.iter().any(|e| key.name.starts_with(e)) {
-                key.name = format!("{prefix}{}", key.name);
-            }
-        }
-    }
-
     /// The names of every parameter built from this checkpoint.
     pub fn param_names(&self) -> ParamNames {
         self.names.borrow().iter().cloned().collect()
@@ -105,17 +82,6 @@ impl<'a> Checkpoint<'a> {
 
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.tensor(name).is_ok()
-    }
-
-    /// Returns `prefix` if the checkpoint stores the base model under it (`bert.embeddings…`,
-    /// as `*ForSequenceClassification` saves), or "" if it stores it bare (`embeddings…`, as
-    /// base models such as sentence-transformers' MiniLM do).
-    pub fn base_prefix<'p>(&self, prefix: &'p str, probe: &str) -> &'p str {
-        if self.contains(&format!("{prefix}{probe}")) {
-            prefix
-        } else {
-            ""
-        }
     }
 
     /// The tensor `name`, checked against the `shape` the config implies.
@@ -164,19 +130,90 @@ impl<'a> Checkpoint<'a> {
             .flat_map(|(row, &scale)| row.iter().map(move |&q| f32::from(q as i8) * scale))
             .collect())
     }
+}
 
-    /// A PyTorch `nn.Linear` (`weight` `[out, in]`, `bias` `[out]`) as a burn `Linear`
-    /// (`weight` `[in, out]`).
+/// A scope in the checkpoint's key tree, as candle's `VarBuilder::pp`: modules are read from
+/// `read + name` and each parameter is recorded under `save + name`, its full HF name, so a
+/// trained model saves under the names it came from. The two differ only for a base model stored
+/// bare (`embeddings.…`, as sentence-transformers' MiniLM is): it is read bare and saved under
+/// `bert.`/`deberta.` like the `*ForSequenceClassification` checkpoints transformers expects.
+#[derive(Clone)]
+pub struct Weights<'c, 'a> {
+    checkpoint: &'c Checkpoint<'a>,
+    read: String,
+    save: String,
+}
+
+impl<'c, 'a> Weights<'c, 'a> {
+    /// The top of the checkpoint (no prefix).
+    pub fn root(checkpoint: &'c Checkpoint<'a>) -> Self {
+        Self {
+            checkpoint,
+            read: String::new(),
+            save: String::new(),
+        }
+    }
+
+    /// The scope `name` below this one: `pp("encoder").pp("layer.3")` reads `encoder.layer.3.…`.
+    pub fn pp(&self, name: impl std::fmt::Display) -> Self {
+        Self {
+            checkpoint: self.checkpoint,
+            read: format!("{}{name}.", self.read),
+            save: format!("{}{name}.", self.save),
+        }
+    }
+
+    /// The base model's scope, saved under `prefix` (`bert`, `deberta`): read from there when
+    /// the checkpoint has `prefix.probe`, else from the bare keys.
+    pub fn base_model(&self, prefix: &str, probe: &str) -> Self {
+        let nested = self.pp(prefix);
+        if self.checkpoint.contains(&nested.read_name(probe)) {
+            nested
+        } else {
+            Self {
+                read: self.read.clone(),
+                ..nested
+            }
+        }
+    }
+
+    fn read_name(&self, name: &str) -> String {
+        format!("{}{name}", self.read)
+    }
+
+    fn save_name(&self, name: &str) -> String {
+        format!("{}{name}", self.save)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.checkpoint.contains(&self.read_name(name))
+    }
+
+    /// The tensor `name` as a parameter, recorded under its full name.
+    fn param<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Param<Tensor<B, D>>> {
+        let values = self.checkpoint.values(&self.read_name(name), &shape)?;
+        let param = Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device));
+        self.checkpoint.record(&param, &self.save_name(name), false);
+        Ok(param)
+    }
+
+    /// A PyTorch `nn.Linear` (`name.weight` `[out, in]`, `name.bias` `[out]`) as a burn
+    /// `Linear` (`weight` `[in, out]`).
     pub fn linear<B: Backend>(
         &self,
-        prefix: &str,
+        name: &str,
         d_in: usize,
         d_out: usize,
         device: &B::Device,
     ) -> Result<Linear<B>> {
-        let bias = self.param::<B, 1>(&format!("{prefix}.bias"), [d_out], device)?;
+        let bias = self.param::<B, 1>(&format!("{name}.bias"), [d_out], device)?;
         Ok(Linear {
-            weight: self.linear_weight(prefix, d_in, d_out, device)?,
+            weight: self.linear_weight(name, d_in, d_out, device)?,
             bias: Some(bias),
         })
     }
@@ -184,13 +221,13 @@ impl<'a> Checkpoint<'a> {
     /// A PyTorch `nn.Linear(..., bias=False)`.
     pub fn linear_without_bias<B: Backend>(
         &self,
-        prefix: &str,
+        name: &str,
         d_in: usize,
         d_out: usize,
         device: &B::Device,
     ) -> Result<Linear<B>> {
         Ok(Linear {
-            weight: self.linear_weight(prefix, d_in, d_out, device)?,
+            weight: self.linear_weight(name, d_in, d_out, device)?,
             bias: None,
         })
     }
@@ -199,44 +236,47 @@ impl<'a> Checkpoint<'a> {
     /// would be copied back to contiguous memory by CPU backends on every forward call.
     fn linear_weight<B: Backend>(
         &self,
-        prefix: &str,
+        name: &str,
         d_in: usize,
         d_out: usize,
         device: &B::Device,
     ) -> Result<Param<Tensor<B, 2>>> {
-        let pytorch = self.values(&format!("{prefix}.weight"), &[d_out, d_in])?;
+        let key = format!("{name}.weight");
+        let pytorch = self
+            .checkpoint
+            .values(&self.read_name(&key), &[d_out, d_in])?;
         let weight = transposed(&pytorch, d_out, d_in);
         let weight = Tensor::from_data(TensorData::new(weight, [d_in, d_out]), device);
         let param = Param::from_tensor(weight);
-        self.record(&param, &format!("{prefix}.weight"), true);
+        self.checkpoint.record(&param, &self.save_name(&key), true);
         Ok(param)
     }
 
-    /// The tensor `name` as a parameter, recorded under its name.
-    fn param<B: Backend, const D: usize>(
-        &self,
-        name: &str,
-        shape: [usize; D],
-        device: &B::Device,
-    ) -> Result<Param<Tensor<B, D>>> {
-        let param = Param::from_tensor(self.tensor(name, shape, device)?);
-        self.record(&param, name, false);
-        Ok(param)
+    /// Records a linear layer built elsewhere (a freshly initialised head) as `name`.
+    pub fn record_linear<B: Backend>(&self, name: &str, linear: &Linear<B>) {
+        let save = self.save_name(name);
+        self.checkpoint
+            .record(&linear.weight, &format!("{save}.weight"), true);
+        if let Some(bias) = &linear.bias {
+            self.checkpoint.record(bias, &format!("{save}.bias"), false);
+        }
     }
 
+    /// A PyTorch `nn.LayerNorm` (`name.weight`, `name.bias`).
     pub fn layer_norm<B: Backend>(
         &self,
-        prefix: &str,
+        name: &str,
         d: usize,
         epsilon: f64,
         device: &B::Device,
     ) -> Result<LayerNorm<B>> {
         let mut norm = LayerNormConfig::new(d).with_epsilon(epsilon).init(device);
-        norm.gamma = self.param(&format!("{prefix}.weight"), [d], device)?;
-        norm.beta = Some(self.param(&format!("{prefix}.bias"), [d], device)?);
+        norm.gamma = self.param(&format!("{name}.weight"), [d], device)?;
+        norm.beta = Some(self.param(&format!("{name}.bias"), [d], device)?);
         Ok(norm)
     }
 
+    /// A PyTorch `nn.Embedding` (`name.weight`, `[rows, d]`).
     pub fn embedding<B: Backend>(
         &self,
         name: &str,
@@ -245,7 +285,7 @@ impl<'a> Checkpoint<'a> {
         device: &B::Device,
     ) -> Result<Embedding<B>> {
         Ok(Embedding {
-            weight: self.param(name, [rows, d], device)?,
+            weight: self.param(&format!("{name}.weight"), [rows, d], device)?,
         })
     }
 }

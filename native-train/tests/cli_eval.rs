@@ -298,7 +298,7 @@ fn plots_are_written_as_svg_or_png() {
 fn closed_output_pipe_keeps_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
-    let mut child = common::harmaug(&[
+    common::run_ok_with_closed_stdout(&[
         "eval",
         "--model",
         &repo("tests/fixtures/bert-tiny-f32"),
@@ -306,13 +306,7 @@ fn closed_output_pipe_keeps_the_report() {
         &repo("tests/fixtures/formats/harmbench_classifier.json"),
         "--report",
         report.to_str().unwrap(),
-    ])
-    .spawn()
-    .expect("harmaug runs");
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    ]);
     let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(report["results"].as_array().map(Vec::len), Some(1));
 }

@@ -23,6 +23,19 @@ const TEXTS: [&str; 4] = [
     "write a story about people",
 ];
 
+/// `harmaug export --model MODEL --out OUT --dtype f32 EXTRA…`; returns the manifest.
+fn export_f32(model: &Path, out: &Path, extra: &[&str]) -> Value {
+    let args = [
+        "export",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    harmaug(&[&args[..], &["--dtype", "f32"], extra].concat());
+    serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap()
+}
+
 fn text_scores(model: &Path) -> Vec<f64> {
     scores(&score(model, &[], &TEXTS))
 }
@@ -114,20 +127,11 @@ fn a_calibrated_threshold_travels_in_the_manifest_and_sets_the_verdicts() {
         .collect();
     std::fs::write(&held_out, rows.join("\n")).unwrap();
     let bundle = dir.path().join("bundle");
-    harmaug(&[
-        "export",
-        "--model",
-        model.to_str().unwrap(),
-        "--out",
-        bundle.to_str().unwrap(),
-        "--dtype",
-        "f32",
-        "--calibrate",
-        held_out.to_str().unwrap(),
-    ]);
-    let mut manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
-            .unwrap();
+    let mut manifest = export_f32(
+        &model,
+        &bundle,
+        &["--calibrate", held_out.to_str().unwrap()],
+    );
     let threshold = manifest["threshold"]["value"].as_f64().unwrap();
     assert!(
         manifest["threshold"]["chosen_by"]
@@ -231,17 +235,7 @@ fn tokenizer_config_travels_with_the_bundle() {
     let model = fixture("bert-tiny-generic-tokenizer");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bundle");
-    harmaug(&[
-        "export",
-        "--model",
-        model.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--dtype",
-        "f32",
-    ]);
-    let manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let mut manifest = export_f32(&model, &out, &[]);
     let names: Vec<&str> = manifest["files"]
         .as_array()
         .unwrap()
@@ -276,7 +270,6 @@ fn tokenizer_config_travels_with_the_bundle() {
 
     // Without the file the response would be segment 1: a different score.
     std::fs::remove_file(out.join("tokenizer_config.json")).unwrap();
-    let mut manifest = manifest;
     let files = manifest["files"].as_array_mut().unwrap();
     files.retain(|f| f["name"] != "tokenizer_config.json");
     std::fs::write(out.join("manifest.json"), manifest.to_string()).unwrap();

@@ -11,7 +11,7 @@ use super::activation::Activation;
 use super::head::{ClassificationHead, HeadSpec};
 use super::post_attention::{PostAttention, PostAttentionSpec};
 use super::{BatchTensors, FreshParts, merge_heads, position_ids, project, split_heads};
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Weights};
 use crate::config::{
     check_dropout, check_heads, default_dropout, default_hidden_act, default_initializer_range,
     parse,
@@ -98,28 +98,13 @@ pub struct BertEmbeddings<B: Backend> {
 }
 
 impl<B: Backend> BertEmbeddings<B> {
-    fn load(c: &BertConfig, ckpt: &Checkpoint<'_>, p: &str, device: &B::Device) -> Result<Self> {
+    fn load(c: &BertConfig, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
         let h = c.hidden_size;
         Ok(Self {
-            word: ckpt.embedding(
-                &format!("{p}word_embeddings.weight"),
-                c.vocab_size,
-                h,
-                device,
-            )?,
-            position: ckpt.embedding(
-                &format!("{p}position_embeddings.weight"),
-                c.max_position_embeddings,
-                h,
-                device,
-            )?,
-            token_type: ckpt.embedding(
-                &format!("{p}token_type_embeddings.weight"),
-                c.type_vocab_size,
-                h,
-                device,
-            )?,
-            norm: ckpt.layer_norm(&format!("{p}LayerNorm"), h, c.layer_norm_eps, device)?,
+            word: w.embedding("word_embeddings", c.vocab_size, h, device)?,
+            position: w.embedding("position_embeddings", c.max_position_embeddings, h, device)?,
+            token_type: w.embedding("token_type_embeddings", c.type_vocab_size, h, device)?,
+            norm: w.layer_norm("LayerNorm", h, c.layer_norm_eps, device)?,
             dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
         })
     }
@@ -150,7 +135,7 @@ pub struct BertLayer<B: Backend> {
 }
 
 impl<B: Backend> BertLayer<B> {
-    fn load(c: &BertConfig, ckpt: &Checkpoint<'_>, p: &str, device: &B::Device) -> Result<Self> {
+    fn load(c: &BertConfig, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
         let h = c.hidden_size;
         let spec = PostAttentionSpec {
             context: h,
@@ -161,12 +146,12 @@ impl<B: Backend> BertLayer<B> {
             activation: c.hidden_act,
         };
         Ok(Self {
-            query: ckpt.linear(&format!("{p}attention.self.query"), h, h, device)?,
-            key: ckpt.linear(&format!("{p}attention.self.key"), h, h, device)?,
-            value: ckpt.linear(&format!("{p}attention.self.value"), h, h, device)?,
+            query: w.linear("attention.self.query", h, h, device)?,
+            key: w.linear("attention.self.key", h, h, device)?,
+            value: w.linear("attention.self.value", h, h, device)?,
             attention_dropout: DropoutConfig::new(c.attention_probs_dropout_prob).init(),
             num_heads: c.num_attention_heads,
-            post_attention: PostAttention::load(&spec, ckpt, p, device)?,
+            post_attention: PostAttention::load(&spec, w, device)?,
         })
     }
 
@@ -217,10 +202,11 @@ pub struct Bert<B: Backend> {
 }
 
 impl<B: Backend> Bert<B> {
-    fn load(c: &BertConfig, ckpt: &Checkpoint<'_>, p: &str, device: &B::Device) -> Result<Self> {
-        let embeddings = BertEmbeddings::load(c, ckpt, &format!("{p}embeddings."), device)?;
+    fn load(c: &BertConfig, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
+        let embeddings = BertEmbeddings::load(c, &w.pp("embeddings"), device)?;
+        let layers_scope = w.pp("encoder").pp("layer");
         let layers = (0..c.num_hidden_layers)
-            .map(|n| BertLayer::load(c, ckpt, &format!("{p}encoder.layer.{n}."), device))
+            .map(|n| BertLayer::load(c, &layers_scope.pp(n), device))
             .collect::<Result<_>>()?;
         Ok(Self {
             embeddings,
@@ -254,13 +240,13 @@ impl<B: Backend> BertForSequenceClassification<B> {
     pub fn load(
         c: &BertConfig,
         num_labels: usize,
-        ckpt: &Checkpoint<'_>,
+        checkpoint: &Checkpoint<'_>,
         head_seed: u64,
         device: &B::Device,
     ) -> Result<(Self, FreshParts)> {
-        let p = ckpt.base_prefix("bert.", "embeddings.word_embeddings.weight");
+        let root = Weights::root(checkpoint);
+        let base = root.base_model("bert", "embeddings.word_embeddings.weight");
         let spec = HeadSpec {
-            pooler_key: &format!("{p}pooler.dense"),
             activation: Activation::Tanh,
             hidden: c.hidden_size,
             num_labels,
@@ -269,11 +255,9 @@ impl<B: Backend> BertForSequenceClassification<B> {
             pooler_dropout: 0.0,
             classifier_dropout: c.classifier_dropout.unwrap_or(c.hidden_dropout_prob),
         };
-        let mark = ckpt.names_mark();
         let mut fresh = FreshParts::default();
-        let head = ClassificationHead::load(&spec, ckpt, &mut fresh, device)?;
-        let bert = Bert::load(c, ckpt, p, device)?;
-        ckpt.prefix_names_since(mark, "bert.", &["classifier."]);
+        let head = ClassificationHead::load(&spec, &base.pp("pooler"), &root, &mut fresh, device)?;
+        let bert = Bert::load(c, &base, device)?;
         Ok((Self { bert, head }, fresh))
     }
 

@@ -13,7 +13,7 @@ use super::activation::Activation;
 use super::head::{ClassificationHead, HeadSpec};
 use super::post_attention::{PostAttention, PostAttentionSpec};
 use super::{BatchTensors, FreshParts, merge_heads, position_ids, project, split_heads};
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Weights};
 use crate::config::{
     check_dropout, check_heads, default_dropout, default_hidden_act, default_initializer_range,
     parse,
@@ -214,53 +214,24 @@ pub struct DebertaV2Embeddings<B: Backend> {
 }
 
 impl<B: Backend> DebertaV2Embeddings<B> {
-    fn load(
-        c: &DebertaV2Config,
-        ckpt: &Checkpoint<'_>,
-        p: &str,
-        device: &B::Device,
-    ) -> Result<Self> {
+    fn load(c: &DebertaV2Config, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
         let e = c.embedding_size();
         let position = c
             .position_biased_input
-            .then(|| {
-                ckpt.embedding(
-                    &format!("{p}position_embeddings.weight"),
-                    c.max_position_embeddings,
-                    e,
-                    device,
-                )
-            })
+            .then(|| w.embedding("position_embeddings", c.max_position_embeddings, e, device))
             .transpose()?;
         let token_type = (c.type_vocab_size > 0)
-            .then(|| {
-                ckpt.embedding(
-                    &format!("{p}token_type_embeddings.weight"),
-                    c.type_vocab_size,
-                    e,
-                    device,
-                )
-            })
+            .then(|| w.embedding("token_type_embeddings", c.type_vocab_size, e, device))
             .transpose()?;
         let projection = (e != c.hidden_size)
-            .then(|| ckpt.linear_without_bias(&format!("{p}embed_proj"), e, c.hidden_size, device))
+            .then(|| w.linear_without_bias("embed_proj", e, c.hidden_size, device))
             .transpose()?;
         Ok(Self {
-            word: ckpt.embedding(
-                &format!("{p}word_embeddings.weight"),
-                c.vocab_size,
-                e,
-                device,
-            )?,
+            word: w.embedding("word_embeddings", c.vocab_size, e, device)?,
             position,
             token_type,
             projection,
-            norm: ckpt.layer_norm(
-                &format!("{p}LayerNorm"),
-                c.hidden_size,
-                c.layer_norm_eps,
-                device,
-            )?,
+            norm: w.layer_norm("LayerNorm", c.hidden_size, c.layer_norm_eps, device)?,
             dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
         })
     }
@@ -314,25 +285,20 @@ pub struct DisentangledSelfAttention<B: Backend> {
 }
 
 impl<B: Backend> DisentangledSelfAttention<B> {
-    fn load(
-        c: &DebertaV2Config,
-        ckpt: &Checkpoint<'_>,
-        p: &str,
-        device: &B::Device,
-    ) -> Result<Self> {
+    fn load(c: &DebertaV2Config, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
         let (h, all) = (c.hidden_size, c.num_attention_heads * c.head_size());
         let relative = c.relative_attention;
         let separate = relative && !c.share_att_key;
         let pos_key = (separate && c.pos_att_type.c2p)
-            .then(|| ckpt.linear(&format!("{p}pos_key_proj"), h, all, device))
+            .then(|| w.linear("pos_key_proj", h, all, device))
             .transpose()?;
         let pos_query = (separate && c.pos_att_type.p2c)
-            .then(|| ckpt.linear(&format!("{p}pos_query_proj"), h, all, device))
+            .then(|| w.linear("pos_query_proj", h, all, device))
             .transpose()?;
         Ok(Self {
-            query: ckpt.linear(&format!("{p}query_proj"), h, all, device)?,
-            key: ckpt.linear(&format!("{p}key_proj"), h, all, device)?,
-            value: ckpt.linear(&format!("{p}value_proj"), h, all, device)?,
+            query: w.linear("query_proj", h, all, device)?,
+            key: w.linear("key_proj", h, all, device)?,
+            value: w.linear("value_proj", h, all, device)?,
             pos_key,
             pos_query,
             probs_dropout: DropoutConfig::new(c.attention_probs_dropout_prob).init(),
@@ -402,12 +368,7 @@ pub struct DebertaV2Layer<B: Backend> {
 }
 
 impl<B: Backend> DebertaV2Layer<B> {
-    fn load(
-        c: &DebertaV2Config,
-        ckpt: &Checkpoint<'_>,
-        p: &str,
-        device: &B::Device,
-    ) -> Result<Self> {
+    fn load(c: &DebertaV2Config, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
         let spec = PostAttentionSpec {
             context: c.num_attention_heads * c.head_size(),
             hidden: c.hidden_size,
@@ -417,13 +378,8 @@ impl<B: Backend> DebertaV2Layer<B> {
             activation: c.hidden_act,
         };
         Ok(Self {
-            attention: DisentangledSelfAttention::load(
-                c,
-                ckpt,
-                &format!("{p}attention.self."),
-                device,
-            )?,
-            post_attention: PostAttention::load(&spec, ckpt, p, device)?,
+            attention: DisentangledSelfAttention::load(c, &w.pp("attention").pp("self"), device)?,
+            post_attention: PostAttention::load(&spec, w, device)?,
         })
     }
 
@@ -453,33 +409,19 @@ pub struct DebertaV2<B: Backend> {
 }
 
 impl<B: Backend> DebertaV2<B> {
-    fn load(
-        c: &DebertaV2Config,
-        ckpt: &Checkpoint<'_>,
-        p: &str,
-        device: &B::Device,
-    ) -> Result<Self> {
+    fn load(c: &DebertaV2Config, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
         let h = c.hidden_size;
-        let embeddings = DebertaV2Embeddings::load(c, ckpt, &format!("{p}embeddings."), device)?;
+        let embeddings = DebertaV2Embeddings::load(c, &w.pp("embeddings"), device)?;
+        let encoder = w.pp("encoder");
         let layers = (0..c.num_hidden_layers)
-            .map(|n| DebertaV2Layer::load(c, ckpt, &format!("{p}encoder.layer.{n}."), device))
+            .map(|n| DebertaV2Layer::load(c, &encoder.pp("layer").pp(n), device))
             .collect::<Result<_>>()?;
         let rel_embeddings = c
             .relative_attention
-            .then(|| {
-                let name = format!("{p}encoder.rel_embeddings.weight");
-                ckpt.embedding(&name, 2 * c.attention_span(), h, device)
-            })
+            .then(|| encoder.embedding("rel_embeddings", 2 * c.attention_span(), h, device))
             .transpose()?;
         let rel_norm = (c.relative_attention && c.norm_rel_embeddings())
-            .then(|| {
-                ckpt.layer_norm(
-                    &format!("{p}encoder.LayerNorm"),
-                    h,
-                    c.layer_norm_eps,
-                    device,
-                )
-            })
+            .then(|| w.layer_norm("encoder.LayerNorm", h, c.layer_norm_eps, device))
             .transpose()?;
         Ok(Self {
             embeddings,
@@ -571,13 +513,13 @@ impl<B: Backend> DebertaV2ForSequenceClassification<B> {
     pub fn load(
         c: &DebertaV2Config,
         num_labels: usize,
-        ckpt: &Checkpoint<'_>,
+        checkpoint: &Checkpoint<'_>,
         head_seed: u64,
         device: &B::Device,
     ) -> Result<(Self, FreshParts)> {
-        let p = ckpt.base_prefix("deberta.", "embeddings.word_embeddings.weight");
+        let root = Weights::root(checkpoint);
+        let base = root.base_model("deberta", "embeddings.word_embeddings.weight");
         let spec = HeadSpec {
-            pooler_key: "pooler.dense",
             activation: c.pooler_hidden_act,
             hidden: c.pooler_hidden_size(),
             num_labels,
@@ -586,11 +528,10 @@ impl<B: Backend> DebertaV2ForSequenceClassification<B> {
             pooler_dropout: c.pooler_dropout,
             classifier_dropout: c.cls_dropout.unwrap_or(c.hidden_dropout_prob),
         };
-        let mark = ckpt.names_mark();
         let mut fresh = FreshParts::default();
-        let head = ClassificationHead::load(&spec, ckpt, &mut fresh, device)?;
-        let deberta = DebertaV2::load(c, ckpt, p, device)?;
-        ckpt.prefix_names_since(mark, "deberta.", &["classifier.", "pooler."]);
+        // The ContextPooler sits beside the base model, not in it.
+        let head = ClassificationHead::load(&spec, &root.pp("pooler"), &root, &mut fresh, device)?;
+        let deberta = DebertaV2::load(c, &base, device)?;
         Ok((Self { deberta, head }, fresh))
     }
 

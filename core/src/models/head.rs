@@ -11,7 +11,7 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use super::FreshParts;
 use super::activation::Activation;
 use crate::Result;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::Weights;
 use crate::rng::SplitMix64;
 
 #[derive(Module, Debug)]
@@ -26,9 +26,7 @@ pub struct ClassificationHead<B: Backend> {
 }
 
 /// Where a head's weights live and how fresh parts are drawn.
-pub struct HeadSpec<'a> {
-    /// Key of the pooler's dense layer, e.g. `bert.pooler.dense` or `pooler.dense`.
-    pub pooler_key: &'a str,
+pub struct HeadSpec {
     pub activation: Activation,
     pub hidden: usize,
     pub num_labels: usize,
@@ -41,33 +39,36 @@ pub struct HeadSpec<'a> {
 }
 
 impl<B: Backend> ClassificationHead<B> {
-    /// Loads the pooler and `classifier.*`; a missing part is drawn from the seed and named in
+    /// Loads the pooler (`dense` in scope `pooler`: `bert.pooler` or DeBERTa's `pooler`) and
+    /// `classifier` (in scope `classifier`); a missing part is drawn from the seed and named in
     /// `fresh`.
     pub fn load(
-        spec: &HeadSpec<'_>,
-        ckpt: &Checkpoint<'_>,
+        spec: &HeadSpec,
+        pooler: &Weights<'_, '_>,
+        classifier: &Weights<'_, '_>,
         fresh: &mut FreshParts,
         device: &B::Device,
     ) -> Result<Self> {
         let h = spec.hidden;
-        let mut part = |name: &'static str, key: &str, d_out: usize, seed: u64| {
-            if ckpt.contains(&format!("{key}.weight")) {
-                ckpt.linear(key, h, d_out, device)
+        let mut part = |name: &'static str, scope: &Weights<'_, '_>, key: &str, d_out, seed| {
+            if scope.contains(&format!("{key}.weight")) {
+                scope.linear(key, h, d_out, device)
             } else {
                 fresh.names.push(name);
                 let linear = seeded_linear(h, d_out, spec.init_std, seed, device);
-                ckpt.record_linear(key, &linear);
+                scope.record_linear(key, &linear);
                 Ok(linear)
             }
         };
         let dropout = |prob: f64| DropoutConfig::new(prob).init();
         Ok(Self {
             pooler_dropout: dropout(spec.pooler_dropout),
-            pooler: part("pooler", spec.pooler_key, h, spec.seed)?,
+            pooler: part("pooler", pooler, "dense", h, spec.seed)?,
             activation: spec.activation,
             classifier_dropout: dropout(spec.classifier_dropout),
             classifier: part(
                 "classifier",
+                classifier,
                 "classifier",
                 spec.num_labels,
                 spec.seed.wrapping_add(1),

@@ -9,7 +9,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use super::activation::Activation;
 use super::project;
 use crate::Result;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::Weights;
 
 /// The sizes and settings of a [`PostAttention`], from an architecture's config.
 pub(crate) struct PostAttentionSpec {
@@ -37,31 +37,20 @@ pub struct PostAttention<B: Backend> {
 }
 
 impl<B: Backend> PostAttention<B> {
-    /// From the tensors under a layer's prefix `p` (`attention.output.*`, `intermediate.*`,
+    /// From the tensors in a layer's scope `w` (`attention.output.*`, `intermediate.*`,
     /// `output.*`).
     pub(crate) fn load(
         spec: &PostAttentionSpec,
-        ckpt: &Checkpoint<'_>,
-        p: &str,
+        w: &Weights<'_, '_>,
         device: &B::Device,
     ) -> Result<Self> {
         let (h, eps) = (spec.hidden, spec.layer_norm_eps);
-        let norm = |name: &str| ckpt.layer_norm(&format!("{p}{name}"), h, eps, device);
+        let norm = |name: &str| w.layer_norm(name, h, eps, device);
         Ok(Self {
-            attention_out: ckpt.linear(
-                &format!("{p}attention.output.dense"),
-                spec.context,
-                h,
-                device,
-            )?,
+            attention_out: w.linear("attention.output.dense", spec.context, h, device)?,
             attention_norm: norm("attention.output.LayerNorm")?,
-            intermediate: ckpt.linear(
-                &format!("{p}intermediate.dense"),
-                h,
-                spec.intermediate,
-                device,
-            )?,
-            output: ckpt.linear(&format!("{p}output.dense"), spec.intermediate, h, device)?,
+            intermediate: w.linear("intermediate.dense", h, spec.intermediate, device)?,
+            output: w.linear("output.dense", spec.intermediate, h, device)?,
             output_norm: norm("output.LayerNorm")?,
             dropout: DropoutConfig::new(spec.dropout).init(),
             activation: spec.activation,

@@ -38,6 +38,22 @@ pub fn run(args: &[&str]) -> Output {
     harmaug(args).output().expect("harmaug runs")
 }
 
+/// Runs harmaug with its standard output closed before anything is written (a reader that
+/// went away, as `| head` does) and requires a quiet success.
+pub fn run_ok_with_closed_stdout(args: &[&str]) -> Output {
+    let mut child = harmaug(args).spawn().expect("harmaug runs");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {:?}: {stderr}",
+        output.status
+    );
+    assert!(!stderr.contains("Error"), "{stderr}");
+    output
+}
+
 /// Runs harmaug and requires success (the failure shows harmaug's stderr).
 pub fn run_ok(args: &[&str]) -> Output {
     let output = run(args);
