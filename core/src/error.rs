@@ -14,6 +14,8 @@ pub enum Error {
     Manifest(String),
     #[error("tokenizer.json: {0}")]
     Tokenizer(String),
+    #[error("tokenizer_config.json: {0}")]
+    TokenizerConfig(String),
     #[error("unsupported model: {0}")]
     Unsupported(String),
     #[error("backend: {0}")]

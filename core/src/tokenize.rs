@@ -109,7 +109,7 @@ pub fn passes_token_type_ids(tokenizer_config_json: Option<&str>) -> Result<bool
         return Ok(true);
     };
     let config: TokenizerConfig = serde_json::from_str(json)
-        .map_err(|e| Error::Tokenizer(format!("tokenizer_config.json: {e}")))?;
+        .map_err(|e| Error::TokenizerConfig(e.to_string()))?;
     Ok(
         match (config.model_input_names, config.tokenizer_class.as_deref()) {
             (Some(names), _) => names.iter().any(|n| n == "token_type_ids"),

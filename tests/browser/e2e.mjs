@@ -141,6 +141,24 @@ try {
     await page.close();
   }
 
+  // A manifest that breaks core's rules (a threshold no verdict can use) is refused by the same
+  // check the native CLI runs (core's Manifest::parse, called from the worker through wasm).
+  {
+    const page = await browsers.plain.newPage();
+    await page.route("**/manifest.json", async (route) => {
+      const manifest = await (await route.fetch()).json();
+      manifest.threshold = { value: 1.5, chosen_by: "e2e test" };
+      await route.fulfill({ json: manifest });
+    });
+    await page.goto(demoUrl("cpu"));
+    await page.waitForFunction(() => document.getElementById("load-status").textContent.startsWith("failed"), null, { timeout: 120_000 });
+    const status = await page.textContent("#load-status");
+    const ok = /manifest\.json: .*threshold 1\.5 is not strictly between 0 and 1/.test(status);
+    failed ||= !ok;
+    console.log(`${ok ? "ok  " : "FAIL"} manifest with threshold 1.5 refused: ${status}`);
+    await page.close();
+  }
+
   // Offline once loaded: a first visit online; then the server goes away, and a reload still opens
   // the demo and scores (page, scripts and wasm from the service worker, the bundle from the
   // guard's cache). Last, because the server does not come back.

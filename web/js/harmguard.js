@@ -57,7 +57,8 @@ export class HarmGuard {
       guard.backend = loaded.backend;
       guard.maxLength = loaded.maxLength;
       guard.manifest = loaded.manifest;
-      guard.threshold = threshold ?? loaded.manifest?.threshold?.value ?? 0.5;
+      // The worker asked core (the native CLI's rules) for the bundle's operating threshold.
+      guard.threshold = threshold ?? loaded.threshold;
       for (const warning of loaded.warnings) console.warn(warning);
     } catch (error) {
       guard.free();

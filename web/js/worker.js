@@ -1,7 +1,7 @@
 // The Web Worker that owns the model: downloads and checks the bundle, loads the wasm guard on
 // WebGPU or the CPU, and scores. `harmguard.js` talks to it with messages, so a page never
 // blocks while a model loads or scores.
-import init, { WasmGuard } from "./harmaug-web.js";
+import init, { WasmGuard, operatingThreshold } from "./harmaug-web.js";
 
 const CACHE_NAME = "harmaug-bundles-v1";
 let guard = null;
@@ -36,7 +36,13 @@ const OPS = {
         guard = null;
       }
     }
-    return { backend: guard.backend, maxLength: guard.maxLength, manifest: bundle.manifest, warnings };
+    return {
+      backend: guard.backend,
+      maxLength: guard.maxLength,
+      manifest: bundle.manifest,
+      threshold: bundle.threshold,
+      warnings,
+    };
   },
 
   async score({ prompts, responses }) {
@@ -79,6 +85,7 @@ async function fromFiles(files) {
     tokenizerConfig: tokenizerConfig ? new TextDecoder().decode(await bytes(tokenizerConfig)) : undefined,
     weights: await bytes(weights),
     manifest: null,
+    threshold: operatingThreshold(undefined),
   };
 }
 
@@ -87,7 +94,7 @@ async function download(url, useCache) {
   const base = new URL(url.endsWith("/") ? url : url + "/", self.location.href);
   const manifestUrl = new URL("manifest.json", base);
   const cache = useCache && self.caches ? await self.caches.open(CACHE_NAME) : null;
-  const manifest = await fetchManifest(manifestUrl, cache);
+  const { manifest, threshold } = await fetchManifest(manifestUrl, cache);
   const entries = new Map(manifest.files.map((f) => [f.name, f]));
   for (const name of ["config.json", "tokenizer.json", "model.safetensors"]) {
     if (!entries.has(name)) throw new Error(`${manifestUrl}: files lacks ${name}`);
@@ -102,6 +109,7 @@ async function download(url, useCache) {
     tokenizerConfig: fetched["tokenizer_config.json"] && new TextDecoder().decode(fetched["tokenizer_config.json"]),
     weights: fetched["model.safetensors"],
     manifest,
+    threshold,
   };
 }
 
@@ -114,18 +122,22 @@ async function fetchManifest(manifestUrl, cache) {
   } catch (networkError) {
     const kept = await cache?.match(manifestUrl);
     if (!kept) throw new Error(`${manifestUrl}: ${networkError.message} (and no copy from an earlier visit)`);
-    return kept.json();
+    return checkedManifest(manifestUrl, await kept.text());
   }
   if (!response.ok) throw new Error(`${manifestUrl}: HTTP ${response.status}`);
   const text = await response.text();
-  let manifest;
-  try {
-    manifest = JSON.parse(text);
-  } catch (error) {
-    throw new Error(`${manifestUrl}: not JSON (${error.message})`);
-  }
+  const checked = checkedManifest(manifestUrl, text);
   await cache?.put(manifestUrl, new Response(text, { headers: { "content-type": "application/json" } }));
-  return manifest;
+  return checked;
+}
+
+// core's checks (the same as the native CLI's) and the operating threshold they yield.
+function checkedManifest(manifestUrl, text) {
+  try {
+    return { manifest: JSON.parse(text), threshold: operatingThreshold(text) };
+  } catch (error) {
+    throw new Error(`${manifestUrl}: ${error.message}`);
+  }
 }
 
 // One file, from the Cache API when a copy with the manifest's sha256 is there, otherwise

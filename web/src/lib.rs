@@ -12,6 +12,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use burn::backend::{WebGpu, wgpu};
+use harmaug_core::bundle::{self, Manifest};
 use harmaug_core::{Guard, GuardInput, LoadOptions, ModelFiles};
 use wasm_bindgen::prelude::*;
 
@@ -22,6 +23,16 @@ type GpuBackend = WebGpu<f32, i32>;
 
 /// Rows per forward pass: enough to keep WebGPU busy, small enough for the CPU's cache.
 const BATCH_SIZE: usize = 16;
+
+/// Runs `$body` with `$guard` bound to the loaded guard, whichever backend holds it.
+macro_rules! on_backend {
+    ($loaded:expr, $guard:ident => $body:expr) => {
+        match $loaded {
+            Loaded::Gpu($guard) => $body,
+            Loaded::Cpu($guard) => $body,
+        }
+    };
+}
 
 // One per page, behind an Rc: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
@@ -94,10 +105,7 @@ impl WasmGuard {
     /// Truncation length in tokens.
     #[wasm_bindgen(getter, js_name = maxLength)]
     pub fn max_length(&self) -> usize {
-        match &*self.guard {
-            Loaded::Gpu(guard) => guard.max_length(),
-            Loaded::Cpu(guard) => guard.max_length(),
-        }
+        on_backend!(&*self.guard, guard => guard.max_length())
     }
 
     /// P(unsafe) of each (prompt, response) row, in order; an empty response = none, as
@@ -110,6 +118,15 @@ impl WasmGuard {
             Ok(js_sys::Float32Array::from(scores.as_slice()).into())
         })
     }
+}
+
+/// Checks a bundle's `manifest.json` exactly as the native CLI does (core's `Manifest::parse`:
+/// format, version, threshold range) and returns the operating threshold it sets; without a
+/// manifest (files given directly), core's default. The JS side keeps no rules of its own.
+#[wasm_bindgen(js_name = operatingThreshold)]
+pub fn operating_threshold(manifest_json: Option<String>) -> Result<f64, JsError> {
+    let manifest = manifest_json.as_deref().map(Manifest::parse).transpose()?;
+    Ok(bundle::operating_threshold(manifest.as_ref()))
 }
 
 thread_local! {
@@ -130,10 +147,7 @@ async fn webgpu_device() -> wgpu::WgpuDevice {
 /// Natively a missing head is seeded with a warning (fine-tuning starts there); a web page
 /// would show meaningless scores, so it is refused.
 fn has_untrained_head(guard: &Loaded) -> bool {
-    match guard {
-        Loaded::Gpu(guard) => !guard.fresh_parts().names.is_empty(),
-        Loaded::Cpu(guard) => !guard.fresh_parts().names.is_empty(),
-    }
+    on_backend!(guard, guard => !guard.fresh_parts().names.is_empty())
 }
 
 async fn score_rows(
@@ -157,11 +171,7 @@ async fn score_rows(
             response: responses.get(i).filter(|r| !r.is_empty()).cloned(),
         })
         .collect();
-    let scores = match guard {
-        Loaded::Gpu(guard) => guard.score_async(&inputs, BATCH_SIZE).await,
-        Loaded::Cpu(guard) => guard.score_async(&inputs, BATCH_SIZE).await,
-    };
-    scores
+    on_backend!(guard, guard => guard.score_async(&inputs, BATCH_SIZE).await)
         .map(|scores| scores.scores)
         .map_err(|e| JsError::new(&e.to_string()).into())
 }
