@@ -16,7 +16,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::formats::{LineObject, RowError};
+use crate::jsonl::{LineObject, RowError};
 use crate::tokenize::GuardInput;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,7 +239,7 @@ fn objects(bytes: &[u8], skip_invalid: bool) -> ObjectsAndInvalid {
     let body = text.trim_start();
     if !body.starts_with('[') {
         let (mut objects, mut invalid) = (Vec::new(), Vec::new());
-        for line in crate::formats::jsonl_lines(bytes) {
+        for line in crate::jsonl::jsonl_lines(bytes) {
             match line {
                 Ok(object) => objects.push(object),
                 Err(e) if skip_invalid => invalid.push(e),

@@ -108,8 +108,8 @@ pub fn passes_token_type_ids(tokenizer_config_json: Option<&str>) -> Result<bool
     let Some(json) = tokenizer_config_json else {
         return Ok(true);
     };
-    let config: TokenizerConfig = serde_json::from_str(json)
-        .map_err(|e| Error::TokenizerConfig(e.to_string()))?;
+    let config: TokenizerConfig =
+        serde_json::from_str(json).map_err(|e| Error::TokenizerConfig(e.to_string()))?;
     Ok(
         match (config.model_input_names, config.tokenizer_class.as_deref()) {
             (Some(names), _) => names.iter().any(|n| n == "token_type_ids"),

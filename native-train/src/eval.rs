@@ -354,7 +354,7 @@ fn key(input: &GuardInput) -> (String, Option<String>) {
 /// (prompt, response) → score from a JSONL file with `score` or `teacher_score`.
 fn read_score_file(path: &Path) -> Result<HashMap<(String, Option<String>), f64>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let rows = harmaug_core::formats::parse_jsonl(&bytes)
+    let rows = harmaug_core::jsonl::parse_jsonl(&bytes)
         .map_err(|e| anyhow!("{}:{}: {}", path.display(), e.line, e.message))?;
     rows.into_iter()
         .map(|row| {

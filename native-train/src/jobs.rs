@@ -143,9 +143,9 @@ pub fn read_prompts(path: &Path) -> Result<Vec<(String, Map<String, Value>)>> {
         .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
     let mut rows = Vec::new();
     let mut ids = HashSet::new();
-    let parsed = harmaug_core::formats::parse_jsonl(&bytes)
+    let parsed = harmaug_core::jsonl::parse_jsonl(&bytes)
         .map_err(|e| anyhow::anyhow!("{}:{}: {}", path.display(), e.line, e.message))?;
-    for harmaug_core::formats::Row {
+    for harmaug_core::jsonl::Row {
         line, fields: row, ..
     } in parsed
     {

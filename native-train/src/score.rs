@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
 use clap::Args;
-use harmaug_core::formats::{Row, parse_jsonl};
+use harmaug_core::jsonl::{Row, parse_jsonl};
 use harmaug_core::{GuardInput, LoadOptions};
 use serde_json::{Map, Number, Value};
 

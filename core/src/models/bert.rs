@@ -98,14 +98,24 @@ pub struct BertEmbeddings<B: Backend> {
 }
 
 impl<B: Backend> BertEmbeddings<B> {
-    fn load(c: &BertConfig, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
-        let h = c.hidden_size;
+    fn load(config: &BertConfig, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
+        let hidden = config.hidden_size;
         Ok(Self {
-            word: w.embedding("word_embeddings", c.vocab_size, h, device)?,
-            position: w.embedding("position_embeddings", c.max_position_embeddings, h, device)?,
-            token_type: w.embedding("token_type_embeddings", c.type_vocab_size, h, device)?,
-            norm: w.layer_norm("LayerNorm", h, c.layer_norm_eps, device)?,
-            dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
+            word: w.embedding("word_embeddings", config.vocab_size, hidden, device)?,
+            position: w.embedding(
+                "position_embeddings",
+                config.max_position_embeddings,
+                hidden,
+                device,
+            )?,
+            token_type: w.embedding(
+                "token_type_embeddings",
+                config.type_vocab_size,
+                hidden,
+                device,
+            )?,
+            norm: w.layer_norm("LayerNorm", hidden, config.layer_norm_eps, device)?,
+            dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
         })
     }
 
@@ -135,22 +145,22 @@ pub struct BertLayer<B: Backend> {
 }
 
 impl<B: Backend> BertLayer<B> {
-    fn load(c: &BertConfig, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
-        let h = c.hidden_size;
+    fn load(config: &BertConfig, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
+        let hidden = config.hidden_size;
         let spec = PostAttentionSpec {
-            context: h,
-            hidden: h,
-            intermediate: c.intermediate_size,
-            layer_norm_eps: c.layer_norm_eps,
-            dropout: c.hidden_dropout_prob,
-            activation: c.hidden_act,
+            context: hidden,
+            hidden,
+            intermediate: config.intermediate_size,
+            layer_norm_eps: config.layer_norm_eps,
+            dropout: config.hidden_dropout_prob,
+            activation: config.hidden_act,
         };
         Ok(Self {
-            query: w.linear("attention.self.query", h, h, device)?,
-            key: w.linear("attention.self.key", h, h, device)?,
-            value: w.linear("attention.self.value", h, h, device)?,
-            attention_dropout: DropoutConfig::new(c.attention_probs_dropout_prob).init(),
-            num_heads: c.num_attention_heads,
+            query: w.linear("attention.self.query", hidden, hidden, device)?,
+            key: w.linear("attention.self.key", hidden, hidden, device)?,
+            value: w.linear("attention.self.value", hidden, hidden, device)?,
+            attention_dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
+            num_heads: config.num_attention_heads,
             post_attention: PostAttention::load(&spec, w, device)?,
         })
     }
@@ -202,16 +212,16 @@ pub struct Bert<B: Backend> {
 }
 
 impl<B: Backend> Bert<B> {
-    fn load(c: &BertConfig, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
-        let embeddings = BertEmbeddings::load(c, &w.pp("embeddings"), device)?;
+    fn load(config: &BertConfig, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
+        let embeddings = BertEmbeddings::load(config, &w.pp("embeddings"), device)?;
         let layers_scope = w.pp("encoder").pp("layer");
-        let layers = (0..c.num_hidden_layers)
-            .map(|n| BertLayer::load(c, &layers_scope.pp(n), device))
+        let layers = (0..config.num_hidden_layers)
+            .map(|n| BertLayer::load(config, &layers_scope.pp(n), device))
             .collect::<Result<_>>()?;
         Ok(Self {
             embeddings,
             layers,
-            num_heads: c.num_attention_heads,
+            num_heads: config.num_attention_heads,
         })
     }
 
@@ -238,7 +248,7 @@ impl<B: Backend> BertForSequenceClassification<B> {
     /// Loads `bert.*` (or bare base-model keys), `bert.pooler.dense.*` and `classifier.*`.
     /// Parts the checkpoint lacks (pooler, classifier) are initialised from `head_seed`.
     pub fn load(
-        c: &BertConfig,
+        config: &BertConfig,
         num_labels: usize,
         checkpoint: &Checkpoint<'_>,
         head_seed: u64,
@@ -248,16 +258,18 @@ impl<B: Backend> BertForSequenceClassification<B> {
         let base = root.base_model("bert", "embeddings.word_embeddings.weight");
         let spec = HeadSpec {
             activation: Activation::Tanh,
-            hidden: c.hidden_size,
+            hidden: config.hidden_size,
             num_labels,
-            init_std: c.initializer_range,
+            init_std: config.initializer_range,
             seed: head_seed,
             pooler_dropout: 0.0,
-            classifier_dropout: c.classifier_dropout.unwrap_or(c.hidden_dropout_prob),
+            classifier_dropout: config
+                .classifier_dropout
+                .unwrap_or(config.hidden_dropout_prob),
         };
         let mut fresh = FreshParts::default();
         let head = ClassificationHead::load(&spec, &base.pp("pooler"), &root, &mut fresh, device)?;
-        let bert = Bert::load(c, &base, device)?;
+        let bert = Bert::load(config, &base, device)?;
         Ok((Self { bert, head }, fresh))
     }
 

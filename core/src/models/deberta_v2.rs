@@ -214,25 +214,37 @@ pub struct DebertaV2Embeddings<B: Backend> {
 }
 
 impl<B: Backend> DebertaV2Embeddings<B> {
-    fn load(c: &DebertaV2Config, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
-        let e = c.embedding_size();
-        let position = c
+    fn load(config: &DebertaV2Config, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
+        let e = config.embedding_size();
+        let position = config
             .position_biased_input
-            .then(|| w.embedding("position_embeddings", c.max_position_embeddings, e, device))
+            .then(|| {
+                w.embedding(
+                    "position_embeddings",
+                    config.max_position_embeddings,
+                    e,
+                    device,
+                )
+            })
             .transpose()?;
-        let token_type = (c.type_vocab_size > 0)
-            .then(|| w.embedding("token_type_embeddings", c.type_vocab_size, e, device))
+        let token_type = (config.type_vocab_size > 0)
+            .then(|| w.embedding("token_type_embeddings", config.type_vocab_size, e, device))
             .transpose()?;
-        let projection = (e != c.hidden_size)
-            .then(|| w.linear_without_bias("embed_proj", e, c.hidden_size, device))
+        let projection = (e != config.hidden_size)
+            .then(|| w.linear_without_bias("embed_proj", e, config.hidden_size, device))
             .transpose()?;
         Ok(Self {
-            word: w.embedding("word_embeddings", c.vocab_size, e, device)?,
+            word: w.embedding("word_embeddings", config.vocab_size, e, device)?,
             position,
             token_type,
             projection,
-            norm: w.layer_norm("LayerNorm", c.hidden_size, c.layer_norm_eps, device)?,
-            dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
+            norm: w.layer_norm(
+                "LayerNorm",
+                config.hidden_size,
+                config.layer_norm_eps,
+                device,
+            )?,
+            dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
         })
     }
 
@@ -285,29 +297,32 @@ pub struct DisentangledSelfAttention<B: Backend> {
 }
 
 impl<B: Backend> DisentangledSelfAttention<B> {
-    fn load(c: &DebertaV2Config, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
-        let (h, all) = (c.hidden_size, c.num_attention_heads * c.head_size());
-        let relative = c.relative_attention;
-        let separate = relative && !c.share_att_key;
-        let pos_key = (separate && c.pos_att_type.c2p)
-            .then(|| w.linear("pos_key_proj", h, all, device))
+    fn load(config: &DebertaV2Config, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
+        let (hidden, all) = (
+            config.hidden_size,
+            config.num_attention_heads * config.head_size(),
+        );
+        let relative = config.relative_attention;
+        let separate = relative && !config.share_att_key;
+        let pos_key = (separate && config.pos_att_type.c2p)
+            .then(|| w.linear("pos_key_proj", hidden, all, device))
             .transpose()?;
-        let pos_query = (separate && c.pos_att_type.p2c)
-            .then(|| w.linear("pos_query_proj", h, all, device))
+        let pos_query = (separate && config.pos_att_type.p2c)
+            .then(|| w.linear("pos_query_proj", hidden, all, device))
             .transpose()?;
         Ok(Self {
-            query: w.linear("query_proj", h, all, device)?,
-            key: w.linear("key_proj", h, all, device)?,
-            value: w.linear("value_proj", h, all, device)?,
+            query: w.linear("query_proj", hidden, all, device)?,
+            key: w.linear("key_proj", hidden, all, device)?,
+            value: w.linear("value_proj", hidden, all, device)?,
             pos_key,
             pos_query,
-            probs_dropout: DropoutConfig::new(c.attention_probs_dropout_prob).init(),
-            position_dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
-            num_heads: c.num_attention_heads,
-            head_size: c.head_size(),
+            probs_dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
+            position_dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+            num_heads: config.num_attention_heads,
+            head_size: config.head_size(),
             relative,
-            c2p: relative && c.pos_att_type.c2p,
-            p2c: relative && c.pos_att_type.p2c,
+            c2p: relative && config.pos_att_type.c2p,
+            p2c: relative && config.pos_att_type.p2c,
         })
     }
 
@@ -368,17 +383,21 @@ pub struct DebertaV2Layer<B: Backend> {
 }
 
 impl<B: Backend> DebertaV2Layer<B> {
-    fn load(c: &DebertaV2Config, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
+    fn load(config: &DebertaV2Config, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
         let spec = PostAttentionSpec {
-            context: c.num_attention_heads * c.head_size(),
-            hidden: c.hidden_size,
-            intermediate: c.intermediate_size,
-            layer_norm_eps: c.layer_norm_eps,
-            dropout: c.hidden_dropout_prob,
-            activation: c.hidden_act,
+            context: config.num_attention_heads * config.head_size(),
+            hidden: config.hidden_size,
+            intermediate: config.intermediate_size,
+            layer_norm_eps: config.layer_norm_eps,
+            dropout: config.hidden_dropout_prob,
+            activation: config.hidden_act,
         };
         Ok(Self {
-            attention: DisentangledSelfAttention::load(c, &w.pp("attention").pp("self"), device)?,
+            attention: DisentangledSelfAttention::load(
+                config,
+                &w.pp("attention").pp("self"),
+                device,
+            )?,
             post_attention: PostAttention::load(&spec, w, device)?,
         })
     }
@@ -409,29 +428,36 @@ pub struct DebertaV2<B: Backend> {
 }
 
 impl<B: Backend> DebertaV2<B> {
-    fn load(c: &DebertaV2Config, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
-        let h = c.hidden_size;
-        let embeddings = DebertaV2Embeddings::load(c, &w.pp("embeddings"), device)?;
+    fn load(config: &DebertaV2Config, w: &Weights<'_, '_>, device: &B::Device) -> Result<Self> {
+        let hidden = config.hidden_size;
+        let embeddings = DebertaV2Embeddings::load(config, &w.pp("embeddings"), device)?;
         let encoder = w.pp("encoder");
-        let layers = (0..c.num_hidden_layers)
-            .map(|n| DebertaV2Layer::load(c, &encoder.pp("layer").pp(n), device))
+        let layers = (0..config.num_hidden_layers)
+            .map(|n| DebertaV2Layer::load(config, &encoder.pp("layer").pp(n), device))
             .collect::<Result<_>>()?;
-        let rel_embeddings = c
+        let rel_embeddings = config
             .relative_attention
-            .then(|| encoder.embedding("rel_embeddings", 2 * c.attention_span(), h, device))
+            .then(|| {
+                encoder.embedding(
+                    "rel_embeddings",
+                    2 * config.attention_span(),
+                    hidden,
+                    device,
+                )
+            })
             .transpose()?;
-        let rel_norm = (c.relative_attention && c.norm_rel_embeddings())
-            .then(|| w.layer_norm("encoder.LayerNorm", h, c.layer_norm_eps, device))
+        let rel_norm = (config.relative_attention && config.norm_rel_embeddings())
+            .then(|| w.layer_norm("encoder.LayerNorm", hidden, config.layer_norm_eps, device))
             .transpose()?;
         Ok(Self {
             embeddings,
             layers,
             rel_embeddings,
             rel_norm,
-            num_heads: c.num_attention_heads,
-            position_buckets: c.position_buckets.max(0) as usize,
-            max_relative_positions: c.max_relative_positions(),
-            span: c.attention_span(),
+            num_heads: config.num_attention_heads,
+            position_buckets: config.position_buckets.max(0) as usize,
+            max_relative_positions: config.max_relative_positions(),
+            span: config.attention_span(),
         })
     }
 
@@ -511,7 +537,7 @@ impl<B: Backend> DebertaV2ForSequenceClassification<B> {
     /// Loads `deberta.*` (or bare base-model keys), `pooler.dense.*` (the ContextPooler) and
     /// `classifier.*`; a missing pooler or classifier is initialised from `head_seed`.
     pub fn load(
-        c: &DebertaV2Config,
+        config: &DebertaV2Config,
         num_labels: usize,
         checkpoint: &Checkpoint<'_>,
         head_seed: u64,
@@ -520,18 +546,18 @@ impl<B: Backend> DebertaV2ForSequenceClassification<B> {
         let root = Weights::root(checkpoint);
         let base = root.base_model("deberta", "embeddings.word_embeddings.weight");
         let spec = HeadSpec {
-            activation: c.pooler_hidden_act,
-            hidden: c.pooler_hidden_size(),
+            activation: config.pooler_hidden_act,
+            hidden: config.pooler_hidden_size(),
             num_labels,
-            init_std: c.initializer_range,
+            init_std: config.initializer_range,
             seed: head_seed,
-            pooler_dropout: c.pooler_dropout,
-            classifier_dropout: c.cls_dropout.unwrap_or(c.hidden_dropout_prob),
+            pooler_dropout: config.pooler_dropout,
+            classifier_dropout: config.cls_dropout.unwrap_or(config.hidden_dropout_prob),
         };
         let mut fresh = FreshParts::default();
         // The ContextPooler sits beside the base model, not in it.
         let head = ClassificationHead::load(&spec, &root.pp("pooler"), &root, &mut fresh, device)?;
-        let deberta = DebertaV2::load(c, &base, device)?;
+        let deberta = DebertaV2::load(config, &base, device)?;
         Ok((Self { deberta, head }, fresh))
     }
 

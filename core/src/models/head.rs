@@ -49,13 +49,13 @@ impl<B: Backend> ClassificationHead<B> {
         fresh: &mut FreshParts,
         device: &B::Device,
     ) -> Result<Self> {
-        let h = spec.hidden;
+        let hidden = spec.hidden;
         let mut part = |name: &'static str, scope: &Weights<'_, '_>, key: &str, d_out, seed| {
             if scope.contains(&format!("{key}.weight")) {
-                scope.linear(key, h, d_out, device)
+                scope.linear(key, hidden, d_out, device)
             } else {
                 fresh.names.push(name);
-                let linear = seeded_linear(h, d_out, spec.init_std, seed, device);
+                let linear = seeded_linear(hidden, d_out, spec.init_std, seed, device);
                 scope.record_linear(key, &linear);
                 Ok(linear)
             }
@@ -63,7 +63,7 @@ impl<B: Backend> ClassificationHead<B> {
         let dropout = |prob: f64| DropoutConfig::new(prob).init();
         Ok(Self {
             pooler_dropout: dropout(spec.pooler_dropout),
-            pooler: part("pooler", pooler, "dense", h, spec.seed)?,
+            pooler: part("pooler", pooler, "dense", hidden, spec.seed)?,
             activation: spec.activation,
             classifier_dropout: dropout(spec.classifier_dropout),
             classifier: part(

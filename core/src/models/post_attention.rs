@@ -44,13 +44,13 @@ impl<B: Backend> PostAttention<B> {
         w: &Weights<'_, '_>,
         device: &B::Device,
     ) -> Result<Self> {
-        let (h, eps) = (spec.hidden, spec.layer_norm_eps);
-        let norm = |name: &str| w.layer_norm(name, h, eps, device);
+        let (hidden, eps) = (spec.hidden, spec.layer_norm_eps);
+        let norm = |name: &str| w.layer_norm(name, hidden, eps, device);
         Ok(Self {
-            attention_out: w.linear("attention.output.dense", spec.context, h, device)?,
+            attention_out: w.linear("attention.output.dense", spec.context, hidden, device)?,
             attention_norm: norm("attention.output.LayerNorm")?,
-            intermediate: w.linear("intermediate.dense", h, spec.intermediate, device)?,
-            output: w.linear("output.dense", spec.intermediate, h, device)?,
+            intermediate: w.linear("intermediate.dense", hidden, spec.intermediate, device)?,
+            output: w.linear("output.dense", spec.intermediate, hidden, device)?,
             output_norm: norm("output.LayerNorm")?,
             dropout: DropoutConfig::new(spec.dropout).init(),
             activation: spec.activation,

@@ -16,7 +16,7 @@ use harmaug_core::rng::SplitMix64;
 use serde_json::{Map, Value, json};
 
 use crate::jobs::{self, JsonlOutput};
-use crate::llm::{self, LlmOptions, Message, Sampling, TextModel};
+use crate::llm::{self, LlmOptions, Message, SamplingParams, TextModel};
 use crate::progress;
 
 #[derive(Debug, Args)]
@@ -317,7 +317,7 @@ fn request(
     let prompt = model
         .template()
         .render_prefilled(&[message], &args.prefix)?;
-    let sampling = Sampling {
+    let sampling = SamplingParams {
         temperature: args.temperature,
         top_p: args.top_p,
         max_new_tokens: args.max_new_tokens,
@@ -352,9 +352,9 @@ fn read_exemplars(path: &Path) -> Result<Vec<Exemplar>> {
         .file_stem()
         .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
     let mut exemplars = Vec::new();
-    let rows = harmaug_core::formats::parse_jsonl(&bytes)
+    let rows = harmaug_core::jsonl::parse_jsonl(&bytes)
         .map_err(|e| anyhow::anyhow!("{}:{}: {}", path.display(), e.line, e.message))?;
-    for harmaug_core::formats::Row {
+    for harmaug_core::jsonl::Row {
         line,
         fields: row,
         input,

@@ -10,7 +10,7 @@ use clap::Args;
 use serde_json::{Map, Value, json};
 
 use crate::jobs::{self, JsonlOutput};
-use crate::llm::{self, LlmOptions, Message, Sampling, TextModel};
+use crate::llm::{self, LlmOptions, Message, SamplingParams, TextModel};
 use crate::progress;
 
 #[derive(Debug, Args)]
@@ -124,7 +124,7 @@ fn respond(args: &RespondArgs, model: &dyn TextModel, job: &Job) -> Result<Map<S
     }
     messages.push(Message::new("user", prompt));
     let text = model.template().render(&messages, true)?;
-    let sampling = Sampling {
+    let sampling = SamplingParams {
         temperature: args.temperature,
         top_p: args.top_p,
         max_new_tokens: args.max_new_tokens,

@@ -201,8 +201,6 @@ struct ValidationRecord {
     val_recall: Option<f64>,
 }
 
-type AB<B> = Autodiff<B>;
-
 /// The whole run: restore or start, then updates until `--max-steps` or the schedule's end,
 /// validating at each epoch's end and snapshotting every `--save-every` updates.
 fn train<B: Backend>(args: &DistillArgs, devices: &[B::Device]) -> Result<()> {
@@ -306,7 +304,7 @@ fn resume_point(args: &DistillArgs) -> Result<Option<PathBuf>> {
 
 /// The student before its first (or next) update.
 struct Student<B: Backend> {
-    model: GuardModel<AB<B>>,
+    model: GuardModel<Autodiff<B>>,
     parts: GuardParts,
     unsafe_index: usize,
     config_json: String,
@@ -335,7 +333,7 @@ fn load_student<B: Backend>(
         max_length: Some(max_length),
         head_seed: args.seed,
     };
-    let guard = Guard::<AB<B>>::load(&files, &options, device)
+    let guard = Guard::<Autodiff<B>>::load(&files, &options, device)
         .with_context(|| format!("loading model {}", source.path.display()))?;
     let tokenizer_json = files.tokenizer_json.to_vec();
     let tokenizer_config_json = source.tokenizer_config_json.clone();
@@ -461,7 +459,7 @@ fn run_settings(args: &DistillArgs, max_length: usize, total_steps: usize) -> Re
 fn restore_optimizer<B: Backend>(
     snapshot: Option<&std::path::Path>,
     settings: &RunSettings,
-    model: &GuardModel<AB<B>>,
+    model: &GuardModel<Autodiff<B>>,
     parts: &GuardParts,
 ) -> Result<(AdamW<B>, usize)> {
     let mut adamw = AdamW::<B>::new(settings.adamw);
@@ -480,7 +478,7 @@ fn restore_optimizer<B: Backend>(
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let moments = Checkpoint::from_bytes(&bytes)?;
     adamw
-        .load_state::<AB<B>, _>(model, &parts.names, &moments, saved.completed_steps as u64)
+        .load_state::<Autodiff<B>, _>(model, &parts.names, &moments, saved.completed_steps as u64)
         .with_context(|| format!("loading {}", path.display()))?;
     Ok((adamw, saved.completed_steps))
 }
@@ -509,16 +507,16 @@ impl<B: Backend> Run<'_, B> {
     /// norm, applied by AdamW at the scheduled rate. Returns the new weights and the record.
     fn step(
         &self,
-        model: GuardModel<AB<B>>,
+        model: GuardModel<Autodiff<B>>,
         adamw: &mut AdamW<B>,
         micro: &[Vec<usize>],
         completed: usize,
-    ) -> (GuardModel<AB<B>>, StepRecord) {
+    ) -> (GuardModel<Autodiff<B>>, StepRecord) {
         let started = Instant::now();
         // Dropout masks from the step number: a resumed run draws what the first would have.
         for (d, device) in self.devices.iter().enumerate() {
             let seed = self.args.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ completed as u64;
-            AB::<B>::seed(device, seed.wrapping_add(d as u64));
+            Autodiff::<B>::seed(device, seed.wrapping_add(d as u64));
         }
         let rows: usize = micro.iter().map(Vec::len).sum();
         let (gradients, loss_sum) = self.gradients(&model, micro);
@@ -531,7 +529,7 @@ impl<B: Backend> Run<'_, B> {
             1.0
         };
         let lr = self.settings.schedule.lr(completed);
-        let model = adamw.step::<AB<B>, _>(model, gradients, lr, clip / rows as f64);
+        let model = adamw.step::<Autodiff<B>, _>(model, gradients, lr, clip / rows as f64);
         let step = completed + 1;
         let record = StepRecord {
             step,

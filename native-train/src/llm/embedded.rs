@@ -19,7 +19,7 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
-use super::{ChatTemplate, LlmOptions, Sampling, TextModel, gguf, template_from_file};
+use super::{ChatTemplate, LlmOptions, SamplingParams, TextModel, gguf, template_from_file};
 
 pub struct Embedded {
     backend: &'static LlamaBackend,
@@ -130,7 +130,7 @@ impl TextModel for Embedded {
         &self.template
     }
 
-    fn complete(&self, prompt: &str, sampling: &Sampling) -> Result<String> {
+    fn complete(&self, prompt: &str, sampling: &SamplingParams) -> Result<String> {
         let (mut context, mut position) = self.prefill(prompt, sampling.max_new_tokens)?;
         let seed = sampling.seed.unwrap_or(0) as u32;
         let mut sampler = if sampling.temperature <= 0.0 {

@@ -18,9 +18,9 @@ use serde::Serialize;
 
 pub use template::{ChatTemplate, Message};
 
-/// Sampling parameters of one completion request.
+/// Sampling parameters of one completion request (vLLM's name; not distill's row `Sampling`).
 #[derive(Debug, Clone, Serialize)]
-pub struct Sampling {
+pub struct SamplingParams {
     pub temperature: f64,
     pub top_p: f64,
     pub max_new_tokens: usize,
@@ -34,7 +34,7 @@ pub trait TextModel: Send + Sync {
     fn name(&self) -> &str;
     fn template(&self) -> &ChatTemplate;
     /// The continuation of `prompt` (already rendered with the chat template).
-    fn complete(&self, prompt: &str, sampling: &Sampling) -> Result<String>;
+    fn complete(&self, prompt: &str, sampling: &SamplingParams) -> Result<String>;
     /// Log-probabilities that the first generated token is the first token of each of `words`
     /// as the model's tokenizer encodes it ("unsafe" may be "uns" + "afe": then "uns"). This is
     /// how HarmAug reads a guard's verdict.

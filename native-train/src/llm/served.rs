@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
-use super::{ChatTemplate, LlmOptions, Sampling, TextModel};
+use super::{ChatTemplate, LlmOptions, SamplingParams, TextModel};
 
 pub struct Served {
     endpoints: Vec<String>,
@@ -240,7 +240,7 @@ impl TextModel for Served {
         &self.template
     }
 
-    fn complete(&self, prompt: &str, sampling: &Sampling) -> Result<String> {
+    fn complete(&self, prompt: &str, sampling: &SamplingParams) -> Result<String> {
         let mut body = json!({
             "model": self.model,
             "prompt": prompt,
