@@ -20,10 +20,10 @@ use serde_json::{Map, Value};
 
 use crate::backend::{self, BackendJob};
 use crate::cli_args::GuardRunArgs;
-use crate::jobs::{self, JsonlOutput};
 use crate::llm::{self, LlmOptions, Message, TextModel};
 use crate::model_dir::ModelDir;
 use crate::progress;
+use crate::resumable::{self, JsonlOutput};
 
 #[derive(Debug, Args)]
 pub struct LabelArgs {
@@ -58,9 +58,9 @@ pub enum GuardFormat {
 type Rows = Vec<(String, Map<String, Value>)>;
 
 pub fn run(args: LabelArgs) -> Result<()> {
-    let inputs = jobs::read_prompts(&args.input)?;
+    let inputs = resumable::read_prompts(&args.input)?;
     let (out, existing) = JsonlOutput::open(&args.out)?;
-    let done: HashSet<String> = jobs::ids(&existing).map(str::to_string).collect();
+    let done: HashSet<String> = resumable::ids(&existing).map(str::to_string).collect();
     let todo: Rows = inputs
         .into_iter()
         .filter(|(id, _)| !done.contains(id))
@@ -92,7 +92,7 @@ fn label_with_llm(
     let bar = progress::bar(total, "rows")?;
     bar.set_position(done as u64);
     let (mut written, mut failures) = (0, 0);
-    jobs::run_pool(
+    resumable::run_pool(
         args.llm.concurrency,
         todo.into_iter(),
         |(_, row)| llm_score(model, args.guard_format, row),

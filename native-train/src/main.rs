@@ -8,12 +8,12 @@ mod distill;
 mod eval;
 mod export;
 mod files;
-mod jobs;
 mod label;
 mod llm;
 mod model_dir;
 mod plot;
 mod progress;
+mod resumable;
 mod score;
 
 use std::io::{ErrorKind, IsTerminal};

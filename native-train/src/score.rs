@@ -130,15 +130,25 @@ fn write_rows(rows: Vec<Row>, scores: &[f32], threshold: f32) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     for (row, &score) in rows.into_iter().zip(scores) {
-        let mut fields = row.fields;
-        fields.insert("score".into(), short_number(score));
-        fields.insert("unsafe".into(), Value::Bool(score >= threshold));
+        let fields = scored_row(row.fields, score, threshold);
         // As an io::Error, so that a closed pipe is recognised as one (main exits quietly).
         serde_json::to_writer(&mut out, &fields).map_err(std::io::Error::from)?;
         out.write_all(b"\n")?;
     }
     out.flush()?;
     Ok(())
+}
+
+/// An input row's fields (kept, in order) plus `score` and `unsafe` (`score ≥ threshold`): the
+/// output row of `score`, for any command that answers with scored rows.
+pub fn scored_row(
+    mut fields: Map<String, Value>,
+    score: f32,
+    threshold: f32,
+) -> Map<String, Value> {
+    fields.insert("score".into(), short_number(score));
+    fields.insert("unsafe".into(), Value::Bool(score >= threshold));
+    fields
 }
 
 /// An f32 written with the shortest digits that read back as the same f32 (not f64 noise).

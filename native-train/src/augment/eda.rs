@@ -13,7 +13,7 @@ use harmaug_core::rng::SplitMix64;
 use serde_json::{Map, Value, json};
 
 use crate::data_files;
-use crate::jobs::JsonlOutput;
+use crate::resumable::JsonlOutput;
 
 #[derive(Debug, Args)]
 pub struct EdaArgs {

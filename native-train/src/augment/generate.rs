@@ -15,9 +15,9 @@ use clap::Args;
 use harmaug_core::rng::SplitMix64;
 use serde_json::{Map, Value, json};
 
-use crate::jobs::{self, JsonlOutput};
 use crate::llm::{self, LlmOptions, Message, SamplingParams, TextModel};
 use crate::progress;
+use crate::resumable::{self, JsonlOutput};
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
@@ -141,7 +141,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let budget = 20 * args.num + 100; // requests before giving up on a model that never complies
     let done = std::mem::take(&mut sink.done);
     let pending = (0..budget).map(id).filter(move |i| !done.contains(i));
-    jobs::run_pool(
+    resumable::run_pool(
         args.llm.concurrency,
         pending,
         |request_id| request(&args, model.as_ref(), &exemplars, request_id),
@@ -199,8 +199,8 @@ impl Sink {
         let (kept_out, kept_rows) = JsonlOutput::open(&args.out)?;
         let rejected_path = sidecar(&args.out, "rejected");
         let (rejected_out, rejected_rows) = JsonlOutput::open(&rejected_path)?;
-        let mut done: HashSet<String> = jobs::ids(&kept_rows).map(str::to_string).collect();
-        done.extend(jobs::ids(&rejected_rows).map(str::to_string));
+        let mut done: HashSet<String> = resumable::ids(&kept_rows).map(str::to_string).collect();
+        done.extend(resumable::ids(&rejected_rows).map(str::to_string));
         let mut seen: HashSet<String> = exemplars.iter().map(|e| normalise(&e.prompt)).collect();
         seen.extend(
             kept_rows

@@ -9,9 +9,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::{Map, Value, json};
 
-use crate::jobs::{self, JsonlOutput};
 use crate::llm::{self, LlmOptions, Message, SamplingParams, TextModel};
 use crate::progress;
+use crate::resumable::{self, JsonlOutput};
 
 #[derive(Debug, Args)]
 pub struct RespondArgs {
@@ -50,10 +50,10 @@ struct Job {
 }
 
 pub fn run(args: RespondArgs) -> Result<()> {
-    let inputs = jobs::read_prompts(&args.input)?;
+    let inputs = resumable::read_prompts(&args.input)?;
     let model = llm::open(&args.responder, &args.llm)?;
     let (mut out, existing) = JsonlOutput::open(&args.out)?;
-    let done: HashSet<String> = jobs::ids(&existing).map(str::to_string).collect();
+    let done: HashSet<String> = resumable::ids(&existing).map(str::to_string).collect();
     let mut jobs_to_do = Vec::new();
     for (id, row) in inputs {
         if !done.contains(&id) {
@@ -82,7 +82,7 @@ pub fn run(args: RespondArgs) -> Result<()> {
     let bar = progress::bar(total, "responses")?;
     bar.set_position(done.len() as u64);
     let (mut written, mut failures) = (0, 0);
-    jobs::run_pool(
+    resumable::run_pool(
         args.llm.concurrency,
         jobs_to_do.into_iter(),
         |job| respond(&args, model.as_ref(), job),
