@@ -143,9 +143,11 @@ stage_student() {
 }
 
 # One model (a directory or bundle) on the validation rows and the three benchmarks, at its own
-# threshold: a Markdown table and the JSON report $WORK/eval-NAME.json.
+# threshold: a Markdown table, the JSON report $WORK/eval-NAME.json and every row's score
+# $WORK/scores-NAME.jsonl (for recipes/error_analysis.py).
 evaluate() { # name model-dir
     "$HARMAUG" eval --batch-size 64 --model "$2" --report "$WORK/eval-$1.json" \
+        --scores "$WORK/scores-$1.jsonl" \
         --data "$WORK/split/validation-chat.jsonl" --data "$WORK/split/validation-toxicity.jsonl" \
         --data "$DATA/eval/openai_moderation_1680.json" \
         --data "$DATA/eval/toxicchat0124_test_5083.jsonl" \

@@ -15,16 +15,59 @@ pub struct NamedDataset {
     pub dataset: Dataset,
 }
 
-pub fn read(path: &Path, mut options: ParseOptions) -> Result<NamedDataset> {
-    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (mut bytes, stem) = if has_extension(path, "gz") {
-        let mut bytes = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("decompressing {}", path.display()))?;
-        (bytes, path.with_extension(""))
+/// The most bytes one data file may hold, after decompression: data sets are read whole, so a
+/// gzip bomb (1 MB that inflates to 10 GB) must be refused, not followed. 4 GiB by default;
+/// `HARMAUG_MAX_DATA_BYTES` changes it.
+fn max_data_bytes() -> Result<u64> {
+    match std::env::var("HARMAUG_MAX_DATA_BYTES") {
+        Ok(value) => value
+            .parse()
+            .with_context(|| format!("HARMAUG_MAX_DATA_BYTES={value:?} is not a byte count")),
+        Err(_) => Ok(4 << 30),
+    }
+}
+
+/// The file's bytes, decompressed if it ends in `.gz`, refused past [`max_data_bytes`].
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    let limit = max_data_bytes()?;
+    let too_large = || {
+        anyhow!(
+            "{}: more than {limit} bytes{} (the limit for one data file; split it or set \
+             HARMAUG_MAX_DATA_BYTES)",
+            path.display(),
+            if has_extension(path, "gz") {
+                " once decompressed"
+            } else {
+                ""
+            }
+        )
+    };
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    if file.metadata()?.len() > limit {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    let reader: Box<dyn Read> = if has_extension(path, "gz") {
+        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)))
     } else {
-        (raw, path.to_path_buf())
+        Box::new(file)
+    };
+    reader
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+pub fn read(path: &Path, mut options: ParseOptions) -> Result<NamedDataset> {
+    let mut bytes = read_bytes(path)?;
+    let stem = if has_extension(path, "gz") {
+        path.with_extension("")
+    } else {
+        path.to_path_buf()
     };
     if has_extension(&stem, "csv") {
         options.container = Container::Csv;

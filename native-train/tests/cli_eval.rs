@@ -310,3 +310,46 @@ fn closed_output_pipe_keeps_the_report() {
     let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(report["results"].as_array().map(Vec::len), Some(1));
 }
+
+/// A gzip bomb as a data set (200 MB of rows in ~0.2 MB) is refused by its decompressed size
+/// with the file named, never inflated whole: peak memory stays near the limit.
+#[test]
+fn gzip_bomb_is_refused_with_bounded_memory() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.jsonl.gz");
+    let mut encoder = flate2::write::GzEncoder::new(
+        std::fs::File::create(&bomb).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let rows = b"{\"prompt\": \"hi\", \"label\": 0}\n".repeat(1 << 15);
+    for _ in 0..(200 << 20) / rows.len() {
+        encoder.write_all(&rows).unwrap();
+    }
+    encoder.finish().unwrap();
+    let run = common::run_measured(
+        &[
+            "eval",
+            "--model",
+            &repo("tests/fixtures/bert-tiny-f32"),
+            "--data",
+            bomb.to_str().unwrap(),
+        ],
+        &[("HARMAUG_MAX_DATA_BYTES", "20000000")],
+    );
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains(&format!(
+            "{}: more than 20000000 bytes once decompressed",
+            bomb.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    eprintln!("gzip bomb: peak RSS {:.0} MB", run.peak_rss_mb);
+    assert!(
+        run.peak_rss_mb < 150.0,
+        "peak RSS {:.0} MB",
+        run.peak_rss_mb
+    );
+}

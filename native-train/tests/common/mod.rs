@@ -33,6 +33,37 @@ pub fn harmaug(args: &[&str]) -> Command {
     command
 }
 
+/// How a run ended and the most memory it held (its own peak resident set, from the kernel).
+pub struct Measured {
+    pub success: bool,
+    pub stderr: String,
+    pub peak_rss_mb: f64,
+}
+
+/// Runs harmaug to the end with `env` set and measures its peak memory: wait4's rusage is that
+/// one process's, whatever other tests run beside it.
+pub fn run_measured(args: &[&str], env: &[(&str, &str)]) -> Measured {
+    let stderr = tempfile::NamedTempFile::new().unwrap();
+    let child = harmaug(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(stderr.reopen().unwrap())
+        .spawn()
+        .expect("harmaug runs");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain out-parameters; the child is ours and nothing else waits for it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4 failed");
+    Measured {
+        success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        stderr: std::fs::read_to_string(stderr.path()).unwrap(),
+        // Linux reports kilobytes.
+        peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+    }
+}
+
 /// Runs harmaug to the end, whatever it returns.
 pub fn run(args: &[&str]) -> Output {
     harmaug(args).output().expect("harmaug runs")
