@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+pub use crate::models::ArchConfig;
 use crate::models::activation::Activation;
 pub use crate::models::bert::BertConfig;
 pub use crate::models::deberta_v2::{DebertaV2Config, PosAttType};
@@ -19,45 +20,6 @@ use crate::{Error, Result};
 pub struct ModelConfig {
     pub arch: ArchConfig,
     pub labels: Labels,
-}
-
-#[derive(Debug, Clone)]
-pub enum ArchConfig {
-    Bert(BertConfig),
-    DebertaV2(DebertaV2Config),
-}
-
-impl ArchConfig {
-    pub fn max_position_embeddings(&self) -> usize {
-        match self {
-            ArchConfig::Bert(c) => c.max_position_embeddings,
-            ArchConfig::DebertaV2(c) => c.max_position_embeddings,
-        }
-    }
-
-    pub fn pad_token_id(&self) -> u32 {
-        match self {
-            ArchConfig::Bert(c) => c.pad_token_id,
-            ArchConfig::DebertaV2(c) => c.pad_token_id,
-        }
-    }
-
-    /// The `architectures` entry transformers loads a classifier of this kind with.
-    pub fn hf_class(&self) -> &'static str {
-        match self {
-            ArchConfig::Bert(_) => BertConfig::HF_CLASS,
-            ArchConfig::DebertaV2(_) => DebertaV2Config::HF_CLASS,
-        }
-    }
-
-    /// Whether `max_position_embeddings` may be raised for longer inputs (no learned table of
-    /// absolute positions to outgrow).
-    pub fn can_extend_positions(&self) -> bool {
-        match self {
-            ArchConfig::Bert(c) => c.can_extend_positions(),
-            ArchConfig::DebertaV2(c) => c.can_extend_positions(),
-        }
-    }
 }
 
 /// transformers' defaults that both architectures share.
@@ -144,18 +106,7 @@ impl ModelConfig {
         let model_type = header
             .model_type
             .ok_or_else(|| Error::Config("missing field `model_type`".into()))?;
-        // The one place an architecture is registered: its `model_type` and its parser.
-        let arch = match model_type.as_str() {
-            BertConfig::MODEL_TYPE => ArchConfig::Bert(BertConfig::from_json(json)?),
-            DebertaV2Config::MODEL_TYPE => ArchConfig::DebertaV2(DebertaV2Config::from_json(json)?),
-            other => {
-                return Err(Error::Unsupported(format!(
-                    "model_type {other:?} (supported: {:?}, {:?})",
-                    BertConfig::MODEL_TYPE,
-                    DebertaV2Config::MODEL_TYPE
-                )));
-            }
-        };
+        let arch = ArchConfig::from_json(&model_type, json)?;
         let labels = Labels::from_id2label(header.id2label.as_ref())?;
         Ok(Self { arch, labels })
     }

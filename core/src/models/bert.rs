@@ -10,7 +10,10 @@ use serde::Deserialize;
 use super::activation::Activation;
 use super::head::{ClassificationHead, HeadSpec};
 use super::post_attention::{PostAttention, PostAttentionSpec};
-use super::{BatchTensors, FreshParts, merge_heads, position_ids, project, split_heads};
+use super::{
+    ArchitectureConfig, BatchTensors, Classifier, FreshParts, merge_heads, position_ids, project,
+    split_heads,
+};
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::config::{
     check_dropout, check_heads, default_dropout, default_hidden_act, default_initializer_range,
@@ -47,12 +50,12 @@ pub struct BertConfig {
     pub classifier_dropout: Option<f64>,
 }
 
-impl BertConfig {
-    pub const MODEL_TYPE: &'static str = "bert";
-    pub const HF_CLASS: &'static str = "BertForSequenceClassification";
+impl ArchitectureConfig for BertConfig {
+    const MODEL_TYPE: &'static str = "bert";
+    const HF_CLASS: &'static str = "BertForSequenceClassification";
 
     /// Parses and checks a `config.json` whose `model_type` is `bert`.
-    pub(crate) fn from_json(json: &str) -> Result<Self> {
+    fn from_json(json: &str) -> Result<Self> {
         let config: BertConfig = parse(json)?;
         if config.position_embedding_type != "absolute" {
             return Err(Error::Unsupported(format!(
@@ -73,8 +76,16 @@ impl BertConfig {
     }
 
     /// Learned absolute positions: a longer input needs a table the checkpoint lacks.
-    pub fn can_extend_positions(&self) -> bool {
+    fn can_extend_positions(&self) -> bool {
         false
+    }
+
+    fn max_positions(&self) -> usize {
+        self.max_position_embeddings
+    }
+
+    fn pad_token(&self) -> u32 {
+        self.pad_token_id
     }
 }
 
@@ -244,10 +255,12 @@ pub struct BertForSequenceClassification<B: Backend> {
     head: ClassificationHead<B>,
 }
 
-impl<B: Backend> BertForSequenceClassification<B> {
+impl<B: Backend> Classifier<B> for BertForSequenceClassification<B> {
+    type Config = BertConfig;
+
     /// Loads `bert.*` (or bare base-model keys), `bert.pooler.dense.*` and `classifier.*`.
     /// Parts the checkpoint lacks (pooler, classifier) are initialised from `head_seed`.
-    pub fn load(
+    fn load(
         config: &BertConfig,
         num_labels: usize,
         checkpoint: &Checkpoint<'_>,
@@ -273,8 +286,11 @@ impl<B: Backend> BertForSequenceClassification<B> {
         Ok((Self { bert, head }, fresh))
     }
 
-    /// Logits, `[batch, num_labels]`.
-    pub fn forward(&self, batch: &BatchTensors<B>) -> Tensor<B, 2> {
+    fn logits(&self, batch: &BatchTensors<B>) -> Tensor<B, 2> {
         self.head.forward(self.bert.forward(batch))
+    }
+
+    fn hidden_states(&self, batch: &BatchTensors<B>) -> Tensor<B, 3> {
+        self.bert.forward(batch)
     }
 }

@@ -12,7 +12,10 @@ use serde::Deserialize;
 use super::activation::Activation;
 use super::head::{ClassificationHead, HeadSpec};
 use super::post_attention::{PostAttention, PostAttentionSpec};
-use super::{BatchTensors, FreshParts, merge_heads, position_ids, project, split_heads};
+use super::{
+    ArchitectureConfig, BatchTensors, Classifier, FreshParts, merge_heads, position_ids, project,
+    split_heads,
+};
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::config::{
     check_dropout, check_heads, default_dropout, default_hidden_act, default_initializer_range,
@@ -116,12 +119,12 @@ impl<'de> Deserialize<'de> for PosAttType {
     }
 }
 
-impl DebertaV2Config {
-    pub const MODEL_TYPE: &'static str = "deberta-v2";
-    pub const HF_CLASS: &'static str = "DebertaV2ForSequenceClassification";
+impl ArchitectureConfig for DebertaV2Config {
+    const MODEL_TYPE: &'static str = "deberta-v2";
+    const HF_CLASS: &'static str = "DebertaV2ForSequenceClassification";
 
     /// Parses and checks a `config.json` whose `model_type` is `deberta-v2` (DeBERTa-v3 too).
-    pub(crate) fn from_json(json: &str) -> Result<Self> {
+    fn from_json(json: &str) -> Result<Self> {
         let config: DebertaV2Config = parse(json)?;
         check_heads(config.hidden_size, config.num_attention_heads)?;
         if config.conv_kernel_size > 0 {
@@ -144,10 +147,20 @@ impl DebertaV2Config {
 
     /// Relative positions extend to any length; absolute ones (`position_biased_input`, off in
     /// DeBERTa-v3) are a learned table.
-    pub fn can_extend_positions(&self) -> bool {
+    fn can_extend_positions(&self) -> bool {
         !self.position_biased_input
     }
 
+    fn max_positions(&self) -> usize {
+        self.max_position_embeddings
+    }
+
+    fn pad_token(&self) -> u32 {
+        self.pad_token_id
+    }
+}
+
+impl DebertaV2Config {
     pub fn embedding_size(&self) -> usize {
         self.embedding_size.unwrap_or(self.hidden_size)
     }
@@ -533,10 +546,12 @@ pub struct DebertaV2ForSequenceClassification<B: Backend> {
     head: ClassificationHead<B>,
 }
 
-impl<B: Backend> DebertaV2ForSequenceClassification<B> {
+impl<B: Backend> Classifier<B> for DebertaV2ForSequenceClassification<B> {
+    type Config = DebertaV2Config;
+
     /// Loads `deberta.*` (or bare base-model keys), `pooler.dense.*` (the ContextPooler) and
     /// `classifier.*`; a missing pooler or classifier is initialised from `head_seed`.
-    pub fn load(
+    fn load(
         config: &DebertaV2Config,
         num_labels: usize,
         checkpoint: &Checkpoint<'_>,
@@ -561,8 +576,11 @@ impl<B: Backend> DebertaV2ForSequenceClassification<B> {
         Ok((Self { deberta, head }, fresh))
     }
 
-    /// Logits, `[batch, num_labels]`.
-    pub fn forward(&self, batch: &BatchTensors<B>) -> Tensor<B, 2> {
+    fn logits(&self, batch: &BatchTensors<B>) -> Tensor<B, 2> {
         self.head.forward(self.deberta.forward(batch))
+    }
+
+    fn hidden_states(&self, batch: &BatchTensors<B>) -> Tensor<B, 3> {
+        self.deberta.forward(batch)
     }
 }

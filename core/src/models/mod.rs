@@ -1,8 +1,12 @@
 //! Guard architectures, one per file, plus the pieces they share.
 //!
-//! Each architecture exposes `load` (from a [`Checkpoint`](crate::checkpoint::Checkpoint)) and
-//! `logits` (from an [`EncodedBatch`](crate::tokenize::EncodedBatch)); [`GuardModel`] dispatches
-//! on the `model_type` of `config.json`.
+//! Each architecture file holds its `config.json` type ([`ArchitectureConfig`]) and its
+//! classifier ([`Classifier`]); the `architectures!` list below registers it, and
+//! [`GuardModel`] dispatches on the `model_type` of `config.json`.
+
+// `GuardModel` (and the record type its `Module` derive generates) holds one architecture per
+// variant: one per process, and boxing would hide the model from `Module`.
+#![allow(clippy::large_enum_variant)]
 
 pub mod activation;
 pub mod bert;
@@ -16,9 +20,10 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use crate::Result;
 use crate::checkpoint::Checkpoint;
-use crate::config::ArchConfig;
 use crate::config::ModelConfig;
 use crate::tokenize::EncodedBatch;
+use bert::{BertConfig, BertForSequenceClassification};
+use deberta_v2::{DebertaV2Config, DebertaV2ForSequenceClassification};
 
 /// An encoded batch moved onto the device: `[batch, seq]` ids, token types and attention mask.
 pub struct BatchTensors<B: Backend> {
@@ -112,58 +117,124 @@ pub(crate) fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
     x.swap_dims(1, 2).reshape([batch, seq, heads * d])
 }
 
-/// The architectures `harmaug` can load, chosen by `config.json`'s `model_type`. A burn
-/// `Module`, so trainers can differentiate, update and save it like any other.
-#[derive(Module, Debug)]
-#[allow(clippy::large_enum_variant)] // One per process; boxing would hide it from `Module`.
-pub enum GuardModel<B: Backend> {
-    Bert(bert::BertForSequenceClassification<B>),
-    DebertaV2(deberta_v2::DebertaV2ForSequenceClassification<B>),
+/// What an architecture's `config.json` type tells the rest of harmaug.
+pub trait ArchitectureConfig: Sized {
+    /// `config.json`'s `model_type`.
+    const MODEL_TYPE: &'static str;
+    /// The `architectures` entry transformers loads a classifier of this kind with.
+    const HF_CLASS: &'static str;
+    /// Parses and checks a `config.json` of this `model_type`.
+    fn from_json(json: &str) -> Result<Self>;
+    fn max_positions(&self) -> usize;
+    fn pad_token(&self) -> u32;
+    /// Whether `max_position_embeddings` may be raised for longer inputs (no learned table of
+    /// absolute positions to outgrow).
+    fn can_extend_positions(&self) -> bool;
+}
+
+/// A sequence classifier of one architecture, as `*ForSequenceClassification`.
+pub trait Classifier<B: Backend>: Sized {
+    type Config: ArchitectureConfig;
+    /// From the checkpoint; parts it lacks (pooler, classifier) are drawn from `head_seed`.
+    fn load(
+        config: &Self::Config,
+        num_labels: usize,
+        checkpoint: &Checkpoint<'_>,
+        head_seed: u64,
+        device: &B::Device,
+    ) -> Result<(Self, FreshParts)>;
+    /// Logits, `[batch, num_labels]`.
+    fn logits(&self, batch: &BatchTensors<B>) -> Tensor<B, 2>;
+    /// Last hidden states of the encoder, `[batch, seq, hidden]` (for parity checks).
+    fn hidden_states(&self, batch: &BatchTensors<B>) -> Tensor<B, 3>;
+}
+
+/// Declares the architectures: `ArchConfig` (a parsed `config.json`) and `GuardModel` (a burn
+/// `Module`, so trainers can differentiate, update and save it like any other) with one
+/// variant each, and their dispatch. Adding an architecture = a new file in this folder (its
+/// config implementing [`ArchitectureConfig`], its model [`Classifier`]) + one line below.
+macro_rules! architectures {
+    ($($variant:ident => $config:ty, $model:ident;)+) => {
+        #[derive(Debug, Clone)]
+        pub enum ArchConfig {
+            $($variant($config),)+
+        }
+
+        #[derive(Module, Debug)]
+        pub enum GuardModel<B: Backend> {
+            $($variant($model<B>),)+
+        }
+
+        impl ArchConfig {
+            /// `json` parsed as the architecture its `model_type` names.
+            pub fn from_json(model_type: &str, json: &str) -> Result<Self> {
+                $(if model_type == <$config>::MODEL_TYPE {
+                    return Ok(ArchConfig::$variant(<$config>::from_json(json)?));
+                })+
+                let supported: Vec<String> =
+                    vec![$(format!("{:?}", <$config>::MODEL_TYPE)),+];
+                Err(crate::Error::Unsupported(format!(
+                    "model_type {model_type:?} (supported: {})",
+                    supported.join(", ")
+                )))
+            }
+
+            pub fn max_position_embeddings(&self) -> usize {
+                match self { $(ArchConfig::$variant(c) => c.max_positions(),)+ }
+            }
+
+            pub fn pad_token_id(&self) -> u32 {
+                match self { $(ArchConfig::$variant(c) => c.pad_token(),)+ }
+            }
+
+            /// See [`ArchitectureConfig::HF_CLASS`].
+            pub fn hf_class(&self) -> &'static str {
+                match self { $(ArchConfig::$variant(_) => <$config>::HF_CLASS,)+ }
+            }
+
+            /// See [`ArchitectureConfig::can_extend_positions`].
+            pub fn can_extend_positions(&self) -> bool {
+                match self { $(ArchConfig::$variant(c) => c.can_extend_positions(),)+ }
+            }
+        }
+
+        impl<B: Backend> GuardModel<B> {
+            pub fn load(
+                config: &ModelConfig,
+                checkpoint: &Checkpoint<'_>,
+                head_seed: u64,
+                device: &B::Device,
+            ) -> Result<(Self, FreshParts)> {
+                let num_labels = config.labels.len();
+                match &config.arch {
+                    $(ArchConfig::$variant(c) => {
+                        let (model, fresh) =
+                            $model::load(c, num_labels, checkpoint, head_seed, device)?;
+                        Ok((GuardModel::$variant(model), fresh))
+                    })+
+                }
+            }
+
+            /// Classifier logits, `[batch, num_labels]`.
+            pub fn logits(&self, batch: &BatchTensors<B>) -> Tensor<B, 2> {
+                match self { $(GuardModel::$variant(m) => m.logits(batch),)+ }
+            }
+
+            /// Last hidden states of the encoder, `[batch, seq, hidden]` (for parity checks).
+            pub fn hidden_states(&self, batch: &BatchTensors<B>) -> Tensor<B, 3> {
+                match self { $(GuardModel::$variant(m) => m.hidden_states(batch),)+ }
+            }
+        }
+    };
+}
+
+architectures! {
+    Bert => BertConfig, BertForSequenceClassification;
+    DebertaV2 => DebertaV2Config, DebertaV2ForSequenceClassification;
 }
 
 /// What loading found missing from the checkpoint and initialised fresh instead.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FreshParts {
     pub names: Vec<&'static str>,
-}
-
-impl<B: Backend> GuardModel<B> {
-    pub fn load(
-        config: &ModelConfig,
-        checkpoint: &Checkpoint<'_>,
-        head_seed: u64,
-        device: &B::Device,
-    ) -> Result<(Self, FreshParts)> {
-        let num_labels = config.labels.len();
-        match &config.arch {
-            ArchConfig::Bert(c) => {
-                let (model, fresh) = bert::BertForSequenceClassification::load(
-                    c, num_labels, checkpoint, head_seed, device,
-                )?;
-                Ok((GuardModel::Bert(model), fresh))
-            }
-            ArchConfig::DebertaV2(c) => {
-                let (model, fresh) = deberta_v2::DebertaV2ForSequenceClassification::load(
-                    c, num_labels, checkpoint, head_seed, device,
-                )?;
-                Ok((GuardModel::DebertaV2(model), fresh))
-            }
-        }
-    }
-
-    /// Classifier logits, `[batch, num_labels]`.
-    pub fn logits(&self, batch: &BatchTensors<B>) -> Tensor<B, 2> {
-        match self {
-            GuardModel::Bert(m) => m.forward(batch),
-            GuardModel::DebertaV2(m) => m.forward(batch),
-        }
-    }
-
-    /// Last hidden states of the encoder, `[batch, seq, hidden]` (for parity checks).
-    pub fn hidden_states(&self, batch: &BatchTensors<B>) -> Tensor<B, 3> {
-        match self {
-            GuardModel::Bert(m) => m.bert.forward(batch),
-            GuardModel::DebertaV2(m) => m.deberta.forward(batch),
-        }
-    }
 }

@@ -42,6 +42,7 @@ pub struct Measured {
 
 /// Runs harmaug to the end with `env` set and measures its peak memory: wait4's rusage is that
 /// one process's, whatever other tests run beside it.
+#[allow(clippy::zombie_processes)] // Reaped by wait4, which std's `wait` cannot replace here.
 pub fn run_measured(args: &[&str], env: &[(&str, &str)]) -> Measured {
     let stderr = tempfile::NamedTempFile::new().unwrap();
     let child = harmaug(args)
