@@ -120,15 +120,6 @@ impl BackendJob for Export {
             &device,
         )
         .context("loading the exported bundle back")?;
-        let mut drift = Vec::new();
-        for path in &args.eval {
-            drift.push(measure_drift(
-                path,
-                &original,
-                &exported,
-                args.run.batch_size,
-            )?);
-        }
         let threshold = match (&args.calibrate, args.threshold) {
             (Some(path), _) => Some(calibrate(path, &exported, args.run.batch_size)?),
             (None, Some(value)) => Some(Threshold {
@@ -137,6 +128,15 @@ impl BackendJob for Export {
             }),
             (None, None) => None,
         };
+        // Drift is judged where the bundle decides: at its operating threshold.
+        let operating = threshold
+            .as_ref()
+            .map_or(bundle::DEFAULT_THRESHOLD, |t| t.value);
+        let mut drift = Vec::new();
+        for path in &args.eval {
+            let pair = (&original, &exported);
+            drift.push(measure_drift(path, pair, operating, args.run.batch_size)?);
+        }
 
         let config = original.config();
         let manifest = Manifest {
@@ -261,10 +261,12 @@ fn calibrate<B: Backend>(path: &Path, guard: &Guard<B>, batch_size: usize) -> Re
 }
 
 /// Scores `path` with both guards and compares.
+/// The bundle against its original on one labelled file: score differences, verdicts that
+/// flip at `threshold`, and F1 (at `threshold`) and AUPRC before and after.
 fn measure_drift<B: Backend>(
     path: &Path,
-    original: &Guard<B>,
-    exported: &Guard<B>,
+    (original, exported): (&Guard<B>, &Guard<B>),
+    threshold: f64,
     batch_size: usize,
 ) -> Result<Value> {
     let data = Labelled::read(path)?;
@@ -273,11 +275,17 @@ fn measure_drift<B: Backend>(
     let deltas: Vec<f64> = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).collect();
     let max = deltas.iter().copied().fold(0.0, f64::max);
     let mean = deltas.iter().sum::<f64>() / deltas.len().max(1) as f64;
-    let before = BinaryMetrics::compute(&data.labels, &a, 0.5);
-    let after = BinaryMetrics::compute(&data.labels, &b, 0.5);
+    let flips = a
+        .iter()
+        .zip(&b)
+        .filter(|&(x, y)| (*x >= threshold) != (*y >= threshold))
+        .count();
+    let before = BinaryMetrics::compute(&data.labels, &a, threshold);
+    let after = BinaryMetrics::compute(&data.labels, &b, threshold);
     let change = |x: Option<f64>, y: Option<f64>| x.zip(y).map(|(x, y)| y - x);
     tracing::info!(
-        "{}: {} rows, max |Δscore| {max:.2e}, mean {mean:.2e}, F1 {:?} → {:?}, AUPRC {:?} → {:?}",
+        "{}: {} rows, max |Δscore| {max:.2e}, mean {mean:.2e}, {flips} verdicts flip at \
+         {threshold}, F1 {:?} → {:?}, AUPRC {:?} → {:?}",
         data.name,
         data.inputs.len(),
         before.f1,
@@ -290,6 +298,8 @@ fn measure_drift<B: Backend>(
         "rows": data.inputs.len(),
         "max_abs_delta_score": max,
         "mean_abs_delta_score": mean,
+        "threshold": threshold,
+        "verdict_flips": flips,
         "f1": [before.f1, after.f1],
         "f1_change": change(before.f1, after.f1),
         "auprc": [before.auprc, after.auprc],

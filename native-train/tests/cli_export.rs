@@ -79,6 +79,10 @@ fn bundles_load_with_scores_close_to_the_original_and_an_honest_manifest() {
         }
         let drift = &manifest["drift"][0];
         assert_eq!(drift["rows"], 3);
+        // Judged at the operating threshold (no --calibrate/--threshold: 0.5); f32 is exact.
+        assert_eq!(drift["threshold"], 0.5);
+        let flips = drift["verdict_flips"].as_u64().unwrap();
+        assert!(flips <= 3 && (dtype != "f32" || flips == 0), "{drift}");
         assert!(
             drift["max_abs_delta_score"].as_f64().unwrap() <= tolerance,
             "{drift}"
