@@ -62,15 +62,7 @@ impl ModelDir {
         let tokenizer_path = path.join("tokenizer.json");
         let tokenizer_json = fs::read(&tokenizer_path)
             .with_context(|| format!("reading {}", tokenizer_path.display()))?;
-        let tokenizer_config_path = path.join("tokenizer_config.json");
-        let tokenizer_config_json = match fs::read_to_string(&tokenizer_config_path) {
-            Ok(json) => Some(json),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("reading {}", tokenizer_config_path.display()));
-            }
-        };
+        let tokenizer_config_json = read_optional(&path.join("tokenizer_config.json"))?;
         let weights_path = path.join("model.safetensors");
         let file = File::open(&weights_path)
             .with_context(|| format!("opening {}", weights_path.display()))?;
@@ -79,15 +71,10 @@ impl ModelDir {
         let weights = unsafe { Mmap::map(&file) }
             .with_context(|| format!("mapping {}", weights_path.display()))?;
         let manifest_path = path.join("manifest.json");
-        let manifest = match fs::read_to_string(&manifest_path) {
-            Ok(json) => Some(
-                Manifest::parse(&json).with_context(|| format!("{}", manifest_path.display()))?,
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(e).with_context(|| format!("reading {}", manifest_path.display()));
-            }
-        };
+        let manifest = read_optional(&manifest_path)?
+            .map(|json| Manifest::parse(&json))
+            .transpose()
+            .with_context(|| format!("{}", manifest_path.display()))?;
         Ok(Self {
             path: path.to_path_buf(),
             manifest,
@@ -165,6 +152,15 @@ impl ModelDir {
                 Weights::Embedded(_) => None,
             },
         }
+    }
+}
+
+/// A text file the model directory may lack: `None` when absent, an error for anything else.
+fn read_optional(path: &Path) -> Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 
