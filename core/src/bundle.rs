@@ -21,8 +21,13 @@ pub struct Manifest {
     /// How `model.safetensors` stores the weights: "f32", "f16" or "int8".
     pub dtype: String,
     pub max_length: usize,
+    /// The first of the labels that make P(unsafe) (all of them: `unsafe_labels`).
     pub unsafe_index: usize,
     pub labels: Vec<String>,
+    /// The labels whose probabilities make P(unsafe), as chosen at export; absent in bundles
+    /// of binary guards written before it existed (the default choice by name applies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsafe_labels: Vec<String>,
     pub files: Vec<BundleFile>,
     /// The score at and above which the guard calls an input unsafe, chosen when the bundle was
     /// exported (e.g. the best-F1 threshold on validation data). Balanced training pushes

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+pub use crate::labels::{HeadKind, Labels, is_unsafe_name};
 pub use crate::models::ArchConfig;
 use crate::models::activation::Activation;
 pub use crate::models::bert::BertConfig;
@@ -33,71 +34,12 @@ pub(crate) fn default_initializer_range() -> f64 {
     0.02
 }
 
-/// Class names and which logit is "unsafe".
-#[derive(Debug, Clone, PartialEq)]
-pub struct Labels {
-    pub names: Vec<String>,
-    pub unsafe_index: usize,
-}
-
-/// Label names that mean "this is harmful", compared case-insensitively.
-const UNSAFE_NAMES: [&str; 4] = ["unsafe", "harmful", "toxic", "toxicity"];
-
-/// Whether a label named `name` is the "unsafe" class.
-pub fn is_unsafe_name(name: &str) -> bool {
-    UNSAFE_NAMES.contains(&name.trim().to_lowercase().as_str())
-}
-
-impl Labels {
-    /// From HF `id2label` (`{"0": "safe", "1": "unsafe"}`); `None` means the default binary pair.
-    pub fn from_id2label(id2label: Option<&BTreeMap<String, String>>) -> Result<Self> {
-        let Some(map) = id2label else {
-            return Ok(Self::binary());
-        };
-        let mut names = vec![String::new(); map.len()];
-        for (id, name) in map {
-            let index: usize = id
-                .parse()
-                .ok()
-                .filter(|&i| i < map.len())
-                .ok_or_else(|| Error::Config(format!("id2label has an invalid id {id:?}")))?;
-            names[index] = name.clone();
-        }
-        if names.len() < 2 {
-            return Err(Error::Config(format!(
-                "id2label has {} label(s); a guard needs at least 2",
-                names.len()
-            )));
-        }
-        let unsafe_index = names.iter().position(|n| is_unsafe_name(n)).unwrap_or(1);
-        Ok(Self {
-            names,
-            unsafe_index,
-        })
-    }
-
-    /// The convention for checkpoints without names: label 0 safe, label 1 unsafe.
-    pub fn binary() -> Self {
-        Self {
-            names: vec!["safe".into(), "unsafe".into()],
-            unsafe_index: 1,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-}
-
 /// The keys every architecture shares.
 #[derive(Deserialize)]
 struct Header {
     model_type: Option<String>,
     id2label: Option<BTreeMap<String, String>>,
+    problem_type: Option<String>,
 }
 
 impl ModelConfig {
@@ -107,7 +49,7 @@ impl ModelConfig {
             .model_type
             .ok_or_else(|| Error::Config("missing field `model_type`".into()))?;
         let arch = ArchConfig::from_json(&model_type, json)?;
-        let labels = Labels::from_id2label(header.id2label.as_ref())?;
+        let labels = Labels::from_config(header.id2label.as_ref(), header.problem_type.as_deref())?;
         Ok(Self { arch, labels })
     }
 }
@@ -169,20 +111,6 @@ mod tests {
         );
         let err = ModelConfig::from_json(&json).unwrap_err().to_string();
         assert!(err.contains("swiglu9"), "{err}");
-    }
-
-    #[test]
-    fn unsafe_index_comes_from_label_names() {
-        let mut map = BTreeMap::new();
-        map.insert("0".to_string(), "UNSAFE".to_string());
-        map.insert("1".to_string(), "safe".to_string());
-        assert_eq!(Labels::from_id2label(Some(&map)).unwrap().unsafe_index, 0);
-        map.insert("0".to_string(), "LABEL_0".to_string());
-        map.insert("1".to_string(), "LABEL_1".to_string());
-        assert_eq!(Labels::from_id2label(Some(&map)).unwrap().unsafe_index, 1);
-        map.insert("1".to_string(), "harmful".to_string());
-        map.insert("0".to_string(), "unharmful".to_string());
-        assert_eq!(Labels::from_id2label(Some(&map)).unwrap().unsafe_index, 1);
     }
 
     #[test]

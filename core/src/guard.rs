@@ -1,10 +1,11 @@
 //! A loaded guard: model + tokenizer + label mapping → P(unsafe). The one scoring path that the
 //! CLI, the evaluator and the web package all call.
 
-use burn::tensor::{Tensor, activation::softmax, backend::Backend};
+use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::{Tensor, backend::Backend};
 
 use crate::checkpoint::{Checkpoint, ParamNames, ReleasePages};
-use crate::config::{Labels, ModelConfig};
+use crate::config::{HeadKind, Labels, ModelConfig};
 use crate::models::{BatchTensors, FreshParts, GuardModel};
 pub use crate::tokenize::GuardInput;
 use crate::tokenize::{EncodedBatch, EncodedText, TextEncoder, passes_token_type_ids};
@@ -28,17 +29,31 @@ pub struct LoadOptions {
     pub max_length: Option<usize>,
     /// Seed for parts the checkpoint lacks (pooler, classifier of a base model).
     pub head_seed: u64,
+    /// Which labels make P(unsafe) (names or indices); `None` = the default choice by name
+    /// (see [`crate::labels`]).
+    pub unsafe_labels: Option<Vec<String>>,
 }
 
 /// Longest default input: BERT-family checkpoints are trained at 512 at most.
 pub const DEFAULT_MAX_LENGTH_CAP: usize = 512;
 
-/// P(unsafe) per input, in input order.
+/// P(unsafe) per input, in input order, and every label's probability.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scores {
     pub scores: Vec<f32>,
+    /// Each input's label probabilities (softmax, or a sigmoid per label for multi-label
+    /// heads), row-major `[inputs, num_labels]`.
+    pub label_probabilities: Vec<f32>,
+    pub num_labels: usize,
     /// How many inputs were longer than `max_length` and got truncated.
     pub truncated: usize,
+}
+
+impl Scores {
+    /// Input `i`'s probability of each label, in label order.
+    pub fn label_probabilities_of(&self, i: usize) -> &[f32] {
+        &self.label_probabilities[i * self.num_labels..(i + 1) * self.num_labels]
+    }
 }
 
 pub struct Guard<B: Backend> {
@@ -61,7 +76,10 @@ pub struct GuardParts {
 
 impl<B: Backend> Guard<B> {
     pub fn load(files: &ModelFiles<'_>, options: &LoadOptions, device: &B::Device) -> Result<Self> {
-        let config = ModelConfig::from_json(files.config_json)?;
+        let mut config = ModelConfig::from_json(files.config_json)?;
+        if let Some(chosen) = &options.unsafe_labels {
+            config.labels = config.labels.with_unsafe_labels(chosen)?;
+        }
         let positions = config.arch.max_position_embeddings();
         let max_length = match options.max_length {
             None => positions.min(DEFAULT_MAX_LENGTH_CAP),
@@ -171,10 +189,10 @@ impl<B: Backend> Guard<B> {
         batch_size: usize,
         mut progress: impl FnMut(usize),
     ) -> Result<Scores> {
-        let mut scores = ScoreSheet::new(encoded);
+        let mut scores = ScoreSheet::new(encoded, &self.parts.config.labels);
         for batch in length_batches(encoded, batch_size) {
-            let column = self.unsafe_probability_tensor(self.logits(&batch.rows));
-            let probabilities = read_floats(column.into_data())?;
+            let probabilities = self.label_probability_tensor(self.logits(&batch.rows));
+            let probabilities = read_floats(probabilities.into_data())?;
             scores.fill(&batch.indices, probabilities);
             progress(batch.indices.len());
         }
@@ -186,10 +204,10 @@ impl<B: Backend> Guard<B> {
     pub async fn score_async(&self, inputs: &[GuardInput], batch_size: usize) -> Result<Scores> {
         let encoded = self.encode_all(inputs)?;
         let encoded: Vec<&EncodedText> = encoded.iter().collect();
-        let mut scores = ScoreSheet::new(&encoded);
+        let mut scores = ScoreSheet::new(&encoded, &self.parts.config.labels);
         for batch in length_batches(&encoded, batch_size) {
-            let column = self.unsafe_probability_tensor(self.logits(&batch.rows));
-            let data = column.into_data_async().await;
+            let probabilities = self.label_probability_tensor(self.logits(&batch.rows));
+            let data = probabilities.into_data_async().await;
             let data = data.map_err(|e| Error::Backend(format!("reading scores back: {e:?}")))?;
             scores.fill(&batch.indices, read_floats(data)?);
         }
@@ -203,16 +221,23 @@ impl<B: Backend> Guard<B> {
             .collect()
     }
 
-    /// softmax(logits)[:, unsafe_index] as a `[rows, 1]` tensor, still on the device.
-    fn unsafe_probability_tensor(&self, logits: Tensor<B, 2>) -> Tensor<B, 2> {
-        let [rows, _] = logits.dims();
-        let unsafe_index = self.parts.config.labels.unsafe_index;
-        softmax(logits, 1).slice([0..rows, unsafe_index..unsafe_index + 1])
+    /// Label probabilities `[rows, labels]`, still on the device: softmax, or a sigmoid per
+    /// label for multi-label heads.
+    fn label_probability_tensor(&self, logits: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self.parts.config.labels.kind {
+            HeadKind::SingleLabel => softmax(logits, 1),
+            HeadKind::MultiLabel => sigmoid(logits),
+        }
     }
 
-    /// softmax(logits)[:, unsafe_index] as host floats.
+    /// P(unsafe) of each row of `logits`, as host floats.
     pub fn unsafe_probabilities(&self, logits: Tensor<B, 2>) -> Result<Vec<f32>> {
-        read_floats(self.unsafe_probability_tensor(logits).into_data())
+        let labels = &self.parts.config.labels;
+        let probabilities = read_floats(self.label_probability_tensor(logits).into_data())?;
+        Ok(probabilities
+            .chunks_exact(labels.len())
+            .map(|row| labels.unsafe_probability(row))
+            .collect())
     }
 }
 
@@ -228,44 +253,111 @@ struct LengthBatch<'a> {
     rows: Vec<&'a EncodedText>,
 }
 
-/// Inputs sorted by length and cut into batches of `batch_size`, so that little compute goes to
-/// padding.
+/// Inputs sorted by length and cut into batches of at most `batch_size`, so that little
+/// compute goes to padding: a batch also ends where the next (longer) input would make its
+/// padded size exceed [`PADDING_SLACK`] × its real tokens + [`PADDING_ALLOWANCE`]. Sorting
+/// alone is not enough when the inputs are few and mixed (a server's gathered requests): one
+/// 512-token prompt padded 31 short ones to 512, and throughput fell with concurrency.
 fn length_batches<'a>(encoded: &[&'a EncodedText], batch_size: usize) -> Vec<LengthBatch<'a>> {
     let mut order: Vec<usize> = (0..encoded.len()).collect();
     order.sort_by_key(|&i| encoded[i].ids.len());
-    order
-        .chunks(batch_size.max(1))
-        .map(|chunk| LengthBatch {
-            indices: chunk.to_vec(),
-            rows: chunk.iter().map(|&i| encoded[i]).collect(),
-        })
-        .collect()
+    let mut batches: Vec<LengthBatch<'a>> = Vec::new();
+    let mut real_tokens = 0;
+    for i in order {
+        let length = encoded[i].ids.len();
+        let fits = batches.last().is_some_and(|batch| {
+            let rows = batch.rows.len() + 1;
+            let padded = (rows * length) as f64;
+            rows <= batch_size.max(1)
+                && padded <= PADDING_SLACK * (real_tokens + length) as f64 + PADDING_ALLOWANCE
+        });
+        if !fits {
+            batches.push(LengthBatch {
+                indices: Vec::new(),
+                rows: Vec::new(),
+            });
+            real_tokens = 0;
+        }
+        let batch = batches.last_mut().expect("pushed above");
+        batch.indices.push(i);
+        batch.rows.push(encoded[i]);
+        real_tokens += length;
+    }
+    batches
 }
 
+/// A batch may hold this many times its real tokens once padded …
+const PADDING_SLACK: f64 = 1.25;
+/// … plus this many padding tokens (short inputs are cheap; a model call is not).
+const PADDING_ALLOWANCE: f64 = 256.0;
+
 /// Scores filled in batch by batch, returned in input order.
-struct ScoreSheet {
+struct ScoreSheet<'a> {
+    labels: &'a Labels,
     scores: Vec<f32>,
+    label_probabilities: Vec<f32>,
     truncated: usize,
 }
 
-impl ScoreSheet {
-    fn new(encoded: &[&EncodedText]) -> Self {
+impl<'a> ScoreSheet<'a> {
+    fn new(encoded: &[&EncodedText], labels: &'a Labels) -> Self {
         Self {
+            labels,
             scores: vec![0.0; encoded.len()],
+            label_probabilities: vec![0.0; encoded.len() * labels.len()],
             truncated: encoded.iter().filter(|e| e.truncated).count(),
         }
     }
 
+    /// `probabilities`: the label probabilities of the inputs `indices`, row-major.
     fn fill(&mut self, indices: &[usize], probabilities: Vec<f32>) {
-        for (&i, p) in indices.iter().zip(probabilities) {
-            self.scores[i] = p;
+        let n = self.labels.len();
+        for (&i, row) in indices.iter().zip(probabilities.chunks_exact(n)) {
+            self.scores[i] = self.labels.unsafe_probability(row);
+            self.label_probabilities[i * n..(i + 1) * n].copy_from_slice(row);
         }
     }
 
     fn finish(self) -> Scores {
         Scores {
             scores: self.scores,
+            label_probabilities: self.label_probabilities,
+            num_labels: self.labels.len(),
             truncated: self.truncated,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch_lengths(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+        let encoded: Vec<EncodedText> = lengths
+            .iter()
+            .map(|&n| EncodedText {
+                ids: vec![0; n],
+                type_ids: vec![0; n],
+                truncated: false,
+            })
+            .collect();
+        let rows: Vec<&EncodedText> = encoded.iter().collect();
+        length_batches(&rows, batch_size)
+            .iter()
+            .map(|b| b.indices.iter().map(|&i| lengths[i]).collect())
+            .collect()
+    }
+
+    #[test]
+    fn batches_are_sorted_by_length_capped_and_never_mostly_padding() {
+        assert_eq!(
+            batch_lengths(&[8, 500, 5, 7, 6], 32),
+            [vec![5, 6, 7, 8], vec![500]]
+        );
+        let sizes: Vec<usize> = batch_lengths(&[10; 40], 32).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [32, 8]);
+        // Lengths that grow slowly stay together.
+        assert_eq!(batch_lengths(&[100, 104, 110, 120], 32).len(), 1);
+        assert!(batch_lengths(&[], 32).is_empty());
     }
 }

@@ -9,7 +9,7 @@ use harmaug_core::datasets::Format;
 use crate::backend::BackendChoice;
 
 /// How a guard runs: every command that scores with a model flattens these in.
-#[derive(Debug, Clone, Copy, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GuardRunArgs {
     /// The burn backend to run the model on.
     #[arg(long, value_enum, default_value = "cpu")]
@@ -18,11 +18,16 @@ pub struct GuardRunArgs {
     #[arg(long)]
     pub max_length: Option<usize>,
     /// Inputs per forward pass.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, alias = "max-batch", default_value_t = 32)]
     pub batch_size: usize,
     /// Seed for a classifier head the checkpoint lacks (base models such as MiniLM).
     #[arg(long, default_value_t = 0)]
     pub head_seed: u64,
+    /// Labels whose probabilities make the score, P(unsafe): names or indices, comma-separated
+    /// (default: by name — labels called unsafe/harmful/toxic, else those not called
+    /// safe/benign/neutral…, else label 1; a bundle's manifest may record its own choice).
+    #[arg(long, value_delimiter = ',')]
+    pub unsafe_labels: Option<Vec<String>>,
 }
 
 impl GuardRunArgs {
@@ -30,6 +35,7 @@ impl GuardRunArgs {
         LoadOptions {
             max_length: self.max_length,
             head_seed: self.head_seed,
+            unsafe_labels: self.unsafe_labels.clone(),
         }
     }
 }

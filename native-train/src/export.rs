@@ -145,8 +145,14 @@ impl BackendJob for Export {
             harmaug_version: env!("CARGO_PKG_VERSION").into(),
             dtype: args.dtype.name().into(),
             max_length: original.max_length(),
-            unsafe_index: config.labels.unsafe_index,
+            unsafe_index: config.labels.unsafe_indices[0],
             labels: config.labels.names.clone(),
+            unsafe_labels: config
+                .labels
+                .unsafe_indices
+                .iter()
+                .map(|&i| config.labels.names[i].clone())
+                .collect(),
             files: outputs
                 .iter()
                 .map(|(name, bytes)| BundleFile {

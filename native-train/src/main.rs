@@ -15,6 +15,7 @@ mod plot;
 mod progress;
 mod resumable;
 mod score;
+mod serve;
 
 use std::io::{ErrorKind, IsTerminal};
 use std::process::ExitCode;
@@ -55,6 +56,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Evaluate guards on labelled benchmarks: F1, AUPRC and more, equal to scikit-learn's.
     Eval(eval::EvalArgs),
+    /// A local moderation server: OpenAI's `/v1/moderations` API with dynamic batching.
+    Serve(serve::ServeArgs),
 }
 
 /// mimalloc's `mi_option_purge_delay` (index 15 of `mi_option_e` in mimalloc 2 and 3; the Rust
@@ -96,6 +99,7 @@ fn run(command: Command) -> Result<()> {
         Command::Augment(command) => augment::run(command),
         Command::Label(args) => label::run(args),
         Command::Export(args) => export::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 

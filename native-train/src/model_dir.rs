@@ -128,7 +128,16 @@ impl ModelDir {
         options: &LoadOptions,
         device: &B::Device,
     ) -> Result<Guard<B>> {
-        Guard::load(&self.files(), options, device)
+        // A bundle remembers the unsafe labels chosen at export; the command line wins.
+        let mut options = options.clone();
+        if options.unsafe_labels.is_none() {
+            options.unsafe_labels = self
+                .manifest
+                .as_ref()
+                .map(|manifest| manifest.unsafe_labels.clone())
+                .filter(|labels| !labels.is_empty());
+        }
+        Guard::load(&self.files(), &options, device)
             .with_context(|| format!("loading model {}", self.path.display()))
     }
 

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
 use clap::Args;
 use harmaug_core::jsonl::{Row, parse_jsonl};
-use harmaug_core::{GuardInput, LoadOptions};
+use harmaug_core::{GuardInput, LoadOptions, Scores};
 use serde_json::{Map, Number, Value};
 
 use crate::backend::{self, BackendJob};
@@ -42,7 +42,7 @@ pub struct ScoreArgs {
 pub fn run(args: ScoreArgs) -> Result<()> {
     let rows = read_rows(&args)?;
     let model = ModelDir::open_or_default(args.model.as_deref())?;
-    let scores = backend::run(
+    let scored = backend::run(
         args.run.backend,
         ScoreJob {
             model: &model,
@@ -54,7 +54,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     // f32 like the scores: a score equal to the manifest's threshold counts as unsafe.
     let threshold = args.threshold.unwrap_or(model.threshold() as f32);
     tracing::info!("unsafe when score ≥ {threshold}");
-    write_rows(rows, &scores, threshold)
+    write_rows(rows, &scored, threshold)
 }
 
 fn read_rows(args: &ScoreArgs) -> Result<Vec<Row>> {
@@ -97,10 +97,16 @@ struct ScoreJob<'a> {
     batch_size: usize,
 }
 
-impl BackendJob for ScoreJob<'_> {
-    type Output = Vec<f32>;
+/// Scores, and the label names when every label's probability is reported too.
+struct Scored {
+    scores: Scores,
+    label_names: Option<Vec<String>>,
+}
 
-    fn run<B: Backend>(self, device: B::Device) -> Result<Vec<f32>> {
+impl BackendJob for ScoreJob<'_> {
+    type Output = Scored;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<Scored> {
         let guard = self.model.load_guard::<B>(&self.options, &device)?;
         let bar = progress::bar(self.inputs.len(), "scoring")?;
         let started = Instant::now();
@@ -122,15 +128,24 @@ impl BackendJob for ScoreJob<'_> {
                 guard.max_length()
             );
         }
-        Ok(scored.scores)
+        let labels = guard.labels();
+        let label_names = labels.reports_every_label().then(|| labels.names.clone());
+        Ok(Scored {
+            scores: scored,
+            label_names,
+        })
     }
 }
 
-fn write_rows(rows: Vec<Row>, scores: &[f32], threshold: f32) -> Result<()> {
+fn write_rows(rows: Vec<Row>, scored: &Scored, threshold: f32) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    for (row, &score) in rows.into_iter().zip(scores) {
-        let fields = scored_row(row.fields, score, threshold);
+    for (i, (row, &score)) in rows.into_iter().zip(&scored.scores.scores).enumerate() {
+        let mut fields = scored_row(row.fields, score, threshold);
+        if let Some(names) = &scored.label_names {
+            let probabilities = scored.scores.label_probabilities_of(i);
+            fields.insert("scores".into(), label_scores(names, probabilities));
+        }
         // As an io::Error, so that a closed pipe is recognised as one (main exits quietly).
         serde_json::to_writer(&mut out, &fields).map_err(std::io::Error::from)?;
         out.write_all(b"\n")?;
@@ -149,6 +164,12 @@ pub fn scored_row(
     fields.insert("score".into(), short_number(score));
     fields.insert("unsafe".into(), Value::Bool(score >= threshold));
     fields
+}
+
+/// `{"label": probability, ...}` in label order.
+fn label_scores(names: &[String], probabilities: &[f32]) -> Value {
+    let pairs = names.iter().zip(probabilities);
+    Value::Object(pairs.map(|(n, &p)| (n.clone(), short_number(p))).collect())
 }
 
 /// An f32 written with the shortest digits that read back as the same f32 (not f64 noise).

@@ -12,22 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{Row, harmaug, read_jsonl as rows, run_ok};
+use common::{Row, cached, harmaug, read_jsonl as rows, run_ok};
 use serde_json::Value;
-
-fn cached(relative: &str, env: &str) -> PathBuf {
-    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-            .join(".cache/harmaug")
-            .join(relative)
-    });
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/setup.sh",
-        path.display()
-    );
-    path
-}
 
 fn gguf() -> PathBuf {
     cached(

@@ -283,3 +283,57 @@ fn tokenizer_config_travels_with_the_bundle() {
         "{original:?} vs {segmented:?}"
     );
 }
+
+/// A 3-label (Prompt-Guard-style) model: every label's probability in `scores`, P(unsafe) =
+/// the chosen labels' sum; `--unsafe-labels` at export is recorded in the manifest and used
+/// when the bundle is scored.
+#[test]
+fn unsafe_labels_chosen_at_export_travel_in_the_manifest() {
+    let model = fixture("bert-tiny-3label");
+    let rows = score(&model, &[], &TEXTS);
+    for row in &rows {
+        let labels = row["scores"].as_object().expect("a scores object");
+        let names: Vec<&str> = labels.keys().map(String::as_str).collect();
+        assert_eq!(names, ["BENIGN", "INJECTION", "JAILBREAK"]);
+        let p = |name: &str| labels[name].as_f64().unwrap();
+        assert!((p("BENIGN") + p("INJECTION") + p("JAILBREAK") - 1.0).abs() < 1e-5);
+        let score = row["score"].as_f64().unwrap();
+        assert!(
+            (score - p("INJECTION") - p("JAILBREAK")).abs() < 1e-6,
+            "{row:?}"
+        );
+    }
+    let jailbreak = |rows: &[common::Row]| -> Vec<f64> {
+        rows.iter()
+            .map(|r| r["scores"]["JAILBREAK"].as_f64().unwrap())
+            .collect()
+    };
+    let chosen = score(&model, &["--unsafe-labels", "JAILBREAK"], &TEXTS);
+    assert_eq!(scores(&chosen), jailbreak(&chosen));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bundle");
+    let manifest = export_f32(&model, &out, &["--unsafe-labels", "jailbreak"]);
+    assert_eq!(manifest["unsafe_labels"], serde_json::json!(["JAILBREAK"]));
+    assert_eq!(manifest["unsafe_index"], 2);
+    let bundled = score(&out, &[], &TEXTS);
+    let diff = scores(&bundled)
+        .iter()
+        .zip(jailbreak(&chosen))
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(diff < 1e-6, "the bundle scores P(JAILBREAK): {diff}");
+    let error = run(&[
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--unsafe-labels",
+        "spam",
+        "x",
+    ]);
+    let stderr = String::from_utf8_lossy(&error.stderr);
+    assert!(!error.status.success(), "an unknown label must be refused");
+    assert!(
+        stderr.contains("\"spam\"") && stderr.contains("BENIGN"),
+        "{stderr}"
+    );
+}

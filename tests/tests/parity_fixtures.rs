@@ -1,6 +1,7 @@
 //! Parity with HF transformers on the tiny random checkpoints that `fixtures/make_fixtures.py`
 //! writes (BERT and DeBERTa-v3): token ids, logits batched and one by one, and scores.
 
+use harmaug_core::config::HeadKind;
 use harmaug_core::tokenize::EncodedText;
 use harmaug_core::{GuardInput, LoadOptions};
 use harmaug_tests::{LOGIT_TOLERANCE, fixture, load_guard, max_abs_diff, rows_of};
@@ -82,20 +83,41 @@ fn check(name: &str) {
 
     // Scoring sorts by length and batches; scores must come back in input order.
     let scores = guard.score(&inputs, 5, |_| {}).unwrap();
-    let unsafe_index = guard.labels().unsafe_index;
+    let labels = guard.labels();
     for (i, logits) in reference.logits_single.iter().enumerate() {
-        let exp: Vec<f32> = logits.iter().map(|l| l.exp()).collect();
-        let expected = exp[unsafe_index] / exp.iter().sum::<f32>();
+        let probabilities = reference_probabilities(labels.kind, logits);
+        let unsafe_probabilities = labels.unsafe_indices.iter().map(|&u| probabilities[u]);
+        let expected = match labels.kind {
+            HeadKind::SingleLabel => unsafe_probabilities.sum::<f32>(),
+            HeadKind::MultiLabel => unsafe_probabilities.fold(0.0, f32::max),
+        };
         let got = scores.scores[i];
         assert!(
             (got - expected).abs() < 1e-5,
             "{name}: score {i}: {got} vs {expected}"
         );
+        let diff = max_abs_diff(
+            &[scores.label_probabilities_of(i).to_vec()],
+            &[probabilities],
+        );
+        assert!(diff < 1e-5, "{name}: label probabilities of {i}: {diff:e}");
     }
     assert_eq!(
         scores.truncated,
         encoded.iter().filter(|e| e.truncated).count()
     );
+}
+
+/// What transformers' pipelines apply to a head's logits: softmax, or a sigmoid per label.
+fn reference_probabilities(kind: HeadKind, logits: &[f32]) -> Vec<f32> {
+    match kind {
+        HeadKind::SingleLabel => {
+            let exp: Vec<f32> = logits.iter().map(|l| l.exp()).collect();
+            let sum: f32 = exp.iter().sum();
+            exp.iter().map(|e| e / sum).collect()
+        }
+        HeadKind::MultiLabel => logits.iter().map(|l| 1.0 / (1.0 + (-l).exp())).collect(),
+    }
 }
 
 #[test]
@@ -130,10 +152,46 @@ fn deberta_8_buckets_separate_position_projections_match_transformers() {
     check("deberta-tiny-b8");
 }
 
+/// Prompt-Guard's labels (BENIGN, INJECTION, JAILBREAK): P(unsafe) = P(INJECTION) +
+/// P(JAILBREAK) by default.
 #[test]
-fn unsafe_label_follows_id2label() {
+fn three_label_softmax_head_matches_transformers() {
+    check("bert-tiny-3label");
+    let guard = load_guard(&fixture("bert-tiny-3label"), &LoadOptions::default());
+    assert_eq!(guard.labels().unsafe_indices, [1, 2]);
+    assert!(guard.labels().reports_every_label());
+}
+
+/// Jigsaw's six toxicity labels, a sigmoid each: P(unsafe) = the largest.
+#[test]
+fn six_label_multi_label_head_matches_transformers() {
+    check("deberta-tiny-6label-multi");
+    let guard = load_guard(
+        &fixture("deberta-tiny-6label-multi"),
+        &LoadOptions::default(),
+    );
+    assert_eq!(guard.labels().kind, HeadKind::MultiLabel);
+    assert_eq!(guard.labels().unsafe_indices, [0, 1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn unsafe_label_follows_id2label_or_the_user() {
     let guard = load_guard(&fixture("bert-tiny-f16"), &LoadOptions::default());
-    assert_eq!(guard.labels().unsafe_index, 0, "id2label says 0 = unsafe");
+    assert_eq!(
+        guard.labels().unsafe_indices,
+        [0],
+        "id2label says 0 = unsafe"
+    );
     let guard = load_guard(&fixture("bert-tiny-bf16"), &LoadOptions::default());
-    assert_eq!(guard.labels().unsafe_index, 1, "LABEL_0/LABEL_1 → label 1");
+    assert_eq!(
+        guard.labels().unsafe_indices,
+        [1],
+        "LABEL_0/LABEL_1 → label 1"
+    );
+    let options = LoadOptions {
+        unsafe_labels: Some(vec!["jailbreak".into()]),
+        ..LoadOptions::default()
+    };
+    let guard = load_guard(&fixture("bert-tiny-3label"), &options);
+    assert_eq!(guard.labels().unsafe_indices, [2]);
 }

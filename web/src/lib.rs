@@ -71,7 +71,7 @@ impl WasmGuard {
         };
         let options = LoadOptions {
             max_length: (max_length > 0).then_some(max_length),
-            head_seed: 0,
+            ..LoadOptions::default()
         };
         let guard = match backend.as_str() {
             "webgpu" => Loaded::Gpu(Guard::load(&files, &options, &webgpu_device().await)?),

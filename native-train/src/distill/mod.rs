@@ -332,12 +332,21 @@ fn load_student<B: Backend>(
     let options = LoadOptions {
         max_length: Some(max_length),
         head_seed: args.seed,
+        unsafe_labels: None,
     };
     let guard = Guard::<Autodiff<B>>::load(&files, &options, device)
         .with_context(|| format!("loading model {}", source.path.display()))?;
     let tokenizer_json = files.tokenizer_json.to_vec();
     let tokenizer_config_json = source.tokenizer_config_json.clone();
-    let unsafe_index = guard.labels().unsafe_index;
+    let labels = guard.labels();
+    let unsafe_index = labels.binary_unsafe_index().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: distill trains a two-label softmax head; this model has {:?} labels {:?}",
+            source.path.display(),
+            labels.kind,
+            labels.names
+        )
+    })?;
     let (model, parts) = guard.into_parts();
     Ok(Student {
         model,

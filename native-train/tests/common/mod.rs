@@ -21,6 +21,22 @@ pub fn repo(path: &str) -> PathBuf {
         .join(path)
 }
 
+/// A tool or asset that scripts/setup.sh installs under ~/.cache/harmaug (or `env` names);
+/// missing, the test fails and says how to get it — no test skips silently.
+pub fn cached(relative: &str, env: &str) -> PathBuf {
+    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+            .join(".cache/harmaug")
+            .join(relative)
+    });
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup.sh",
+        path.display()
+    );
+    path
+}
+
 /// The harmaug under test, with its output captured and no model from the environment.
 pub fn harmaug(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_harmaug"));
