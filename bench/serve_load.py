@@ -109,6 +109,7 @@ def main():
     parser.add_argument("--levels", default="1,8,64")
     parser.add_argument("--soak-s", type=float, default=0)
     parser.add_argument("--soak-load", type=float, default=0.8)
+    parser.add_argument("--soak-rate", type=float, help="soak alone at this many req/s (no comparison)")
     args = parser.parse_args()
     levels = [int(c) for c in args.levels.split(",")]
     with open(DATA) as f:
@@ -119,6 +120,8 @@ def main():
         make_model(model_dir)
         prompts_file = pathlib.Path(tmp) / "prompts.jsonl"
         prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+        if args.soak_rate:
+            return report_soak(soak(model_dir, prompts_file, args.soak_rate, args.soak_s), args.soak_rate, args)
         sample = prompts[:16]
         ours, our_scores = measure("harmaug", start_harmaug, model_dir, prompts_file, levels, sample)
         ref, ref_scores = measure("reference", start_reference, model_dir, prompts_file, levels, sample)
@@ -135,12 +138,15 @@ def main():
                   f"| {a['errors']} / {b['errors']} |")
         if args.soak_s > 0:
             rate = args.soak_load * ours[max(levels)]["throughput"]
-            result = soak(model_dir, prompts_file, rate, args.soak_s)
-            growth = result["rss_kb_end"] / result["rss_kb_after_warmup"] - 1
-            print(f"\nsoak: {args.soak_s:.0f} s at {rate:.1f} req/s ({args.soak_load:.0%} of capacity): "
-                  f"{result['ok']} answered, {result['errors']} errors, p99 {result['p99_ms']:.1f} ms, "
-                  f"RSS {result['rss_kb_after_warmup'] / 1024:.0f} → {result['rss_kb_end'] / 1024:.0f} MB "
-                  f"({growth:+.1%} after warm-up)")
+            report_soak(soak(model_dir, prompts_file, rate, args.soak_s), rate, args)
+
+
+def report_soak(result, rate, args):
+    growth = result["rss_kb_end"] / result["rss_kb_after_warmup"] - 1
+    print(f"\nsoak: {args.soak_s:.0f} s at {rate:.1f} req/s: {result['ok']} answered, "
+          f"{result['errors']} errors {result['first_errors']}, p50 / p99 {result['p50_ms']:.1f} / "
+          f"{result['p99_ms']:.1f} ms, RSS {result['rss_kb_after_warmup'] / 1024:.0f} → "
+          f"{result['rss_kb_end'] / 1024:.0f} MB ({growth:+.1%} after warm-up)")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ use crate::checkpoint::{Checkpoint, ParamNames, ReleasePages};
 use crate::config::{HeadKind, Labels, ModelConfig};
 use crate::models::{BatchTensors, FreshParts, GuardModel};
 pub use crate::tokenize::GuardInput;
-use crate::tokenize::{EncodedBatch, EncodedText, TextEncoder, passes_token_type_ids};
+use crate::tokenize::{EncodedBatch, EncodedText, LongInput, TextEncoder, passes_token_type_ids};
 use crate::{Error, Result};
 
 /// The three files of a HF model directory, as bytes (core does no file I/O).
@@ -32,6 +32,8 @@ pub struct LoadOptions {
     /// Which labels make P(unsafe) (names or indices); `None` = the default choice by name
     /// (see [`crate::labels`]).
     pub unsafe_labels: Option<Vec<String>>,
+    /// Inputs past `max_length`: truncated, or scored by windows.
+    pub long_input: LongInput,
 }
 
 /// Longest default input: BERT-family checkpoints are trained at 512 at most.
@@ -92,7 +94,8 @@ impl<B: Backend> Guard<B> {
         };
         let encoder =
             TextEncoder::from_bytes(files.tokenizer_json, max_length, config.arch.pad_token_id())?
-                .with_segment_ids(passes_token_type_ids(files.tokenizer_config_json)?);
+                .with_segment_ids(passes_token_type_ids(files.tokenizer_config_json)?)
+                .with_long_input(options.long_input);
         let checkpoint = Checkpoint::from_bytes(files.weights)?.with_release(files.release_weights);
         let (model, fresh) = GuardModel::load(&config, &checkpoint, options.head_seed, device)?;
         if !fresh.names.is_empty() {
@@ -175,11 +178,19 @@ impl<B: Backend> Guard<B> {
         &self,
         inputs: &[GuardInput],
         batch_size: usize,
-        progress: impl FnMut(usize),
+        mut progress: impl FnMut(usize),
     ) -> Result<Scores> {
-        let encoded = self.encode_all(inputs)?;
-        let rows: Vec<&EncodedText> = encoded.iter().collect();
-        self.score_encoded(&rows, batch_size, progress)
+        let all = self.encode_inputs(inputs)?;
+        let rows = all.rows();
+        // Progress in inputs, though the model sees windows.
+        let (mut windows_done, mut inputs_done) = (0, 0);
+        let windows = self.score_encoded(&rows, batch_size, |n| {
+            windows_done += n;
+            let now = windows_done * all.inputs / rows.len().max(1);
+            progress(now - inputs_done);
+            inputs_done = now;
+        })?;
+        Ok(all.merge(windows))
     }
 
     /// [`Self::score`] for inputs already encoded with this guard's encoder.
@@ -202,8 +213,8 @@ impl<B: Backend> Guard<B> {
     /// [`Self::score`] for backends that can only read results back asynchronously (WebGPU in
     /// the browser): the same batches and arithmetic, awaiting each batch's scores.
     pub async fn score_async(&self, inputs: &[GuardInput], batch_size: usize) -> Result<Scores> {
-        let encoded = self.encode_all(inputs)?;
-        let encoded: Vec<&EncodedText> = encoded.iter().collect();
+        let all = self.encode_inputs(inputs)?;
+        let encoded = all.rows();
         let mut scores = ScoreSheet::new(&encoded, &self.parts.config.labels);
         for batch in length_batches(&encoded, batch_size) {
             let probabilities = self.label_probability_tensor(self.logits(&batch.rows));
@@ -211,14 +222,24 @@ impl<B: Backend> Guard<B> {
             let data = data.map_err(|e| Error::Backend(format!("reading scores back: {e:?}")))?;
             scores.fill(&batch.indices, read_floats(data)?);
         }
-        Ok(scores.finish())
+        Ok(all.merge(scores.finish()))
     }
 
-    fn encode_all(&self, inputs: &[GuardInput]) -> Result<Vec<EncodedText>> {
-        inputs
-            .iter()
-            .map(|input| self.parts.encoder.encode(input))
-            .collect()
+    /// What the model sees for `inputs`: one encoding each, or windows of long ones. Score
+    /// [`EncodedInputs::rows`] with [`Self::score_encoded`], then [`EncodedInputs::merge`].
+    pub fn encode_inputs(&self, inputs: &[GuardInput]) -> Result<EncodedInputs> {
+        let mut all = EncodedInputs {
+            encoded: Vec::with_capacity(inputs.len()),
+            owners: Vec::with_capacity(inputs.len()),
+            inputs: inputs.len(),
+        };
+        for (i, input) in inputs.iter().enumerate() {
+            for encoded in self.parts.encoder.encode_for_scoring(input)? {
+                all.encoded.push(encoded);
+                all.owners.push(i);
+            }
+        }
+        Ok(all)
     }
 
     /// Label probabilities `[rows, labels]`, still on the device: softmax, or a sigmoid per
@@ -245,6 +266,49 @@ fn read_floats(data: burn::tensor::TensorData) -> Result<Vec<f32>> {
     data.convert::<f32>()
         .to_vec::<f32>()
         .map_err(|e| Error::Backend(format!("reading scores back: {e:?}")))
+}
+
+/// Encodings to score and the input each belongs to (several for a windowed long input).
+pub struct EncodedInputs {
+    encoded: Vec<EncodedText>,
+    owners: Vec<usize>,
+    inputs: usize,
+}
+
+impl EncodedInputs {
+    pub fn rows(&self) -> Vec<&EncodedText> {
+        self.encoded.iter().collect()
+    }
+
+    /// Per input, the scores of its highest-scoring window (P(unsafe) = the max over windows;
+    /// the label probabilities are that window's). `truncated` counts inputs, not windows.
+    pub fn merge(&self, windows: Scores) -> Scores {
+        if self.owners.len() == self.inputs {
+            return windows;
+        }
+        let n = windows.num_labels;
+        let mut best: Vec<Option<usize>> = vec![None; self.inputs];
+        for (window, &owner) in self.owners.iter().enumerate() {
+            let better = best[owner].is_none_or(|b| windows.scores[window] > windows.scores[b]);
+            if better {
+                best[owner] = Some(window);
+            }
+        }
+        let best: Vec<usize> = best.into_iter().flatten().collect();
+        Scores {
+            scores: best.iter().map(|&w| windows.scores[w]).collect(),
+            label_probabilities: best
+                .iter()
+                .flat_map(|&w| {
+                    windows.label_probabilities[w * n..(w + 1) * n]
+                        .iter()
+                        .copied()
+                })
+                .collect(),
+            num_labels: n,
+            truncated: best.iter().filter(|&&w| self.encoded[w].truncated).count(),
+        }
+    }
 }
 
 /// One padded batch: which inputs (by index) and their encodings.

@@ -6,7 +6,8 @@
 //! to its own `max_length`.
 
 use tokenizers::{
-    EncodeInput, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+    EncodeInput, Encoding, PostProcessor, Tokenizer, TruncationDirection, TruncationParams,
+    TruncationStrategy,
 };
 
 use crate::{Error, Result};
@@ -82,15 +83,29 @@ impl EncodedBatch {
     }
 }
 
+/// What happens to an input longer than the max length.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LongInput {
+    /// Cut to the max length as transformers' `truncation=True` does (longest first).
+    #[default]
+    Truncate,
+    /// Score overlapping windows of the max length and keep the highest P(unsafe): a payload
+    /// past the max length is still read. See [`TextEncoder::encode_windows`].
+    Chunk,
+}
+
 /// A checkpoint's tokenizer with the guard's truncation.
 #[derive(Clone)]
 pub struct TextEncoder {
     tokenizer: Tokenizer,
+    /// The same tokenizer without truncation, to cut windows from whole texts.
+    whole: Tokenizer,
     max_length: usize,
     pad_id: u32,
     /// Whether the model gets the tokenizer's segment ids (see [`passes_token_type_ids`]);
     /// without them every token is segment 0, as when transformers passes no `token_type_ids`.
     segment_ids: bool,
+    long_input: LongInput,
 }
 
 /// Whether transformers' tokenizer for this model returns `token_type_ids`, read from the
@@ -121,9 +136,13 @@ pub fn passes_token_type_ids(tokenizer_config_json: Option<&str>) -> Result<bool
 
 impl TextEncoder {
     pub fn from_bytes(tokenizer_json: &[u8], max_length: usize, pad_id: u32) -> Result<Self> {
-        let mut tokenizer = Tokenizer::from_bytes(tokenizer_json)
+        let mut whole = Tokenizer::from_bytes(tokenizer_json)
             .map_err(|e| Error::Tokenizer(format!("cannot parse: {e}")))?;
-        tokenizer.with_padding(None);
+        whole.with_padding(None);
+        whole
+            .with_truncation(None)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut tokenizer = whole.clone();
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length,
@@ -134,9 +153,11 @@ impl TextEncoder {
             .map_err(|e| Error::Tokenizer(format!("max length {max_length}: {e}")))?;
         Ok(Self {
             tokenizer,
+            whole,
             max_length,
             pad_id,
             segment_ids: true,
+            long_input: LongInput::Truncate,
         })
     }
 
@@ -146,8 +167,22 @@ impl TextEncoder {
         self
     }
 
+    pub fn with_long_input(mut self, long_input: LongInput) -> Self {
+        self.long_input = long_input;
+        self
+    }
+
     pub fn max_length(&self) -> usize {
         self.max_length
+    }
+
+    /// What scoring feeds the model for `input`: one truncated encoding, or its windows
+    /// (by [`LongInput`]).
+    pub fn encode_for_scoring(&self, input: &GuardInput) -> Result<Vec<EncodedText>> {
+        match self.long_input {
+            LongInput::Truncate => Ok(vec![self.encode(input)?]),
+            LongInput::Chunk => self.encode_windows(input),
+        }
     }
 
     pub fn pad_id(&self) -> u32 {
@@ -165,17 +200,118 @@ impl TextEncoder {
             .tokenizer
             .encode(sequence, true)
             .map_err(|e| Error::Tokenizer(format!("cannot encode input: {e}")))?;
+        let truncated = !encoding.get_overflowing().is_empty();
+        Ok(self.encoded(&encoding, truncated))
+    }
+
+    fn encoded(&self, encoding: &Encoding, truncated: bool) -> EncodedText {
         let type_ids = if self.segment_ids {
             encoding.get_type_ids().to_vec()
         } else {
             vec![0; encoding.get_ids().len()]
         };
-        Ok(EncodedText {
+        EncodedText {
             ids: encoding.get_ids().to_vec(),
             type_ids,
-            truncated: !encoding.get_overflowing().is_empty(),
-        })
+            truncated,
+        }
     }
+
+    /// Tokens that consecutive windows share: a quarter of the max length, so that a phrase
+    /// cut at one window's edge is whole in the next.
+    pub fn window_overlap(&self) -> usize {
+        self.max_length / 4
+    }
+
+    /// `input` as one encoding when it fits, else as overlapping windows of the max length
+    /// (each marked `truncated`), each with the model's special tokens. A prompt alone is cut
+    /// as transformers cuts it with `return_overflowing_tokens=True, stride=overlap`. For a
+    /// pair, the longer side is windowed and the shorter kept whole up to half the budget (its
+    /// start), so every window shows the model both sides, as it was trained.
+    pub fn encode_windows(&self, input: &GuardInput) -> Result<Vec<EncodedText>> {
+        let fitted = self.encode(input)?;
+        if !fitted.truncated {
+            return Ok(vec![fitted]);
+        }
+        let raw = |text: &str| {
+            self.whole
+                .encode(text, false)
+                .map_err(|e| Error::Tokenizer(format!("cannot encode input: {e}")))
+        };
+        let prompt = raw(&input.prompt)?;
+        let windows = match input.response.as_deref() {
+            None | Some("") => {
+                let budget = self.budget(false)?;
+                windows_of(prompt, budget, self.window_overlap())
+                    .into_iter()
+                    .map(|w| (w, None))
+                    .collect()
+            }
+            Some(response) => self.pair_windows(prompt, raw(response)?)?,
+        };
+        windows
+            .into_iter()
+            .map(|(first, second)| {
+                let encoding = self
+                    .whole
+                    .post_process(first, second, true)
+                    .map_err(|e| Error::Tokenizer(format!("cannot encode input: {e}")))?;
+                Ok(self.encoded(&encoding, true))
+            })
+            .collect()
+    }
+
+    /// Tokens of text a window holds once the special tokens are added.
+    fn budget(&self, pair: bool) -> Result<usize> {
+        let added = self
+            .whole
+            .get_post_processor()
+            .map_or(0, |processor| processor.added_tokens(pair));
+        match self.max_length.checked_sub(added) {
+            Some(budget) if budget >= 2 => Ok(budget),
+            _ => Err(Error::Tokenizer(format!(
+                "max length {} leaves no room for text beside {added} special tokens",
+                self.max_length
+            ))),
+        }
+    }
+
+    fn pair_windows(
+        &self,
+        prompt: Encoding,
+        response: Encoding,
+    ) -> Result<Vec<(Encoding, Option<Encoding>)>> {
+        let budget = self.budget(true)?;
+        let response_is_longer = response.len() >= prompt.len();
+        let (mut kept, long) = if response_is_longer {
+            (prompt, response)
+        } else {
+            (response, prompt)
+        };
+        kept.truncate(kept.len().min(budget / 2), 0, TruncationDirection::Right);
+        kept.take_overflowing();
+        let window = budget - kept.len();
+        let overlap = self.window_overlap().min(window - 1);
+        Ok(windows_of(long, window, overlap)
+            .into_iter()
+            .map(|w| {
+                if response_is_longer {
+                    (kept.clone(), Some(w))
+                } else {
+                    (w, Some(kept.clone()))
+                }
+            })
+            .collect())
+    }
+}
+
+/// `encoding` cut into windows of `window` tokens, consecutive ones sharing `overlap` (tokenizers'
+/// own truncation with a stride: the first window, then its overflowing ones).
+fn windows_of(mut encoding: Encoding, window: usize, overlap: usize) -> Vec<Encoding> {
+    let overlap = overlap.min(window.saturating_sub(1));
+    encoding.truncate(window, overlap, TruncationDirection::Right);
+    let rest = encoding.take_overflowing();
+    std::iter::once(encoding).chain(rest).collect()
 }
 
 #[cfg(test)]

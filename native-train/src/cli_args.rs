@@ -5,6 +5,7 @@ use clap::builder::PossibleValue;
 use clap::{Args, ValueEnum};
 use harmaug_core::LoadOptions;
 use harmaug_core::datasets::Format;
+use harmaug_core::tokenize::LongInput;
 
 use crate::backend::BackendChoice;
 
@@ -28,6 +29,18 @@ pub struct GuardRunArgs {
     /// safe/benign/neutral…, else label 1; a bundle's manifest may record its own choice).
     #[arg(long, value_delimiter = ',')]
     pub unsafe_labels: Option<Vec<String>>,
+    /// Inputs past the max length: `chunk`, overlapping windows of the max length (a quarter
+    /// shared), score = the highest window's; or `truncate`, as transformers' pipelines do.
+    /// The default, chunk, was measured better on the benchmarks (docs/BENCHMARKS.md).
+    #[arg(long, value_enum, default_value = "chunk")]
+    pub long_input: LongInputArg,
+}
+
+/// `--long-input`, core's [`LongInput`] for clap.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LongInputArg {
+    Truncate,
+    Chunk,
 }
 
 impl GuardRunArgs {
@@ -36,6 +49,10 @@ impl GuardRunArgs {
             max_length: self.max_length,
             head_seed: self.head_seed,
             unsafe_labels: self.unsafe_labels.clone(),
+            long_input: match self.long_input {
+                LongInputArg::Truncate => LongInput::Truncate,
+                LongInputArg::Chunk => LongInput::Chunk,
+            },
         }
     }
 }

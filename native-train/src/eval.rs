@@ -267,6 +267,16 @@ impl BackendJob for EvalJob<'_> {
                 bar.inc(n as u64);
             })?;
             bar.finish_and_clear();
+            if scored.truncated > 0 {
+                tracing::info!(
+                    "{}: {} of {} inputs are longer than {} tokens ({:?})",
+                    set.name,
+                    scored.truncated,
+                    inputs.len(),
+                    guard.max_length(),
+                    self.options.long_input
+                );
+            }
             all.push(Scored {
                 scores: scored.scores.iter().map(|&s| f64::from(s)).collect(),
                 batch_ms,

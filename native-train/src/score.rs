@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
 use clap::Args;
 use harmaug_core::jsonl::{Row, parse_jsonl};
+use harmaug_core::tokenize::LongInput;
 use harmaug_core::{GuardInput, LoadOptions, Scores};
 use serde_json::{Map, Number, Value};
 
@@ -121,8 +122,12 @@ impl BackendJob for ScoreJob<'_> {
             "scored"
         );
         if scored.truncated > 0 {
+            let how = match self.options.long_input {
+                LongInput::Truncate => "were truncated (--long-input chunk reads them whole)",
+                LongInput::Chunk => "were scored by overlapping windows",
+            };
             tracing::warn!(
-                "{} of {} inputs were longer than {} tokens and were truncated",
+                "{} of {} inputs were longer than {} tokens and {how}",
                 scored.truncated,
                 self.inputs.len(),
                 guard.max_length()

@@ -88,6 +88,9 @@ fn jsonl_rows_keep_their_fields_and_order() {
             "-",
             "--threshold",
             "0.0",
+            // The reference is transformers' pipeline: truncation at 24 tokens.
+            "--long-input",
+            "truncate",
             "--max-length",
             "24",
         ],
@@ -110,29 +113,35 @@ fn jsonl_rows_keep_their_fields_and_order() {
 }
 
 #[test]
-fn long_inputs_are_truncated_with_one_warning() {
+fn long_inputs_are_windowed_or_truncated_with_one_warning() {
     let long = "word ".repeat(5000);
     let input = format!(
         "{{\"prompt\": \"{long}\"}}\n{{\"prompt\": \"{long}\", \"response\": \"{long}\"}}\n"
     );
     let (_dir, path) = temp_file(input.as_bytes());
-    let out = harmaug(
-        &[
+    let path = path.to_str().unwrap();
+    for (mode, how) in [
+        ("chunk", "were scored by overlapping windows"),
+        ("truncate", "were truncated"),
+    ] {
+        let args = [
             "score",
             "--model",
             &model(),
             "--input",
-            path.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert_eq!(lines(&out).len(), 2);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.matches("truncated").count(), 1, "{stderr}");
-    assert!(
-        stderr.contains("2 of 2 inputs were longer than 64 tokens"),
-        "{stderr}"
-    );
+            path,
+            "--long-input",
+            mode,
+        ];
+        let out = harmaug(&args, None);
+        assert_eq!(lines(&out).len(), 2);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.matches(how).count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("2 of 2 inputs were longer than 64 tokens"),
+            "{stderr}"
+        );
+    }
 }
 
 /// `bytes` in a JSONL file that lives as long as the returned directory.

@@ -332,7 +332,7 @@ fn load_student<B: Backend>(
     let options = LoadOptions {
         max_length: Some(max_length),
         head_seed: args.seed,
-        unsafe_labels: None,
+        ..LoadOptions::default()
     };
     let guard = Guard::<Autodiff<B>>::load(&files, &options, device)
         .with_context(|| format!("loading model {}", source.path.display()))?;

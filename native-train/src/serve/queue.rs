@@ -8,7 +8,6 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use burn::tensor::backend::Backend;
-use harmaug_core::tokenize::EncodedText;
 use harmaug_core::{Guard, GuardInput, Scores};
 use tokio::sync::oneshot;
 
@@ -191,17 +190,17 @@ fn score_jobs<B: Backend>(
     max_batch: usize,
     metrics: &Metrics,
 ) -> Result<Scores, String> {
-    let encoded: Vec<EncodedText> = jobs
-        .iter()
-        .flat_map(|job| &job.inputs)
-        .map(|input| guard.encode(input))
-        .collect::<Result<_, _>>()
+    let inputs: Vec<GuardInput> = jobs.iter().flat_map(|job| job.inputs.clone()).collect();
+    let encoded = guard
+        .encode_inputs(&inputs)
         .map_err(|e| format!("tokenizing: {e}"))?;
-    let rows: Vec<&EncodedText> = encoded.iter().collect();
-    let scored = guard
-        .score_encoded(&rows, max_batch, |n| metrics.observe_model_call(n))
+    let windows = guard
+        .score_encoded(&encoded.rows(), max_batch, |n| {
+            metrics.observe_model_call(n)
+        })
         .map_err(|e| format!("scoring: {e}"))?;
-    metrics.count_scored(rows.len(), scored.truncated);
+    let scored = encoded.merge(windows);
+    metrics.count_scored(inputs.len(), scored.truncated);
     Ok(scored)
 }
 
