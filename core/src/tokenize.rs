@@ -305,13 +305,21 @@ impl TextEncoder {
     }
 }
 
+/// Most windows of one input: scoring cost must stay bounded whatever a client sends (a 2 MB
+/// request is ~500k tokens). 64 windows of 512 read the first ~24k tokens.
+pub const MAX_WINDOWS: usize = 64;
+
 /// `encoding` cut into windows of `window` tokens, consecutive ones sharing `overlap` (tokenizers'
-/// own truncation with a stride: the first window, then its overflowing ones).
+/// own truncation with a stride: the first window, then its overflowing ones), at most
+/// [`MAX_WINDOWS`].
 fn windows_of(mut encoding: Encoding, window: usize, overlap: usize) -> Vec<Encoding> {
     let overlap = overlap.min(window.saturating_sub(1));
     encoding.truncate(window, overlap, TruncationDirection::Right);
     let rest = encoding.take_overflowing();
-    std::iter::once(encoding).chain(rest).collect()
+    std::iter::once(encoding)
+        .chain(rest)
+        .take(MAX_WINDOWS)
+        .collect()
 }
 
 #[cfg(test)]

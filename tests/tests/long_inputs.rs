@@ -137,3 +137,12 @@ fn pair_windows_keep_both_sides_and_cover_the_long_one() {
         assert_eq!(first_segment_is_short, long_side_is_response);
     }
 }
+
+/// Scoring cost is bounded whatever the input: at most MAX_WINDOWS windows.
+#[test]
+fn windows_are_capped() {
+    let guard = load_guard(&fixture("bert-tiny-f32"), &options(24, LongInput::Chunk));
+    let huge = GuardInput::prompt("word ".repeat(5000));
+    let windows = guard.encode_inputs(std::slice::from_ref(&huge)).unwrap();
+    assert_eq!(windows.rows().len(), harmaug_core::tokenize::MAX_WINDOWS);
+}
