@@ -299,11 +299,7 @@ impl EncodedInputs {
             scores: best.iter().map(|&w| windows.scores[w]).collect(),
             label_probabilities: best
                 .iter()
-                .flat_map(|&w| {
-                    windows.label_probabilities[w * n..(w + 1) * n]
-                        .iter()
-                        .copied()
-                })
+                .flat_map(|&w| windows.label_probabilities_of(w).iter().copied())
                 .collect(),
             num_labels: n,
             truncated: best.iter().filter(|&&w| self.encoded[w].truncated).count(),

@@ -60,7 +60,7 @@ fn is_safe_name(name: &str) -> bool {
 impl Labels {
     /// From HF `id2label` (`{"0": "safe", "1": "unsafe"}`; `None` means the default binary
     /// pair) and `problem_type`, with the default choice of unsafe labels
-    /// ([`Self::default_unsafe`]).
+    /// ([`default_unsafe`]).
     pub fn from_config(
         id2label: Option<&BTreeMap<String, String>>,
         problem_type: Option<&str>,
@@ -76,14 +76,14 @@ impl Labels {
             }
         };
         let names = match id2label {
-            None => vec!["safe".into(), "unsafe".into()],
+            None => Self::binary().names,
             Some(map) => names_from_id2label(map)?,
         };
         let fewest = if kind == HeadKind::MultiLabel { 1 } else { 2 };
         if names.len() < fewest {
             return Err(Error::Config(format!(
-                "id2label has {} label(s); a single-label guard needs at least 2 (1 is \
-                 transformers' regression head)",
+                "id2label has {} label(s); a {kind:?} head needs at least {fewest} (one \
+                 single label is transformers' regression head)",
                 names.len()
             )));
         }
@@ -158,6 +158,11 @@ impl Labels {
     /// (for a binary softmax head P(unsafe) says it all).
     pub fn reports_every_label(&self) -> bool {
         self.kind == HeadKind::MultiLabel || self.len() > 2
+    }
+
+    /// The label names when outputs list every label's probability ([`Self::reports_every_label`]).
+    pub fn reported_names(&self) -> Option<&[String]> {
+        self.reports_every_label().then_some(self.names.as_slice())
     }
 
     /// P(unsafe) from one input's label probabilities: the unsafe labels' sum for exclusive

@@ -291,8 +291,7 @@ impl TextEncoder {
         kept.truncate(kept.len().min(budget / 2), 0, TruncationDirection::Right);
         kept.take_overflowing();
         let window = budget - kept.len();
-        let overlap = self.window_overlap().min(window - 1);
-        Ok(windows_of(long, window, overlap)
+        Ok(windows_of(long, window, self.window_overlap())
             .into_iter()
             .map(|w| {
                 if response_is_longer {

@@ -134,7 +134,7 @@ impl BackendJob for ScoreJob<'_> {
             );
         }
         let labels = guard.labels();
-        let label_names = labels.reports_every_label().then(|| labels.names.clone());
+        let label_names = labels.reported_names().map(<[String]>::to_vec);
         Ok(Scored {
             scores: scored,
             label_names,

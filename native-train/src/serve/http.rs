@@ -259,11 +259,15 @@ async fn moderations(
     let scored = state.score(request.inputs, arrived).await?;
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let names = state.labels.get().and_then(Option::as_deref);
-    let per_input = scored.label_probabilities.len() / scored.scores.len().max(1);
-    let results = scored.scores.iter().enumerate().map(|(i, &score)| {
-        let probabilities = &scored.label_probabilities[i * per_input..(i + 1) * per_input];
-        ModerationResult::new(score, settings.threshold, names.map(|n| (n, probabilities)))
-    });
+    let results =
+        scored
+            .scores
+            .iter()
+            .zip(&scored.label_probabilities)
+            .map(|(&score, probabilities)| {
+                let labels = names.map(|n| (n, probabilities.as_slice()));
+                ModerationResult::new(score, settings.threshold, labels)
+            });
     Ok(Json(ModerationResponse {
         id: format!("modr-{:x}-{id}", state.started),
         model: request.model.unwrap_or_else(|| settings.model_id.clone()),

@@ -186,7 +186,7 @@ impl BackendJob for ServeJob<'_> {
             .map(|_| Guard::from_parts(guard.model().clone(), guard.parts().clone(), &device))
             .collect();
         let labels = guard.labels();
-        let reported = labels.reports_every_label().then(|| labels.names.clone());
+        let reported = labels.reported_names().map(<[String]>::to_vec);
         let _ = self.state.labels.set(reported);
         self.state.metrics.set_ready();
         tracing::info!(

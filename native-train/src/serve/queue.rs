@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use burn::tensor::backend::Backend;
@@ -21,8 +21,8 @@ pub type JobResult = Result<JobScores, String>;
 pub struct JobScores {
     /// P(unsafe) per input.
     pub scores: Vec<f32>,
-    /// Every label's probability per input, row-major `[inputs, labels]`.
-    pub label_probabilities: Vec<f32>,
+    /// Every label's probability, per input.
+    pub label_probabilities: Vec<Vec<f32>>,
 }
 
 /// One request's inputs and where its scores go.
@@ -73,9 +73,7 @@ impl BatchQueue {
 
     fn lock(&self) -> MutexGuard<'_, QueueState> {
         // A worker that panicked holding the lock left the queue consistent (it only pops).
-        self.state
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn push(&self, job: Job) -> Result<(), PushError> {
@@ -150,16 +148,16 @@ impl BatchQueue {
         state: MutexGuard<'a, QueueState>,
         deadline: Option<Instant>,
     ) -> MutexGuard<'a, QueueState> {
-        let recover = |poison: std::sync::PoisonError<_>| poison.into_inner();
+        // As in `lock`: a poisoned lock still guards a consistent queue.
         match deadline {
-            None => self.arrived.wait(state).unwrap_or_else(recover),
+            None => self
+                .arrived
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner),
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let (state, _) = self
-                    .arrived
-                    .wait_timeout(state, left)
-                    .unwrap_or_else(|poison| poison.into_inner());
-                state
+                let waited = self.arrived.wait_timeout(state, left);
+                waited.unwrap_or_else(PoisonError::into_inner).0
             }
         }
     }
@@ -211,9 +209,9 @@ fn reply(jobs: Vec<Job>, scored: Result<Scores, String>) {
         let answer = match &scored {
             Ok(scored) => Ok(JobScores {
                 scores: scored.scores[offset..offset + n].to_vec(),
-                label_probabilities: scored.label_probabilities
-                    [offset * scored.num_labels..(offset + n) * scored.num_labels]
-                    .to_vec(),
+                label_probabilities: (offset..offset + n)
+                    .map(|i| scored.label_probabilities_of(i).to_vec())
+                    .collect(),
             }),
             Err(message) => Err(message.clone()),
         };
@@ -287,7 +285,7 @@ mod tests {
             truncated: 0,
         };
         reply(vec![a, b], Ok(scored));
-        let answer = |scores: Vec<f32>, label_probabilities: Vec<f32>| {
+        let answer = |scores: Vec<f32>, label_probabilities: Vec<Vec<f32>>| {
             Ok(JobScores {
                 scores,
                 label_probabilities,
@@ -295,9 +293,9 @@ mod tests {
         };
         assert_eq!(
             ra.blocking_recv().unwrap(),
-            answer(vec![0.1], vec![0.9, 0.1])
+            answer(vec![0.1], vec![vec![0.9, 0.1]])
         );
-        let b_answer = answer(vec![0.2, 0.3], vec![0.8, 0.2, 0.7, 0.3]);
+        let b_answer = answer(vec![0.2, 0.3], vec![vec![0.8, 0.2], vec![0.7, 0.3]]);
         assert_eq!(rb.blocking_recv().unwrap(), b_answer);
     }
 }
