@@ -27,7 +27,9 @@ pub trait ReleasePages {
 }
 
 pub struct Checkpoint<'a> {
-    tensors: SafeTensors<'a>,
+    /// One per file: transformers splits large checkpoints into shards
+    /// (`model-00001-of-00002.safetensors`, …); each tensor lives in exactly one.
+    shards: Vec<SafeTensors<'a>>,
     release: Option<&'a dyn ReleasePages>,
     /// Every parameter built so far and the key it was read from (or is to be saved under).
     names: RefCell<Vec<(ParamId, TensorKey)>>,
@@ -47,13 +49,35 @@ pub type ParamNames = HashMap<ParamId, TensorKey>;
 
 impl<'a> Checkpoint<'a> {
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Self> {
-        let tensors = SafeTensors::deserialize(bytes)
-            .map_err(|e| Error::Checkpoint(format!("not a valid safetensors file: {e}")))?;
+        Self::from_shards(&[bytes])
+    }
+
+    /// A checkpoint stored as one or more safetensors files.
+    pub fn from_shards(shards: &[&'a [u8]]) -> Result<Self> {
+        let shards = shards
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                SafeTensors::deserialize(bytes).map_err(|e| {
+                    let which = if shards.len() > 1 {
+                        format!(" (shard {} of {})", i + 1, shards.len())
+                    } else {
+                        String::new()
+                    };
+                    Error::Checkpoint(format!("not a valid safetensors file{which}: {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            tensors,
+            shards,
             release: None,
             names: RefCell::default(),
         })
+    }
+
+    /// Tensor `name` from whichever shard holds it.
+    fn view(&self, name: &str) -> Option<TensorView<'a>> {
+        self.shards.iter().find_map(|shard| shard.tensor(name).ok())
     }
 
     pub fn with_release(mut self, release: Option<&'a dyn ReleasePages>) -> Self {
@@ -81,7 +105,7 @@ impl<'a> Checkpoint<'a> {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.tensor(name).is_ok()
+        self.view(name).is_some()
     }
 
     /// The tensor `name`, checked against the `shape` the config implies.
@@ -98,9 +122,8 @@ impl<'a> Checkpoint<'a> {
     /// The values of tensor `name` as f32, row-major, after checking its shape.
     fn values(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let view = self
-            .tensors
-            .tensor(name)
-            .map_err(|_| Error::Checkpoint(format!("missing tensor `{name}`")))?;
+            .view(name)
+            .ok_or_else(|| Error::Checkpoint(format!("missing tensor `{name}`")))?;
         if view.shape() != shape {
             return Err(Error::Checkpoint(format!(
                 "tensor `{name}` has shape {:?}, but config.json implies {shape:?}",

@@ -14,7 +14,8 @@ use crate::{Error, Result};
 /// The three files of a HF model directory, as bytes (core does no file I/O).
 pub struct ModelFiles<'a> {
     pub config_json: &'a str,
-    pub weights: &'a [u8],
+    /// `model.safetensors`, or every shard of a sharded checkpoint.
+    pub weights: Vec<&'a [u8]>,
     pub tokenizer_json: &'a [u8],
     /// `tokenizer_config.json`, when the model has one: it decides whether the model gets
     /// segment ids ([`passes_token_type_ids`](crate::tokenize::passes_token_type_ids)).
@@ -96,7 +97,8 @@ impl<B: Backend> Guard<B> {
             TextEncoder::from_bytes(files.tokenizer_json, max_length, config.arch.pad_token_id())?
                 .with_segment_ids(passes_token_type_ids(files.tokenizer_config_json)?)
                 .with_long_input(options.long_input);
-        let checkpoint = Checkpoint::from_bytes(files.weights)?.with_release(files.release_weights);
+        let checkpoint =
+            Checkpoint::from_shards(&files.weights)?.with_release(files.release_weights);
         let (model, fresh) = GuardModel::load(&config, &checkpoint, options.head_seed, device)?;
         if !fresh.names.is_empty() {
             tracing::warn!(

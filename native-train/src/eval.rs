@@ -25,7 +25,8 @@ use crate::progress;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Guard model directory or bundle; repeat to compare several. Default (with no
+    /// Guard model directory, bundle or Hub model id (`OWNER/NAME[@REVISION]`); repeat to
+    /// compare several. Default (with no
     /// --scores-file either): the guard built into harmaug.
     #[arg(long = "model", env = "HARMAUG_MODEL")]
     models: Vec<PathBuf>,

@@ -29,7 +29,7 @@ use crate::progress;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The model directory to export.
+    /// The model to export: a directory or a Hub model id (`OWNER/NAME[@REVISION]`).
     #[arg(long, env = "HARMAUG_MODEL")]
     model: PathBuf,
     /// The bundle directory to write.
@@ -112,7 +112,7 @@ impl BackendJob for Export {
 
         let exported = Guard::<B>::load(
             &ModelFiles {
-                weights: &weights,
+                weights: vec![&weights],
                 release_weights: None,
                 ..files
             },

@@ -27,8 +27,9 @@ use crate::resumable::{self, JsonlOutput};
 
 #[derive(Debug, Args)]
 pub struct LabelArgs {
-    /// The teacher: an OpenAI-compatible endpoint of an LLM guard, or a harmaug/HF model
-    /// directory.
+    /// The teacher: an OpenAI-compatible endpoint of an LLM guard, a GGUF file (or
+    /// `hf://OWNER/REPO/FILE.gguf`), or a classifier: a harmaug/HF model directory or a Hub
+    /// model id (`OWNER/NAME[@REVISION]`).
     #[arg(long)]
     teacher: String,
     /// Rows to label: JSONL with `prompt`, optional `response` and `id`.
@@ -67,7 +68,10 @@ pub fn run(args: LabelArgs) -> Result<()> {
         .collect();
     tracing::info!("labelling {} rows ({} done before)", todo.len(), done.len());
     let total = todo.len() + done.len();
-    if std::path::Path::new(&args.teacher).is_dir() {
+    // A classifier: a model directory or a Hub model id; anything else is an LLM.
+    if std::path::Path::new(&args.teacher).is_dir()
+        || crate::hub::RepoId::parse(&args.teacher).is_some()
+    {
         let job = CheckpointTeacher {
             args: &args,
             todo,

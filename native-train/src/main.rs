@@ -8,6 +8,7 @@ mod distill;
 mod eval;
 mod export;
 mod files;
+mod hub;
 mod label;
 mod llm;
 mod model_dir;

@@ -1,16 +1,19 @@
-//! A HF model directory on disk (`config.json`, `model.safetensors`, `tokenizer.json`, and a
-//! bundle's `manifest.json` when there is one), read into the byte form that `harmaug_core`
-//! loads from.
+//! A HF model directory on disk (`config.json`, `model.safetensors` or its shards,
+//! `tokenizer.json`, and a bundle's `manifest.json` when there is one), read into the byte form
+//! that `harmaug_core` loads from. A Hub repository id in place of a directory is downloaded
+//! first ([`crate::hub`]).
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
 use harmaug_core::bundle::{self, Manifest};
 use harmaug_core::checkpoint::ReleasePages;
 use harmaug_core::{Guard, LoadOptions, ModelFiles};
 use memmap2::Mmap;
+
+use crate::hub;
 #[cfg(unix)]
 use memmap2::UncheckedAdvice;
 
@@ -26,7 +29,8 @@ pub struct ModelDir {
 }
 
 enum Weights {
-    Mapped(Mmap),
+    /// `model.safetensors`, or each shard of a sharded checkpoint.
+    Mapped(Vec<Mmap>),
     /// The default guard compiled into the binary.
     #[cfg(feature = "default-model")]
     Embedded(&'static [u8]),
@@ -52,10 +56,25 @@ mod embedded {
 }
 
 impl ModelDir {
-    pub fn open(path: &Path) -> Result<Self> {
-        if !path.is_dir() {
-            anyhow::bail!("{}: not a model directory", path.display());
+    /// The model at `spec`: a local directory, else a Hub repository id
+    /// (`OWNER/NAME[@REVISION]`, `hf://…`), downloaded into the Hub cache first.
+    pub fn open(spec: &Path) -> Result<Self> {
+        if spec.is_dir() {
+            return Self::open_dir(spec);
         }
+        let Some(repo) = spec.to_str().and_then(hub::RepoId::parse) else {
+            bail!("{}: not a model directory", spec.display());
+        };
+        let dir = hub::model_snapshot(&repo).with_context(|| {
+            format!(
+                "{}: no such directory, so read as a Hub model id",
+                spec.display()
+            )
+        })?;
+        Self::open_dir(&dir)
+    }
+
+    fn open_dir(path: &Path) -> Result<Self> {
         let config_path = path.join("config.json");
         let config_json = fs::read_to_string(&config_path)
             .with_context(|| format!("reading {}", config_path.display()))?;
@@ -63,13 +82,6 @@ impl ModelDir {
         let tokenizer_json = fs::read(&tokenizer_path)
             .with_context(|| format!("reading {}", tokenizer_path.display()))?;
         let tokenizer_config_json = read_optional(&path.join("tokenizer_config.json"))?;
-        let weights_path = path.join("model.safetensors");
-        let file = File::open(&weights_path)
-            .with_context(|| format!("opening {}", weights_path.display()))?;
-        // SAFETY: the map is read-only and lives as long as `self`; like every reader of
-        // checkpoints we assume the file is not truncated underneath us while loading.
-        let weights = unsafe { Mmap::map(&file) }
-            .with_context(|| format!("mapping {}", weights_path.display()))?;
         let manifest_path = path.join("manifest.json");
         let manifest = read_optional(&manifest_path)?
             .map(|json| Manifest::parse(&json))
@@ -79,7 +91,7 @@ impl ModelDir {
             path: path.to_path_buf(),
             manifest,
             config_json,
-            weights: Weights::Mapped(weights),
+            weights: Weights::Mapped(map_weights(path)?),
             tokenizer_json,
             tokenizer_config_json,
         })
@@ -141,11 +153,11 @@ impl ModelDir {
             .with_context(|| format!("loading model {}", self.path.display()))
     }
 
-    fn weights(&self) -> &[u8] {
+    fn weights(&self) -> Vec<&[u8]> {
         match &self.weights {
-            Weights::Mapped(map) => map,
+            Weights::Mapped(maps) => maps.iter().map(|map| &map[..]).collect(),
             #[cfg(feature = "default-model")]
-            Weights::Embedded(bytes) => bytes,
+            Weights::Embedded(bytes) => vec![bytes],
         }
     }
 
@@ -162,6 +174,29 @@ impl ModelDir {
             },
         }
     }
+}
+
+/// `model.safetensors`, else every shard its index names, memory-mapped.
+fn map_weights(dir: &Path) -> Result<Vec<Mmap>> {
+    let single = dir.join("model.safetensors");
+    let index = dir.join(hub::SHARD_INDEX);
+    let files = if !single.exists() && index.exists() {
+        hub::shard_files(&index)?
+            .into_iter()
+            .map(|name| dir.join(name))
+            .collect()
+    } else {
+        vec![single]
+    };
+    files
+        .iter()
+        .map(|path| {
+            let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            // SAFETY: the map is read-only and lives as long as the ModelDir; like every
+            // reader of checkpoints we assume the file is not truncated underneath us.
+            unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))
+        })
+        .collect()
 }
 
 /// A text file the model directory may lack: `None` when absent, an error for anything else.
@@ -182,10 +217,16 @@ impl ReleasePages for ModelDir {
     #[cfg(unix)]
     fn release(&self, bytes: &[u8]) {
         #[cfg_attr(not(feature = "default-model"), allow(irrefutable_let_patterns))]
-        let Weights::Mapped(map) = &self.weights else {
+        let Weights::Mapped(maps) = &self.weights else {
             return;
         };
-        let offset = bytes.as_ptr() as usize - map.as_ptr() as usize;
+        let start = bytes.as_ptr() as usize;
+        let Some(map) = maps.iter().find(|map| {
+            (map.as_ptr() as usize..map.as_ptr() as usize + map.len()).contains(&start)
+        }) else {
+            return;
+        };
+        let offset = start - map.as_ptr() as usize;
         // SAFETY: the mapping is private and read-only, so dropping pages loses nothing: a
         // later read (a tensor sharing an edge page) faults them back in from the file.
         let dropped =

@@ -26,7 +26,6 @@ pub fn steps_bar(total: usize, done: usize) -> Result<ProgressBar> {
 }
 
 /// A bar over a download of `len` bytes (a spinner when the size is unknown).
-#[cfg(feature = "embedded-llm")]
 pub fn bytes_bar(len: Option<u64>, what: &str) -> Result<ProgressBar> {
     let style = ProgressStyle::with_template(
         "{spinner} {msg} {bytes}/{total_bytes} [{elapsed_precise}] {bytes_per_sec} ETA {eta}",

@@ -23,7 +23,8 @@ use crate::progress;
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
     /// HF model directory or `harmaug export` bundle (config.json, model.safetensors,
-    /// tokenizer.json). Default: the guard built into harmaug (models/default).
+    /// tokenizer.json), or a Hub model id (`OWNER/NAME[@REVISION]`, downloaded into the HF
+    /// cache). Default: the guard built into harmaug (models/default).
     #[arg(long, env = "HARMAUG_MODEL")]
     model: Option<PathBuf>,
     /// JSONL rows {"prompt": ..., "response": ...optional}; `-` reads standard input.

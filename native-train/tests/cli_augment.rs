@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{Row, cached, harmaug, read_jsonl as rows, run_ok};
+use common::{HubServer, Row, cached, harmaug, read_jsonl as rows, run_ok};
 use serde_json::Value;
 
 fn gguf() -> PathBuf {
@@ -368,26 +368,16 @@ fn retries_through_a_server_restart_and_resumes_after_kill_9() {
 #[test]
 fn downloads_a_gguf_from_a_hub_endpoint_once() {
     let _turn = one_llm_at_a_time();
-    // A real HTTP server (python's http.server) laid out like the Hub's `resolve` URLs; the
-    // download lands in $HOME/.cache/harmaug/hub and the second run needs no server.
+    // A local Hub (tests/hub_server.py, the Hub's URL layout and headers); the download lands
+    // in huggingface_hub's cache under $HOME and the second run needs no server.
     let dir = tempfile::tempdir().unwrap();
-    let served = dir.path().join("hub/test-owner/smollm2/resolve/main");
+    let served = dir.path().join("smollm2");
     std::fs::create_dir_all(&served).unwrap();
     std::os::unix::fs::symlink(gguf(), served.join("model.gguf")).unwrap();
-    let port = free_port();
-    let mut hub = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .current_dir(dir.path().join("hub"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 -m http.server");
+    let mut hub = HubServer::start(&[
+        "--repo",
+        &format!("test-owner/smollm2={}", served.display()),
+    ]);
     let input = dir.path().join("rows.jsonl");
     std::fs::write(
         &input,
@@ -395,6 +385,7 @@ fn downloads_a_gguf_from_a_hub_endpoint_once() {
     )
     .unwrap();
     let home = dir.path().join("home");
+    let endpoint = hub.endpoint.clone();
     let label = |out: &str| {
         harmaug(&[
             "label",
@@ -406,30 +397,32 @@ fn downloads_a_gguf_from_a_hub_endpoint_once() {
             dir.path().join(out).to_str().unwrap(),
         ])
         .env("HOME", &home)
-        .env("HF_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env_remove("HF_HOME")
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("XDG_CACHE_HOME")
+        .env("HF_ENDPOINT", &endpoint)
         .output()
         .unwrap()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let first = loop {
-        let output = label("first.jsonl");
-        if output.status.success() || Instant::now() > deadline {
-            break output;
-        }
-        std::thread::sleep(Duration::from_millis(300)); // the server may still be starting
-    };
+    let first = label("first.jsonl");
     assert!(
         first.status.success(),
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    let cached = home.join(".cache/harmaug/hub/test-owner/smollm2/model.gguf");
+    let snapshots = home.join(".cache/huggingface/hub/models--test-owner--smollm2/snapshots");
+    let commit = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let cached = commit.join("model.gguf");
     assert_eq!(
         std::fs::metadata(&cached).unwrap().len(),
         std::fs::metadata(gguf()).unwrap().len()
     );
-    hub.kill().unwrap();
-    hub.wait().unwrap();
+    hub.stop();
     let second = label("second.jsonl");
     assert!(
         second.status.success(),

@@ -85,7 +85,7 @@ pub fn load_guard(dir: &Path, options: &LoadOptions) -> Guard<TestBackend> {
     let tokenizer_config_json = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok();
     let files = ModelFiles {
         config_json: &config_json,
-        weights: &weights,
+        weights: vec![&weights],
         tokenizer_json: &tokenizer_json,
         tokenizer_config_json: tokenizer_config_json.as_deref(),
         release_weights: None,

@@ -62,7 +62,7 @@ fn reload(dir: &Path, weights: &[u8]) -> Guard<TestBackend> {
     let tokenizer_json = std::fs::read(dir.join("tokenizer.json")).unwrap();
     let files = ModelFiles {
         config_json: &config_json,
-        weights,
+        weights: vec![weights],
         tokenizer_json: &tokenizer_json,
         tokenizer_config_json: None,
         release_weights: None,

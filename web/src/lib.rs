@@ -64,7 +64,7 @@ impl WasmGuard {
         console_error_panic_hook::set_once();
         let files = ModelFiles {
             config_json: &config_json,
-            weights: &weights,
+            weights: vec![&weights],
             tokenizer_json: &tokenizer_json,
             tokenizer_config_json: tokenizer_config_json.as_deref(),
             release_weights: None,

@@ -44,7 +44,8 @@ use state::{MetricsLog, RunSettings, SnapshotFiles, TrainerState};
 #[derive(Debug, Args)]
 pub struct DistillArgs {
     /// The student to start from: a HF model directory (`config.json`, `model.safetensors`,
-    /// `tokenizer.json`) of a BERT or DeBERTa-v2/v3 model, with or without a classifier.
+    /// `tokenizer.json`) or Hub model id (`OWNER/NAME[@REVISION]`) of a BERT or DeBERTa-v2/v3
+    /// model, with or without a classifier.
     #[arg(long)]
     model: PathBuf,
     /// Training data (repeatable): JSONL rows `{"prompt", "response"?, "label"?,

@@ -7,7 +7,6 @@
 pub mod embedded;
 pub mod gguf;
 #[cfg(feature = "embedded-llm")]
-pub mod hub;
 pub mod served;
 pub mod template;
 
@@ -81,7 +80,7 @@ pub struct LlmOptions {
 }
 
 /// Opens `spec`: an `http(s)://…/v1` URL (plus `--endpoint`s) of a served model, or a GGUF file
-/// to run in process: a path, or `hf://OWNER/REPO/FILE.gguf` on the Hugging Face Hub.
+/// to run in process: a path, or `hf://OWNER/REPO[@REVISION]/FILE.gguf` on the Hugging Face Hub.
 pub fn open(spec: &str, options: &LlmOptions) -> Result<Box<dyn TextModel>> {
     if spec.starts_with("http://") || spec.starts_with("https://") {
         let mut endpoints = vec![spec.to_string()];
@@ -98,7 +97,7 @@ pub fn open(spec: &str, options: &LlmOptions) -> Result<Box<dyn TextModel>> {
         #[cfg(feature = "embedded-llm")]
         {
             let path = if spec.starts_with("hf://") {
-                hub::fetch(spec)?
+                crate::hub::single_file(spec)?
             } else {
                 PathBuf::from(spec)
             };

@@ -31,7 +31,8 @@ use queue::{BatchQueue, BatchSettings};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// HF model directory or `harmaug export` bundle. Default: the built-in guard.
+    /// HF model directory, `harmaug export` bundle or Hub model id (`OWNER/NAME[@REVISION]`).
+    /// Default: the built-in guard.
     #[arg(long, env = "HARMAUG_MODEL")]
     model: Option<PathBuf>,
     /// Address to bind: loopback by default; `0.0.0.0` exposes the server to the network.

@@ -142,3 +142,63 @@ pub fn scores(rows: &[Row]) -> Vec<f64> {
         .map(|row| row["score"].as_f64().expect("a numeric score"))
         .collect()
 }
+
+/// `tests/hub_server.py`: a local Hugging Face Hub serving fixture folders in the Hub's URL
+/// layout (see the script for its options); stopped when dropped.
+pub struct HubServer {
+    child: std::process::Child,
+    pub endpoint: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl HubServer {
+    pub fn start(args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("requests.log");
+        let mut child = Command::new("python3")
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/hub_server.py"))
+            .args(args)
+            .arg("--log")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 tests/hub_server.py");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("hub_server.py said {line:?}"));
+        Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Every request so far, one line each: METHOD PATH RANGE AUTHORIZATION.
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HubServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
