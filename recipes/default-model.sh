@@ -8,7 +8,8 @@
 # $WORK (default ~/.cache/harmaug/default-model). The small, expensive outputs are committed
 # so a fresh machine resumes from them: the teacher's labels of every shared training row
 # (recipes/default-model/teacher/, by file, line and key — no text) and the synthetic rows
-# (recipes/default-model/synthetic/). `export` writes models/default.
+# with the teacher's scores of them by id (recipes/default-model/synthetic/). `export` writes
+# models/default.
 # Sizes are set by the environment (defaults = the shipped run, sized for 2 CPU cores):
 #   SYNTH_PROMPTS   synthetic harmful prompts to keep           (3000)
 #   SYNTH_RESPONSES of which get a response (prompt + response)  (1000)
@@ -106,14 +107,20 @@ stage_synth() {
     trap - EXIT
 }
 
-# The teacher labels the synthetic rows (no fold saw them: the mean of every fold model).
+# The teacher labels the synthetic rows (no fold saw them: the mean of every fold model),
+# committed beside them by id (FILE.labels.jsonl) so a fresh machine skips this stage.
 stage_label() {
     log "label: the teacher's P(unsafe) on the synthetic prompts and pairs"
-    mkdir -p "$WORK/labelled"
     for f in "$SYNTHETIC/prompts.jsonl" "$SYNTHETIC/pairs.jsonl"; do
         [ -s "$f" ] || continue
+        local labels=${f%.jsonl}.labels.jsonl
+        if [ -s "$labels" ] && [ "$(wc -l <"$labels")" -eq "$(wc -l <"$f")" ]; then
+            log "label: $labels is complete"
+            continue
+        fi
         python3 recipes/teacher.py label --members "$TEACHER_MEMBERS" --input "$f" \
-            --out "$WORK/labelled/$(basename "$f")"
+            --out "$labels.part"
+        mv "$labels.part" "$labels"
     done
 }
 
@@ -132,7 +139,9 @@ stage_mix() {
     log "mix: $DRAWS draws → the student's training file"
     python3 recipes/mix.py draw --draws "$DRAWS" --seed 7 --out "$WORK/draw.json"
     local synthetic=()
-    for f in "$WORK"/labelled/*.jsonl; do [ -s "$f" ] && synthetic+=(--synthetic "$f"); done
+    for f in "$SYNTHETIC/prompts.jsonl" "$SYNTHETIC/pairs.jsonl"; do
+        [ -s "$f" ] && synthetic+=(--synthetic "$f")
+    done
     python3 recipes/mix.py write --draw "$WORK/draw.json" --out "$WORK/student-train.jsonl" \
         "${synthetic[@]}"
 }

@@ -11,7 +11,8 @@ set shares, with replacement, from the non-validation rows:
     and synthetic rows (if given) take --synth-share of the file, their class from the teacher.
 
     recipes/mix.py draw  --draws N --seed S --out FILE.json   # which rows (file, line), no text
-    recipes/mix.py write --draw FILE.json --out train.jsonl [--synthetic labelled.jsonl ...]
+    recipes/mix.py write --draw FILE.json --out train.jsonl [--synthetic rows.jsonl ...]
+        (each synthetic file with its teacher scores beside it: rows.labels.jsonl)
     recipes/mix.py validation --out DIR   # the held-out rows, for harmaug eval: two files
 
 `write` joins the draw with the teacher's committed labels (recipes/default-model/teacher/) and
@@ -104,15 +105,34 @@ def write(draw_path, out_path, synthetic, synth_share, seed):
     print(f"{written} rows → {out_path}")
 
 
+def labelled_synthetic(path):
+    """The rows of a synthetic file (harmaug augment output) joined by id with the teacher's
+    scores beside it (FILE.labels.jsonl, from recipes/teacher.py label)."""
+    labels_path = path.with_name(path.name.removesuffix(".jsonl") + ".labels.jsonl")
+    if not labels_path.exists():
+        sys.exit(f"{labels_path}: missing; run the recipe's `label` stage")
+    scores = {}
+    for line in open(labels_path, encoding="utf-8"):
+        entry = json.loads(line)
+        scores[entry["id"]] = entry["teacher_score"]
+    rows = []
+    for number, line in enumerate(open(path, encoding="utf-8"), start=1):
+        row = json.loads(line)
+        if row["id"] not in scores:
+            sys.exit(f"{path}:{number}: id {row['id']} has no teacher score in {labels_path}")
+        rows.append({"prompt": row["prompt"], "response": row.get("response"),
+                     "teacher_score": scores[row["id"]]})
+    return rows
+
+
 def write_synthetic(out, paths, count, seed):
-    """`count` draws from the teacher-labelled synthetic rows (harmaug label output)."""
-    pool = [json.loads(line) for path in paths for line in open(path, encoding="utf-8")]
+    """`count` draws from the teacher-labelled synthetic rows."""
+    pool = [row for path in paths for row in labelled_synthetic(path)]
     if not pool or not count:
         return 0
     rng = np.random.default_rng(seed + 1)
     for i in rng.choice(len(pool), size=count, replace=True):
-        row = pool[i]
-        kept = {k: row[k] for k in ("prompt", "response", "teacher_score") if row.get(k)}
+        kept = {k: v for k, v in pool[i].items() if v is not None and v != ""}
         out.write(json.dumps(kept) + "\n")
     return count
 

@@ -337,7 +337,8 @@ def read_rows(path):
 
 def label(names, input_path, out_path, draws):
     """Rows outside ../shared (synthetic prompts and pairs) get the ensemble's P(unsafe): the
-    mean over members of both fold models' scores (no fold saw these rows)."""
+    mean over members of both fold models' scores (no fold saw these rows). Written as
+    {"id", "teacher_score"} lines."""
     rows = read_rows(input_path)
     pairs = [(r["prompt"], r.get("response") or None) for r in rows]
     by_member = {}
@@ -346,12 +347,14 @@ def label(names, input_path, out_path, draws):
         folds = [pickle.load(open(fold_path(name, k), "rb")) for k in (0, 1)]
         by_member[name] = np.mean([fold(pairs) for fold in folds], axis=0)
     ensemble = np.mean(list(by_member.values()), axis=0)
+    # By id, no text: the rows stay in their own (committed) file; mix.py joins the two.
     with open(out_path, "w", encoding="utf-8") as out:
         for i, row in enumerate(rows):
-            row["teacher_score"] = round(float(ensemble[i]), 4)
-            row["teacher"] = "recipes/teacher.py: mean of " + ",".join(names)
-            out.write(json.dumps(row) + "\n")
-    print(f"{len(rows)} rows labelled → {out_path}")
+            if not isinstance(row.get("id"), str):
+                sys.exit(f"{input_path}:{i + 1}: a row to label needs a string `id`")
+            entry = {"id": row["id"], "teacher_score": round(float(ensemble[i]), 4)}
+            out.write(json.dumps(entry) + "\n")
+    print(f"{len(rows)} rows labelled (mean of {','.join(names)}) → {out_path}")
 
 
 def main():

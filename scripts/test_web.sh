@@ -19,7 +19,7 @@ trunk build --release --offline
 echo "== demo end to end: browser vs native scores on $BUNDLE"
 EXPECTED=$(mktemp --suffix=.jsonl)
 trap 'rm -f "$EXPECTED"' EXIT
-# The web package truncates long inputs (windows are native-only so far): compare like with like.
+# The demo truncates long inputs (the web package's default longInput): compare like with like.
 cargo run --locked --quiet -p harmaug -- score --model "$BUNDLE" --long-input truncate \
     --input tests/browser/rows.jsonl >"$EXPECTED"
 node tests/browser/e2e.mjs --dist dist --bundle "$(basename "$BUNDLE")/" --expected "$EXPECTED"

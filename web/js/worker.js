@@ -17,7 +17,7 @@ self.onmessage = async (event) => {
 };
 
 const OPS = {
-  async load({ url, files, backend, maxLength, cache }) {
+  async load({ url, files, backend, maxLength, longInput, cache }) {
     await init();
     const bundle = files ? await fromFiles(files) : await download(url, cache);
     const warnings = [];
@@ -25,7 +25,8 @@ const OPS = {
     for (const candidate of order) {
       try {
         guard = await WasmGuard.load(
-          bundle.config, bundle.tokenizer, bundle.tokenizerConfig, bundle.weights, candidate, maxLength || 0);
+          bundle.config, bundle.tokenizer, bundle.tokenizerConfig, bundle.weights, candidate, maxLength || 0,
+          longInput);
         // A first call compiles WebGPU's shaders; fail over now rather than on the user's first score.
         await guard.scoreBatch(["warm-up"], [""]);
         break;
@@ -39,6 +40,7 @@ const OPS = {
     return {
       backend: guard.backend,
       maxLength: guard.maxLength,
+      labels: guard.labels,
       manifest: bundle.manifest,
       threshold: bundle.threshold,
       warnings,

@@ -13,7 +13,8 @@ use std::rc::Rc;
 
 use burn::backend::{WebGpu, wgpu};
 use harmaug_core::bundle::{self, Manifest};
-use harmaug_core::{Guard, GuardInput, LoadOptions, ModelFiles};
+use harmaug_core::tokenize::LongInput;
+use harmaug_core::{Guard, GuardInput, LoadOptions, ModelFiles, Scores};
 use wasm_bindgen::prelude::*;
 
 /// The wasm CPU fallback.
@@ -52,7 +53,9 @@ pub struct WasmGuard {
 impl WasmGuard {
     /// Loads a model from the bundle's files (`tokenizer_config_json` only if the bundle has
     /// one). `backend`: "webgpu" or "cpu" (the JS wrapper chooses, and falls back to "cpu" when
-    /// WebGPU fails). `max_length`: 0 = the model's.
+    /// WebGPU fails). `max_length`: 0 = the model's. `long_input`: "truncate" (the default)
+    /// or "chunk" (windows of the max length, the highest P(unsafe), as the CLI's
+    /// `--long-input chunk`).
     pub async fn load(
         config_json: String,
         tokenizer_json: Vec<u8>,
@@ -60,6 +63,7 @@ impl WasmGuard {
         weights: Vec<u8>,
         backend: String,
         max_length: usize,
+        long_input: Option<String>,
     ) -> Result<WasmGuard, JsError> {
         console_error_panic_hook::set_once();
         let files = ModelFiles {
@@ -71,6 +75,7 @@ impl WasmGuard {
         };
         let options = LoadOptions {
             max_length: (max_length > 0).then_some(max_length),
+            long_input: parse_long_input(long_input.as_deref())?,
             ..LoadOptions::default()
         };
         let guard = match backend.as_str() {
@@ -108,14 +113,32 @@ impl WasmGuard {
         on_backend!(&*self.guard, guard => guard.max_length())
     }
 
-    /// P(unsafe) of each (prompt, response) row, in order; an empty response = none, as
-    /// natively. Resolves to a `Float32Array`.
+    /// The labels whose probabilities `scoreBatch` reports, as the CLI's `scores` object: every
+    /// label of a multi-label model or one with more than two; empty for a binary guard.
+    #[wasm_bindgen(getter)]
+    pub fn labels(&self) -> Vec<String> {
+        on_backend!(&*self.guard, guard => guard.labels().reported_names().unwrap_or_default().to_vec())
+    }
+
+    /// Scores each (prompt, response) row, in order; an empty response = none, as natively.
+    /// Resolves to `{scores, labelProbabilities}`: `scores` a `Float32Array` of P(unsafe);
+    /// `labelProbabilities` a `Float32Array` of `labels.length` values per row (row-major),
+    /// present only when `labels` is not empty.
     #[wasm_bindgen(js_name = scoreBatch)]
     pub fn score_batch(&self, prompts: Vec<String>, responses: Vec<String>) -> js_sys::Promise {
         let guard = Rc::clone(&self.guard);
+        let reported = !self.labels().is_empty();
         wasm_bindgen_futures::future_to_promise(async move {
             let scores = score_rows(&guard, prompts, responses).await?;
-            Ok(js_sys::Float32Array::from(scores.as_slice()).into())
+            let result = js_sys::Object::new();
+            let set = |key: &str, values: &[f32]| {
+                js_sys::Reflect::set(&result, &key.into(), &js_sys::Float32Array::from(values))
+            };
+            set("scores", &scores.scores)?;
+            if reported {
+                set("labelProbabilities", &scores.label_probabilities)?;
+            }
+            Ok(result.into())
         })
     }
 }
@@ -150,11 +173,22 @@ fn has_untrained_head(guard: &Loaded) -> bool {
     on_backend!(guard, guard => !guard.fresh_parts().names.is_empty())
 }
 
+/// JS's `longInput` option → core's [`LongInput`]; absent = truncate, as transformers does.
+fn parse_long_input(name: Option<&str>) -> Result<LongInput, JsError> {
+    match name {
+        None | Some("truncate") => Ok(LongInput::Truncate),
+        Some("chunk") => Ok(LongInput::Chunk),
+        Some(other) => Err(JsError::new(&format!(
+            "longInput {other:?}: expected \"truncate\" or \"chunk\""
+        ))),
+    }
+}
+
 async fn score_rows(
     guard: &Loaded,
     prompts: Vec<String>,
     responses: Vec<String>,
-) -> Result<Vec<f32>, JsValue> {
+) -> Result<Scores, JsValue> {
     if responses.len() != prompts.len() && !responses.is_empty() {
         return Err(JsError::new(&format!(
             "{} prompts but {} responses: give one response per prompt (\"\" for none)",
@@ -172,6 +206,5 @@ async fn score_rows(
         })
         .collect();
     on_backend!(guard, guard => guard.score_async(&inputs, BATCH_SIZE).await)
-        .map(|scores| scores.scores)
         .map_err(|e| JsError::new(&e.to_string()).into())
 }

@@ -64,6 +64,7 @@ async fn check_weights(fixture: &Fixture, config: String, weights: Vec<u8>, back
         weights,
         backend.to_string(),
         max_length,
+        None,
     )
     .await
     .unwrap_or_else(|e| panic!("loading on {backend}: {:?}", wasm_bindgen::JsValue::from(e)));
@@ -77,10 +78,7 @@ async fn check_weights(fixture: &Fixture, config: String, weights: Vec<u8>, back
         .iter()
         .map(|i| i["response"].as_str().unwrap_or("").to_string())
         .collect();
-    let scores = JsFuture::from(guard.score_batch(prompts, responses))
-        .await
-        .unwrap();
-    let scores = js_sys::Float32Array::from(scores).to_vec();
+    let (scores, _) = score(&guard, prompts, responses).await;
     let logits = reference["logits_batched"].as_array().unwrap();
     assert_eq!(scores.len(), logits.len());
     for (i, (score, logits)) in scores.iter().zip(logits).enumerate() {
@@ -92,6 +90,133 @@ async fn check_weights(fixture: &Fixture, config: String, weights: Vec<u8>, back
             "{backend} input {i}: {score} vs {expected} (Δ {diff:e})"
         );
     }
+}
+
+/// `scoreBatch`'s `{scores, labelProbabilities}` as vectors (the second only when reported).
+async fn score(
+    guard: &WasmGuard,
+    prompts: Vec<String>,
+    responses: Vec<String>,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    let result = JsFuture::from(guard.score_batch(prompts, responses))
+        .await
+        .unwrap();
+    let field = |name: &str| {
+        let value = js_sys::Reflect::get(&result, &name.into()).unwrap();
+        (!value.is_undefined()).then(|| js_sys::Float32Array::from(value).to_vec())
+    };
+    (
+        field("scores").expect("scores"),
+        field("labelProbabilities"),
+    )
+}
+
+async fn load_cpu(fixture: &Fixture, max_length: usize, long_input: Option<&str>) -> WasmGuard {
+    WasmGuard::load(
+        fixture.config.into(),
+        fixture.tokenizer.to_vec(),
+        None,
+        fixture.weights.to_vec(),
+        "cpu".into(),
+        max_length,
+        long_input.map(String::from),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("loading: {:?}", wasm_bindgen::JsValue::from(e)))
+}
+
+/// A Prompt-Guard-style 3-label head: every label's probability is reported (as the CLI's
+/// `scores` object) and P(unsafe) = P(INJECTION) + P(JAILBREAK).
+#[wasm_bindgen_test]
+async fn three_label_head_reports_every_label() {
+    let fixture = fixture!("bert-tiny-3label");
+    let reference: serde_json::Value = serde_json::from_str(fixture.reference).unwrap();
+    let max_length = reference["max_length"].as_u64().unwrap() as usize;
+    let guard = load_cpu(&fixture, max_length, None).await;
+    assert_eq!(guard.labels(), ["BENIGN", "INJECTION", "JAILBREAK"]);
+    let inputs = reference["inputs"].as_array().unwrap();
+    let text = |i: &serde_json::Value, key: &str| i[key].as_str().unwrap_or("").to_string();
+    let (scores, probabilities) = score(
+        &guard,
+        inputs.iter().map(|i| text(i, "prompt")).collect(),
+        inputs.iter().map(|i| text(i, "response")).collect(),
+    )
+    .await;
+    let probabilities = probabilities.expect("labelProbabilities");
+    for (i, logits) in reference["logits_batched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let exp: Vec<f64> = logits
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_f64().unwrap().exp())
+            .collect();
+        let sum: f64 = exp.iter().sum();
+        for (j, e) in exp.iter().enumerate() {
+            let got = f64::from(probabilities[i * 3 + j]);
+            assert!(
+                (got - e / sum).abs() < 1e-5,
+                "input {i} label {j}: {got} vs {}",
+                e / sum
+            );
+        }
+        let expected = (exp[1] + exp[2]) / sum;
+        assert!((f64::from(scores[i]) - expected).abs() < 1e-5, "input {i}");
+    }
+    // A binary guard reports no labels.
+    let binary = load_cpu(&BERT, 0, None).await;
+    assert!(binary.labels().is_empty());
+    let (_, none) = score(&binary, vec!["hi".into()], vec![]).await;
+    assert!(none.is_none());
+}
+
+/// `longInput: "chunk"` scores a long prompt by its best window, as the CLI does (the windows
+/// and their logits are transformers', fixtures/windows.json); unknown modes are refused.
+#[wasm_bindgen_test]
+async fn chunked_long_inputs_score_the_best_window() {
+    let windows: serde_json::Value =
+        serde_json::from_str(include_str!("../../tests/fixtures/windows.json")).unwrap();
+    let max_length = windows["max_length"].as_u64().unwrap() as usize;
+    let guard = load_cpu(&BERT, max_length, Some("chunk")).await;
+    let rows = windows["rows"].as_array().unwrap();
+    let prompts = rows
+        .iter()
+        .map(|r| r["prompt"].as_str().unwrap().to_string())
+        .collect();
+    let (scores, _) = score(&guard, prompts, vec![]).await;
+    for (row, got) in rows.iter().zip(scores) {
+        let best = row["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let [a, b] = [0, 1].map(|j| l[j].as_f64().unwrap());
+                1.0 / (1.0 + (a - b).exp())
+            })
+            .fold(0.0, f64::max);
+        assert!(
+            (f64::from(got) - best).abs() < 1e-5,
+            "{got} vs the best window's {best}"
+        );
+    }
+    let error = WasmGuard::load(
+        BERT.config.into(),
+        BERT.tokenizer.to_vec(),
+        None,
+        BERT.weights.to_vec(),
+        "cpu".into(),
+        0,
+        Some("middle".into()),
+    )
+    .await
+    .err()
+    .expect("an error");
+    let message = js_sys::Error::from(wasm_bindgen::JsValue::from(error)).message();
+    assert!(String::from(message).contains("longInput \"middle\""));
 }
 
 #[wasm_bindgen_test]
@@ -161,6 +286,7 @@ async fn unknown_backend_is_refused() {
         BERT.weights.to_vec(),
         "tpu".into(),
         0,
+        None,
     )
     .await
     .err()
