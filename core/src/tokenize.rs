@@ -6,8 +6,7 @@
 //! to its own `max_length`.
 
 use tokenizers::{
-    EncodeInput, Encoding, PostProcessor, Tokenizer, TruncationDirection, TruncationParams,
-    TruncationStrategy,
+    Encoding, PostProcessor, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
 };
 
 use crate::{Error, Result};
@@ -190,18 +189,73 @@ impl TextEncoder {
     }
 
     pub fn encode(&self, input: &GuardInput) -> Result<EncodedText> {
-        // An empty response encodes like no response, as transformers does (`if text_pair`),
-        // so that scores match models trained with it.
-        let sequence: EncodeInput = match input.response.as_deref() {
-            None | Some("") => input.prompt.as_str().into(),
-            Some(response) => (input.prompt.as_str(), response).into(),
-        };
+        let (prompt, response, cut) = self.raw_input(input, self.max_length)?;
+        self.truncated(prompt, response, cut)
+    }
+
+    /// The model's encoding of raw token sequences, truncated as transformers truncates
+    /// (`tokenizer.encode` is exactly this after encoding each side).
+    fn truncated(
+        &self,
+        prompt: Encoding,
+        response: Option<Encoding>,
+        cut: bool,
+    ) -> Result<EncodedText> {
         let encoding = self
             .tokenizer
-            .encode(sequence, true)
+            .post_process(prompt, response, true)
             .map_err(|e| Error::Tokenizer(format!("cannot encode input: {e}")))?;
-        let truncated = !encoding.get_overflowing().is_empty();
+        let truncated = cut || !encoding.get_overflowing().is_empty();
         Ok(self.encoded(&encoding, truncated))
+    }
+
+    /// Both sides of `input` as raw tokens (no special tokens), each read only as far as
+    /// `needed` tokens (see [`Self::raw`]); and whether text was left unread. An empty
+    /// response is no response, as transformers has it (`if text_pair`), so that scores match
+    /// models trained with it.
+    fn raw_input(
+        &self,
+        input: &GuardInput,
+        needed: usize,
+    ) -> Result<(Encoding, Option<Encoding>, bool)> {
+        let (prompt, prompt_cut) = self.raw(&input.prompt, needed)?;
+        match input.response.as_deref() {
+            None | Some("") => Ok((prompt, None, prompt_cut)),
+            Some(response) => {
+                let (mut response, response_cut) = self.raw(response, needed)?;
+                // Segment 1, as tokenizers' own pair encoding marks it (post-processors that
+                // set segments themselves overwrite this).
+                response.set_type_ids(vec![1; response.len()]);
+                Ok((prompt, Some(response), prompt_cut || response_cut))
+            }
+        }
+    }
+
+    /// `text` as raw tokens. Past [`PIECE_BYTES`] it is tokenised piece by piece, cut at
+    /// whitespace, until `needed` tokens are read: tokenizers' memory grows ~200× the text
+    /// (a 100 MB prompt took 21 GB), and no model reads further anyway. Whitespace already
+    /// separates words for BERT's and SentencePiece's pre-tokenisers, so the pieces' tokens
+    /// are the whole text's; only a single "word" longer than a piece is split (a run of
+    /// 64 KB without a space is one `[UNK]` for WordPiece either way).
+    fn raw(&self, text: &str, needed: usize) -> Result<(Encoding, bool)> {
+        let encode = |piece: &str| {
+            self.whole
+                .encode(piece, false)
+                .map_err(|e| Error::Tokenizer(format!("cannot encode input: {e}")))
+        };
+        if text.len() <= PIECE_BYTES {
+            return Ok((encode(text)?, false));
+        }
+        let mut pieces = Vec::new();
+        let (mut tokens, mut rest) = (0, text);
+        while !rest.is_empty() && tokens < needed {
+            let (piece, tail) = split_piece(rest, PIECE_BYTES);
+            let encoding = encode(piece)?;
+            tokens += encoding.len();
+            pieces.push(encoding);
+            rest = tail;
+        }
+        Ok((Encoding::merge(pieces, true), !rest.is_empty()))
     }
 
     fn encoded(&self, encoding: &Encoding, truncated: bool) -> EncodedText {
@@ -229,25 +283,22 @@ impl TextEncoder {
     /// pair, the longer side is windowed and the shorter kept whole up to half the budget (its
     /// start), so every window shows the model both sides, as it was trained.
     pub fn encode_windows(&self, input: &GuardInput) -> Result<Vec<EncodedText>> {
-        let fitted = self.encode(input)?;
-        if !fitted.truncated {
-            return Ok(vec![fitted]);
+        let needed = MAX_WINDOWS * self.max_length;
+        let (prompt, response, cut) = self.raw_input(input, needed)?;
+        let added = self.added_tokens(response.is_some());
+        let length = prompt.len() + response.as_ref().map_or(0, Encoding::len) + added;
+        if length <= self.max_length && !cut {
+            return Ok(vec![self.truncated(prompt, response, false)?]);
         }
-        let raw = |text: &str| {
-            self.whole
-                .encode(text, false)
-                .map_err(|e| Error::Tokenizer(format!("cannot encode input: {e}")))
-        };
-        let prompt = raw(&input.prompt)?;
-        let windows = match input.response.as_deref() {
-            None | Some("") => {
+        let windows = match response {
+            None => {
                 let budget = self.budget(false)?;
                 windows_of(prompt, budget, self.window_overlap())
                     .into_iter()
                     .map(|w| (w, None))
                     .collect()
             }
-            Some(response) => self.pair_windows(prompt, raw(response)?)?,
+            Some(response) => self.pair_windows(prompt, response)?,
         };
         windows
             .into_iter()
@@ -261,12 +312,16 @@ impl TextEncoder {
             .collect()
     }
 
+    /// Special tokens the post-processor adds to one sequence or a pair.
+    fn added_tokens(&self, pair: bool) -> usize {
+        self.whole
+            .get_post_processor()
+            .map_or(0, |processor| processor.added_tokens(pair))
+    }
+
     /// Tokens of text a window holds once the special tokens are added.
     fn budget(&self, pair: bool) -> Result<usize> {
-        let added = self
-            .whole
-            .get_post_processor()
-            .map_or(0, |processor| processor.added_tokens(pair));
+        let added = self.added_tokens(pair);
         match self.max_length.checked_sub(added) {
             Some(budget) if budget >= 2 => Ok(budget),
             _ => Err(Error::Tokenizer(format!(
@@ -302,6 +357,27 @@ impl TextEncoder {
             })
             .collect())
     }
+}
+
+/// Texts longer than this are tokenised in pieces of about this size, and only as far as the
+/// model can read (see `TextEncoder::raw`).
+pub const PIECE_BYTES: usize = 64 * 1024;
+
+/// `text` split after at most `max` bytes: at the last whitespace (which starts the rest), else
+/// at a character boundary.
+fn split_piece(text: &str, max: usize) -> (&str, &str) {
+    if text.len() <= max {
+        return (text, "");
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text[..end]
+        .rfind(char::is_whitespace)
+        .filter(|&at| at > 0)
+        .unwrap_or(end);
+    text.split_at(cut)
 }
 
 /// Most windows of one input: scoring cost must stay bounded whatever a client sends (a 2 MB

@@ -2,7 +2,7 @@
 //! (`.csv`, `.parquet`, anything else JSON or JSONL), decompresses `.gz`, and reports skipped
 //! and invalid rows once per file.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
@@ -58,6 +58,52 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>> {
         .with_context(|| format!("reading {}", path.display()))?;
     if bytes.len() as u64 > limit {
         return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// The most bytes one JSONL input row may hold (`score --input`, `label`, `augment`): a row
+/// is held whole while it is parsed, so one 1 GB line must be refused before it is read, not
+/// after. 256 MiB by default (a 100 MB prompt scores in ~350 MB); `HARMAUG_MAX_ROW_BYTES`
+/// changes it.
+fn max_row_bytes() -> Result<u64> {
+    match std::env::var("HARMAUG_MAX_ROW_BYTES") {
+        Ok(value) => value
+            .parse()
+            .with_context(|| format!("HARMAUG_MAX_ROW_BYTES={value:?} is not a byte count")),
+        Err(_) => Ok(256 << 20),
+    }
+}
+
+/// The bytes of a JSONL input (`name` for messages: a path or `<stdin>`), read line by line
+/// so that a line past [`max_row_bytes`] stops the read with `NAME:LINE` named, and the whole
+/// past [`max_data_bytes`].
+pub fn read_jsonl_input(reader: impl std::io::BufRead, name: &str) -> Result<Vec<u8>> {
+    let (row_limit, total_limit) = (max_row_bytes()?, max_data_bytes()?);
+    let mut reader = reader;
+    let mut bytes = Vec::new();
+    for line in 1.. {
+        let start = bytes.len();
+        let read = (&mut reader)
+            .take(row_limit + 1)
+            .read_until(b'\n', &mut bytes)
+            .with_context(|| format!("reading {name}"))?;
+        if read == 0 {
+            break;
+        }
+        let row = &bytes[start..];
+        if row.len() as u64 > row_limit && row.last() != Some(&b'\n') {
+            anyhow::bail!(
+                "{name}:{line}: a row longer than {row_limit} bytes (the limit for one input \
+                 row; set HARMAUG_MAX_ROW_BYTES to raise it)"
+            );
+        }
+        if bytes.len() as u64 > total_limit {
+            anyhow::bail!(
+                "{name}: more than {total_limit} bytes (the limit for one input file; split it \
+                 or set HARMAUG_MAX_DATA_BYTES)"
+            );
+        }
     }
     Ok(bytes)
 }

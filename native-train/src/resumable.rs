@@ -137,7 +137,11 @@ where
 
 /// `(id, row)` for every input row; rows without an `id` get `<file stem>:<line>`.
 pub fn read_prompts(path: &Path) -> Result<Vec<(String, Map<String, Value>)>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::data_files::read_jsonl_input(
+        std::io::BufReader::new(file),
+        &path.display().to_string(),
+    )?;
     let stem = path
         .file_stem()
         .map_or_else(String::new, |s| s.to_string_lossy().into_owned());

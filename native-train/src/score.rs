@@ -3,7 +3,7 @@
 //! All input is parsed before anything is scored, and all scores are computed before anything
 //! is written, so a bad line never leaves partial output behind.
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -80,13 +80,15 @@ fn read_rows(args: &ScoreArgs) -> Result<Vec<Row>> {
             .collect());
     };
     let (name, bytes) = if source == "-" {
-        let mut bytes = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .context("reading standard input")?;
-        ("<stdin>".to_string(), bytes)
+        let stdin = std::io::stdin().lock();
+        let name = "<stdin>".to_string();
+        (
+            name.clone(),
+            crate::data_files::read_jsonl_input(stdin, &name)?,
+        )
     } else {
-        let bytes = std::fs::read(source).with_context(|| format!("reading {source}"))?;
+        let file = std::fs::File::open(source).with_context(|| format!("reading {source}"))?;
+        let bytes = crate::data_files::read_jsonl_input(std::io::BufReader::new(file), source)?;
         (source.clone(), bytes)
     };
     parse_jsonl(&bytes).map_err(|e| anyhow::anyhow!("{name}:{}: {}", e.line, e.message))

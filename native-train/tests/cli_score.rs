@@ -287,3 +287,118 @@ fn default_guard_needs_no_model() {
 fn closed_output_pipe_ends_quietly() {
     common::run_ok_with_closed_stdout(&["score", "--model", &model(), "hello", "world"]);
 }
+
+/// A 100 MB prompt (issue #17 measured 21 GB before): tokenised only as far as the model reads,
+/// in pieces, so memory stays a small multiple of the input and the score is that of a prefix
+/// holding every window the model reads (64 windows ≈ 24k tokens ≈ 90 KB of this text).
+#[test]
+fn a_100_mb_prompt_scores_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let sentence = "How do I pick a lock on a door? ";
+    // Written in pieces: a test process holding 100 MB would inflate its children's measured
+    // peak (a child's RSS counts the parent's pages between fork and exec).
+    let write = |name: &str, repeats: usize| {
+        let path = dir.path().join(name);
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        out.write_all(b"{\"prompt\": \"").unwrap();
+        for _ in 0..repeats {
+            out.write_all(sentence.as_bytes()).unwrap();
+        }
+        out.write_all(b"\"}\n").unwrap();
+        out.flush().unwrap();
+        path.display().to_string()
+    };
+    let huge = write("huge.jsonl", 100_000_000 / sentence.len());
+    let prefix = write("prefix.jsonl", 1_000_000 / sentence.len());
+    let model = model();
+    let score = |input: &str| {
+        let args = ["score", "--model", &model, "--input", input];
+        let output = harmaug(&args, None);
+        lines(&output)[0]["score"].as_f64().unwrap()
+    };
+    assert_eq!(score(&huge), score(&prefix));
+    let run = common::run_measured(&["score", "--model", &model, "--input", &huge], &[]);
+    assert!(run.success, "{}", run.stderr);
+    eprintln!("100 MB prompt: peak RSS {:.0} MB", run.peak_rss_mb);
+    // The input is held twice (the row and the echoed output line): ~3.5× its size, measured.
+    assert!(
+        run.peak_rss_mb < 600.0,
+        "peak RSS {:.0} MB",
+        run.peak_rss_mb
+    );
+}
+
+/// One row past HARMAUG_MAX_ROW_BYTES (256 MiB by default) is refused by its line number
+/// before it is read whole.
+#[test]
+fn a_row_past_the_row_limit_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rows.jsonl");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    out.write_all(b"{\"prompt\": \"hi\"}\n{\"prompt\": \"")
+        .unwrap();
+    for _ in 0..50_000 {
+        out.write_all(&b"a ".repeat(500)).unwrap();
+    }
+    out.write_all(b"\"}\n").unwrap();
+    out.flush().unwrap();
+    let run = common::run_measured(
+        &[
+            "score",
+            "--model",
+            &model(),
+            "--input",
+            path.to_str().unwrap(),
+        ],
+        &[("HARMAUG_MAX_ROW_BYTES", "1000000")],
+    );
+    assert!(!run.success);
+    let expected = format!("{}:2: a row longer than 1000000 bytes", path.display());
+    assert!(run.stderr.contains(&expected), "{}", run.stderr);
+    assert!(
+        run.peak_rss_mb < 150.0,
+        "peak RSS {:.0} MB",
+        run.peak_rss_mb
+    );
+}
+
+/// Text a guard sees from hostile clients: bidirectional overrides, zero-width joiners, 100,000
+/// combining marks on one letter, NUL and other control characters, emoji sequences — all
+/// scored (for WordPiece and SentencePiece models); a lone surrogate escape, which is not
+/// Unicode, is refused with its line named.
+#[test]
+fn hostile_unicode_is_scored_and_a_lone_surrogate_is_named() {
+    let rows = [
+        "\u{202E}evil override\u{202C} and \u{2067}isolates\u{2069}",
+        "zero\u{200D}width\u{200B}joiners\u{FEFF}",
+        &format!("a{}", "\u{0301}".repeat(100_000)),
+        "nul\u{0}bytes\u{7}bell\u{1B}[31mescape",
+        "👩\u{200D}👩\u{200D}👧\u{200D}👦 🏳️\u{200D}🌈",
+    ];
+    let input: String = rows
+        .iter()
+        .map(|prompt| format!("{}\n", serde_json::json!({ "prompt": prompt })))
+        .collect();
+    for model in [model(), fixture("deberta-tiny-b8").display().to_string()] {
+        let output = harmaug(
+            &["score", "--model", &model, "--input", "-"],
+            Some(input.as_bytes()),
+        );
+        let scored = lines(&output);
+        assert_eq!(scored.len(), rows.len());
+        assert!(
+            scored
+                .iter()
+                .all(|r| r["score"].as_f64().is_some_and(f64::is_finite))
+        );
+    }
+    let surrogate = b"{\"prompt\": \"ok\"}\n{\"prompt\": \"half \\ud800 a pair\"}\n";
+    let output = harmaug(
+        &["score", "--model", &model(), "--input", "-"],
+        Some(surrogate),
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("<stdin>:2:"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

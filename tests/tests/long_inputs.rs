@@ -146,3 +146,60 @@ fn windows_are_capped() {
     let windows = guard.encode_inputs(std::slice::from_ref(&huge)).unwrap();
     assert_eq!(windows.rows().len(), harmaug_core::tokenize::MAX_WINDOWS);
 }
+
+/// A text past `PIECE_BYTES` is tokenised in pieces cut at whitespace and only as far as the
+/// model reads: the tokens are those of the whole text (tokenizers on the whole string, the
+/// reference), for BERT's WordPiece and DeBERTa-v3's SentencePiece, truncated and windowed.
+#[test]
+fn huge_texts_tokenise_in_pieces_as_the_whole_text() {
+    use harmaug_core::tokenize::{PIECE_BYTES, TextEncoder};
+    // Varied whitespace (double spaces, newlines, tabs) at the piece edges, and non-ASCII.
+    let text: String = (0..40_000)
+        .map(|i| {
+            [
+                "Ünïcödé  lighthouse\t",
+                "keeper's\nlog, ",
+                "day 12 ",
+                "東京 ",
+            ][i % 4]
+        })
+        .collect();
+    assert!(text.len() > 5 * PIECE_BYTES);
+    let tokenizers = [
+        std::fs::read(fixture("bert-tiny-f32/tokenizer.json")).unwrap(),
+        std::fs::read(harmaug_tests::deberta_v3_tokenizer()).unwrap(),
+    ];
+    for json in tokenizers {
+        let max_length = 512;
+        let mut reference = tokenizers::Tokenizer::from_bytes(&json).unwrap();
+        reference.with_padding(None);
+        reference.with_truncation(None).unwrap();
+        let whole = reference.encode(text.as_str(), false).unwrap();
+        let encoder = TextEncoder::from_bytes(&json, max_length, 0).unwrap();
+        let input = GuardInput::prompt(text.clone());
+        // Truncated: [CLS] + the whole text's first tokens + [SEP].
+        let encoded = encoder.encode(&input).unwrap();
+        assert!(encoded.truncated);
+        assert_eq!(
+            encoded.ids[1..max_length - 1],
+            whole.get_ids()[..max_length - 2]
+        );
+        // Windowed: the windows read the whole text's tokens, a quarter overlapping.
+        let windowed = encoder
+            .clone()
+            .with_long_input(LongInput::Chunk)
+            .encode_windows(&input)
+            .unwrap();
+        assert_eq!(windowed.len(), harmaug_core::tokenize::MAX_WINDOWS);
+        let stride = (max_length - 2) - max_length / 4;
+        for (k, window) in windowed.iter().enumerate() {
+            let start = k * stride;
+            let tokens = &window.ids[1..window.ids.len() - 1];
+            assert_eq!(
+                tokens,
+                &whole.get_ids()[start..start + tokens.len()],
+                "window {k}"
+            );
+        }
+    }
+}
