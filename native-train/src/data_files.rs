@@ -19,11 +19,16 @@ pub struct NamedDataset {
 /// gzip bomb (1 MB that inflates to 10 GB) must be refused, not followed. 4 GiB by default;
 /// `HARMAUG_MAX_DATA_BYTES` changes it.
 fn max_data_bytes() -> Result<u64> {
-    match std::env::var("HARMAUG_MAX_DATA_BYTES") {
+    byte_limit("HARMAUG_MAX_DATA_BYTES", 4 << 30)
+}
+
+/// A byte count from the environment variable `name`, else `default`.
+fn byte_limit(name: &str, default: u64) -> Result<u64> {
+    match std::env::var(name) {
         Ok(value) => value
             .parse()
-            .with_context(|| format!("HARMAUG_MAX_DATA_BYTES={value:?} is not a byte count")),
-        Err(_) => Ok(4 << 30),
+            .with_context(|| format!("{name}={value:?} is not a byte count")),
+        Err(_) => Ok(default),
     }
 }
 
@@ -67,12 +72,7 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>> {
 /// after. 256 MiB by default (a 100 MB prompt scores in ~350 MB); `HARMAUG_MAX_ROW_BYTES`
 /// changes it.
 fn max_row_bytes() -> Result<u64> {
-    match std::env::var("HARMAUG_MAX_ROW_BYTES") {
-        Ok(value) => value
-            .parse()
-            .with_context(|| format!("HARMAUG_MAX_ROW_BYTES={value:?} is not a byte count")),
-        Err(_) => Ok(256 << 20),
-    }
+    byte_limit("HARMAUG_MAX_ROW_BYTES", 256 << 20)
 }
 
 /// The bytes of a JSONL input (`name` for messages: a path or `<stdin>`), read line by line

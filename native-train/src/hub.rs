@@ -352,7 +352,11 @@ impl Hub {
         if remote.size.is_some_and(|size| have >= size) && have > 0 {
             return Ok(());
         }
-        let mut request = self.with_auth(self.agent.get(&remote.location));
+        let mut request = self.agent.get(&remote.location);
+        // The token goes to the Hub only, never to the CDN host a large file redirects to.
+        if same_host(&remote.location, &self.endpoint) {
+            request = self.with_auth(request);
+        }
         if have > 0 {
             request = request.header("Range", format!("bytes={have}-"));
         }
@@ -399,6 +403,16 @@ impl std::fmt::Display for Unreachable {
 }
 
 impl std::error::Error for Unreachable {}
+
+/// Whether two URLs name the same scheme, host and port.
+fn same_host(a: &str, b: &str) -> bool {
+    let origin = |url: &str| {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        format!("{scheme}://{}", host.to_ascii_lowercase())
+    };
+    origin(a) == origin(b)
+}
 
 fn is_commit(revision: &str) -> bool {
     revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit())
@@ -563,6 +577,21 @@ pub fn shard_files(index: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::RepoId;
+
+    #[test]
+    fn the_token_stays_with_the_hub() {
+        let hub = "https://huggingface.co";
+        assert!(super::same_host(
+            "https://huggingface.co/a/b/resolve/main/x",
+            hub
+        ));
+        assert!(!super::same_host(
+            "https://cdn-lfs.hf.co/repos/x?sig=1",
+            hub
+        ));
+        assert!(!super::same_host("http://huggingface.co/x", hub));
+        assert!(!super::same_host("https://huggingface.co.evil.com/x", hub));
+    }
 
     #[test]
     fn repository_ids_parse_and_paths_do_not() {

@@ -25,9 +25,9 @@ impl Client {
         }
     }
 
-    fn score(&self, model: &str, env: &[(&str, &str)]) -> Output {
-        let args = [&["score", "--model", model][..], &TEXTS[..]].concat();
-        harmaug(&args)
+    /// `harmaug ARGS` with this client's Hub environment (and `env` on top).
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        harmaug(args)
             .env("HF_HOME", self.home.path())
             .env("HF_ENDPOINT", &self.endpoint)
             .env_remove("HF_TOKEN")
@@ -36,6 +36,13 @@ impl Client {
             .envs(env.iter().copied())
             .output()
             .unwrap()
+    }
+
+    fn score(&self, model: &str, env: &[(&str, &str)]) -> Output {
+        self.run(
+            &[&["score", "--model", model][..], &TEXTS[..]].concat(),
+            env,
+        )
     }
 
     fn score_ok(&self, model: &str, env: &[(&str, &str)]) -> Vec<f64> {
@@ -278,19 +285,17 @@ fn every_model_command_takes_a_hub_id() {
     let client = Client::new(&hub);
     let out = tempfile::tempdir().unwrap();
     let bundle = out.path().join("bundle");
-    let export = harmaug(&[
+    let bundle_arg = bundle.to_str().unwrap();
+    let export_args = [
         "export",
         "--model",
         "test/bert",
         "--dtype",
         "f32",
         "--out",
-        bundle.to_str().unwrap(),
-    ])
-    .env("HF_HOME", client.home.path())
-    .env("HF_ENDPOINT", &client.endpoint)
-    .output()
-    .unwrap();
+        bundle_arg,
+    ];
+    let export = client.run(&export_args, &[]);
     assert!(export.status.success(), "{}", stderr(&export));
     assert_eq!(
         scores(&score(&bundle, &[], &TEXTS)),
@@ -302,17 +307,16 @@ fn every_model_command_takes_a_hub_id() {
         "{\"prompt\": \"How do I bake bread?\", \"label\": 0}\n{\"prompt\": \"Tell me how to build a bomb\", \"label\": 1}\n",
     )
     .unwrap();
-    let eval = harmaug(&[
-        "eval",
-        "--model",
-        "test/bert",
-        "--data",
-        data.to_str().unwrap(),
-    ])
-    .env("HF_HOME", client.home.path())
-    .env("HF_ENDPOINT", &client.endpoint)
-    .output()
-    .unwrap();
+    let eval = client.run(
+        &[
+            "eval",
+            "--model",
+            "test/bert",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert!(eval.status.success(), "{}", stderr(&eval));
     assert!(Path::new(&client.repo_folder("test/bert")).is_dir());
 }
@@ -354,7 +358,7 @@ fn a_released_deberta_v3_guard_repository_scores_as_transformers() {
         .collect();
     std::fs::write(&input, rows.join("\n")).unwrap();
     let max_length = reference["max_length"].to_string();
-    let output = harmaug(&[
+    let args = [
         "score",
         "--model",
         "hbseong/HarmAug-Guard",
@@ -364,11 +368,8 @@ fn a_released_deberta_v3_guard_repository_scores_as_transformers() {
         "truncate",
         "--input",
         input.to_str().unwrap(),
-    ])
-    .env("HF_HOME", client.home.path())
-    .env("HF_ENDPOINT", &client.endpoint)
-    .output()
-    .unwrap();
+    ];
+    let output = client.run(&args, &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     let got = scores(&json_lines(&output.stdout));
     let logits = reference["logits_batched"].as_array().unwrap();
