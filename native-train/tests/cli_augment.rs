@@ -434,3 +434,109 @@ fn downloads_a_gguf_from_a_hub_endpoint_once() {
         rows(&dir.path().join("first.jsonl"))[0]["teacher_score"]
     );
 }
+
+/// The rows of a JSONL output that a kill may have torn: every whole line must be a JSON row,
+/// and only the unterminated tail may be cut (a rerun removes it).
+fn whole_rows(path: &Path) -> Rows {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let whole = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    common::json_lines(whole.as_bytes())
+}
+
+/// Kill -9 anywhere in `augment generate` and `label` (the GGUF in process): up to 20 kills
+/// each at random moments (while the model loads, mid-generation, mid-write). After every kill the
+/// output is whole rows with unique ids (at most a torn last line, which the rerun cuts); the
+/// finished generation holds exactly the prompts asked for, each once, and the finished
+/// labels equal an uninterrupted run's.
+#[test]
+fn twenty_kills_in_generate_and_label_leave_whole_unique_rows() {
+    let _turn = one_llm_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, seeds) = (gguf(), seeds());
+    let generate = |out: &Path| -> Vec<String> {
+        let args = ["augment", "generate", "--generator", gguf.to_str().unwrap()];
+        let rest = ["--seeds", seeds.to_str().unwrap(), "--num", "24", "--out"];
+        let tail = ["--concurrency", "2", "--max-new-tokens", "32"];
+        let out = [out.to_str().unwrap()];
+        [&args[..], &rest, &out, &tail]
+            .concat()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    };
+    let label = |input: &Path, out: &Path| -> Vec<String> {
+        let args = ["label", "--teacher", gguf.to_str().unwrap(), "--input"];
+        let paths = [input.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        [&args[..], &paths]
+            .concat()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    };
+    // Whole rows with unique ids after every kill; returns how many there are.
+    let after_kill = |path: &Path| {
+        let rows = whole_rows(path);
+        assert!(unique_ids(&rows), "duplicated ids after a kill");
+        rows.len()
+    };
+    for stage in ["generate", "label"] {
+        let straight = dir.path().join(format!("{stage}-straight.jsonl"));
+        let killed = dir.path().join(format!("{stage}-killed.jsonl"));
+        // Labelling: the generated prompts twice over (new ids), so that labelling, not
+        // loading the model, takes most of a run.
+        let input = dir.path().join("label-input.jsonl");
+        if stage == "label" {
+            let prompts = rows(&dir.path().join("generate-straight.jsonl"));
+            let copies: String = (0..2)
+                .flat_map(|copy| prompts.iter().map(move |r| (copy, r)))
+                .map(|(copy, r)| {
+                    let id = format!("{}-{copy}", r["id"].as_str().unwrap());
+                    format!("{}\n", serde_json::json!({"id": id, "prompt": r["prompt"]}))
+                })
+                .collect();
+            std::fs::write(&input, copies).unwrap();
+        }
+        let args_for = |out: &Path| match stage {
+            "generate" => generate(out),
+            _ => label(&input, out),
+        };
+        let started = Instant::now();
+        run_ok(&strs(&args_for(&straight)));
+        // Kills within an eighth of a whole run: 20 land before it is done, some mid-work.
+        let horizon = started.elapsed() / 8;
+        let mut counts = Vec::new();
+        let record = |_| counts.push(after_kill(&killed));
+        let kills = common::kill_repeatedly(|_| args_for(&killed), 20, horizon, 5, record);
+        // Up to 20 kills; a run may finish before all of them land (machine speed varies).
+        assert!(kills >= 12, "{stage}: the run finished after {kills} kills");
+        let progressed = counts.windows(2).filter(|w| w[1] > w[0]).count();
+        assert!(progressed >= 3, "{stage}: rows after each kill {counts:?}");
+        run_ok(&strs(&args_for(&killed)));
+        let (done, reference) = (rows(&killed), rows(&straight));
+        assert_eq!(done.len(), reference.len(), "{stage}");
+        assert!(unique_ids(&done), "{stage}");
+        if stage == "label" {
+            let by_id = |rows: &Rows| -> HashMap<String, f64> {
+                rows.iter()
+                    .map(|r| {
+                        (
+                            r["id"].as_str().unwrap().into(),
+                            r["teacher_score"].as_f64().unwrap(),
+                        )
+                    })
+                    .collect()
+            };
+            assert_eq!(by_id(&done), by_id(&reference));
+        } else {
+            let texts: HashSet<String> = done.iter().map(|r| r["prompt"].to_string()).collect();
+            assert_eq!(texts.len(), done.len(), "duplicate prompts after kills");
+        }
+    }
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}

@@ -173,6 +173,27 @@ fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
     named
 }
 
+/// The final weights of two runs agree within 1e-5. Attention key biases are skipped: their
+/// exact gradient is zero (softmax ignores a shift shared by every key), so Adam amplifies float
+/// noise in them, and threaded reductions make that noise differ between any two runs, resumed
+/// or not. They do not change the outputs.
+fn assert_same_weights(a: &Path, b: &Path) {
+    let (a, b) = (weights(a), weights(b));
+    assert_eq!(a.len(), b.len());
+    let compared = a
+        .iter()
+        .zip(&b)
+        .filter(|((name, _), _)| !name.ends_with("self.key.bias"));
+    for ((name, x), (_, y)) in compared {
+        let diff = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff <= 1e-5, "{name}: resumed run differs by {diff}");
+    }
+}
+
 #[test]
 fn resumes_after_kill_9_with_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
@@ -227,27 +248,58 @@ fn resumes_after_kill_9_with_the_same_result() {
     )
     .unwrap();
     assert_eq!(state["completed_steps"], 72);
-    // Attention key biases are skipped: their exact gradient is zero (softmax ignores a shift
-    // shared by every key), so Adam amplifies float noise in them, and threaded reductions make
-    // that noise differ between any two runs, resumed or not. They do not change the outputs.
-    let (a, b) = (weights(&straight), weights(&killed));
-    assert_eq!(a.len(), b.len());
-    let compared = a
-        .iter()
-        .zip(&b)
-        .filter(|((name, _), _)| !name.ends_with("self.key.bias"));
-    for ((name, x), (_, y)) in compared {
-        let diff = x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0.0f32, f32::max);
-        assert!(diff <= 1e-5, "{name}: resumed run differs by {diff}");
-    }
+    assert_same_weights(&straight, &killed);
     // A finished run is not restarted by mistake.
     let again = harmaug(&argv).output().unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+}
+
+/// Kill -9 anywhere: 20 kills at random moments (while loading, between updates, while a
+/// snapshot is written), each followed by `--resume`; the finished run logs every update once
+/// and ends with the weights of an uninterrupted run, and no killed run ever leaves a
+/// `model.safetensors` (the mark of a finished run) behind.
+#[test]
+fn twenty_kills_at_random_moments_end_as_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.jsonl");
+    write_jsonl(&data, &learnable_rows(400));
+    let args = |out: &Path| {
+        let mut args = distill_args(&data, out, &["--epochs", "6", "--save-every", "3"]);
+        args.push("--resume".into()); // starts afresh while there is no snapshot
+        args
+    };
+    let straight = dir.path().join("straight");
+    let started = Instant::now();
+    run_ok(&strs(&args(&straight)));
+    // Kills within a fifth of a whole run's time: 20 of them land before the run is done.
+    let horizon = started.elapsed() / 5;
+
+    let killed = dir.path().join("killed");
+    let mut snapshots_seen = std::collections::BTreeSet::new();
+    let after_kill = |k: usize| {
+        assert!(
+            !killed.join("model.safetensors").exists(),
+            "kill {k}: a killed run left a finished model"
+        );
+        let latest = std::fs::read_to_string(killed.join("trainer_state/latest"));
+        snapshots_seen.insert(latest.unwrap_or_default());
+    };
+    let kills = common::kill_repeatedly(|_| args(&killed), 20, horizon, 17, after_kill);
+    // The kills landed mid-training too, not only while loading: progress was made between them.
+    assert!(snapshots_seen.len() >= 5, "{snapshots_seen:?}");
+    assert!(
+        kills >= 10,
+        "only {kills} kills landed before the run finished"
+    );
+    run_ok(&strs(&args(&killed)));
+    let steps: Vec<u64> = records(&killed)
+        .iter()
+        .filter(|r| r.get("loss").is_some())
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=72).collect::<Vec<u64>>(), "after {kills} kills");
+    assert_same_weights(&straight, &killed);
 }
 
 #[test]

@@ -202,3 +202,51 @@ impl Drop for HubServer {
         self.stop();
     }
 }
+
+/// Runs harmaug again and again (run `k` with the arguments `args_for(k)`), killing it with
+/// SIGKILL at moments drawn uniformly from `[0, horizon)` (a fixed `seed`), and calls `check`
+/// on what each killed run left behind. Stops after `kills` kills, or when a run ends by
+/// itself; returns the kills made. The caller then reruns to completion.
+pub fn kill_repeatedly(
+    args_for: impl Fn(usize) -> Vec<String>,
+    kills: usize,
+    horizon: std::time::Duration,
+    seed: u64,
+    mut check: impl FnMut(usize),
+) -> usize {
+    use std::time::{Duration, Instant};
+    let mut state = seed;
+    let mut next_unit = move || {
+        // SplitMix64: a reproducible schedule without a dependency.
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) as f64 / u64::MAX as f64
+    };
+    let mut killed = 0;
+    for run in 0.. {
+        let args = args_for(run);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = harmaug(&argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("harmaug runs");
+        let moment = Instant::now() + horizon.mul_f64(next_unit());
+        while Instant::now() < moment {
+            if child.try_wait().unwrap().is_some() {
+                return killed; // it finished first
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        killed += 1;
+        check(killed);
+        if killed == kills {
+            return killed;
+        }
+    }
+    unreachable!()
+}
