@@ -207,10 +207,16 @@ impl Hub {
         path.is_file().then_some(path)
     }
 
+    /// As huggingface_hub quotes them: the revision whole (`refs/pr/1` → `refs%2Fpr%2F1`), the
+    /// file name with its slashes kept.
     fn resolve_url(&self, repo: &RepoId, file: &str) -> String {
         format!(
-            "{}/{}/{}/resolve/{}/{file}",
-            self.endpoint, repo.owner, repo.name, repo.revision
+            "{}/{}/{}/resolve/{}/{}",
+            self.endpoint,
+            repo.owner,
+            repo.name,
+            quote(&repo.revision, ""),
+            quote(file, "/")
         )
     }
 
@@ -404,6 +410,20 @@ impl std::fmt::Display for Unreachable {
 
 impl std::error::Error for Unreachable {}
 
+/// `text` percent-encoded except for URL-unreserved characters and those in `keep`.
+fn quote(text: &str, keep: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            let c = b as char;
+            if c.is_ascii_alphanumeric() || "-_.~".contains(c) || keep.contains(c) {
+                c.to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Whether two URLs name the same scheme, host and port.
 fn same_host(a: &str, b: &str) -> bool {
     let origin = |url: &str| {
@@ -577,6 +597,15 @@ pub fn shard_files(index: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::RepoId;
+
+    #[test]
+    fn revisions_and_file_names_are_quoted() {
+        assert_eq!(super::quote("refs/pr/1", ""), "refs%2Fpr%2F1");
+        assert_eq!(
+            super::quote("onnx/model q.onnx", "/"),
+            "onnx/model%20q.onnx"
+        );
+    }
 
     #[test]
     fn the_token_stays_with_the_hub() {
