@@ -2,7 +2,8 @@
 # HarmAug on a 2-core CPU: the recipe that builds models/default/ (see models/default/README.md).
 #
 #   recipes/default-model.sh [STAGE...]   stages: baseline teacher synth label split mix student
-#                                          eval export shipped report (no stage = all, in order)
+#                                          eval export shipped report (no stage = all, in order);
+#                                          ablation (four students at one budget) on request
 #
 # Every stage is resumable: a killed recipe is rerun with the same command. Work files go to
 # $WORK (default ~/.cache/harmaug/default-model). The small, expensive outputs are committed
@@ -14,6 +15,7 @@
 #   SYNTH_PROMPTS   synthetic harmful prompts to keep           (3000)
 #   SYNTH_RESPONSES of which get a response (prompt + response)  (1000)
 #   DRAWS           rows each student sees (one pass over a drawn mixture, recipes/mix.py) (50000)
+#   ABLATION_DRAWS  rows each ablation student sees                                        (20000)
 #   TEACHER_MEMBERS the teacher ensemble's members (recipes/teacher.py)
 #                   (tfidf-word,tfidf-char,tfidf-word-dropweak,tfidf-char-dropweak)
 set -euo pipefail
@@ -182,9 +184,60 @@ stage_shipped() {
     evaluate shipped "$REPO/models/default"
 }
 
+# HarmAug's ablation (issue #13): four students at one budget — ABLATION_DRAWS training rows
+# each, one pass — compared on the validation rows (the benchmarks only reported):
+#   labelled  the 7 chat files alone
+#   eda       the same plus EDA variants of their unsafe rows (10% of the rows), teacher-labelled
+#   harmaug   the same plus HarmAug's synthetic prompts and pairs instead (10%)
+#   toxicity  harmaug's mixture with the 12 toxicity sets drawn too (the shipped recipe's)
+stage_ablation() {
+    local budget=${ABLATION_DRAWS:-20000} variant
+    local synthetic=()
+    for f in "$SYNTHETIC/prompts.jsonl" "$SYNTHETIC/pairs.jsonl"; do
+        [ -s "$f" ] && synthetic+=(--synthetic "$f")
+    done
+    for variant in labelled eda harmaug toxicity; do
+        local dir=$WORK/ablation/$variant groups=chat draws=$((budget * 9 / 10)) extra=()
+        case $variant in
+            labelled) draws=$budget ;;
+            eda) eda_rows && extra=(--synthetic "$WORK/eda/rows.jsonl") ;;
+            harmaug) extra=("${synthetic[@]}") ;;
+            toxicity) groups=chat,toxicity && extra=("${synthetic[@]}") ;;
+        esac
+        log "ablation $variant: $draws drawn rows of $groups + ${#extra[@]} augmentation args"
+        mkdir -p "$dir"
+        if [ ! -s "$dir/train.jsonl" ]; then
+            python3 recipes/mix.py draw --draws "$draws" --seed 7 --groups "$groups" \
+                --out "$dir/draw.json"
+            python3 recipes/mix.py write --draw "$dir/draw.json" --out "$dir/train.jsonl" \
+                "${extra[@]}"
+        fi
+        distill "$dir/student" 0.5 "$dir/train.jsonl"
+        evaluate "ablation-$variant" "$dir/student"
+    done
+    report ablation-labelled ablation-eda ablation-harmaug ablation-toxicity \
+        | tee "$WORK/ablation.md"
+}
+
+# EDA variants (harmaug augment eda) of the chat files' unsafe rows, labelled by the teacher.
+eda_rows() {
+    mkdir -p "$WORK/eda"
+    [ -s "$WORK/eda/rows.labels.jsonl" ] && return 0
+    python3 recipes/mix.py rows --groups chat --out "$WORK/eda/source.jsonl"
+    "$HARMAUG" augment eda --input "$WORK/eda/source.jsonl" --out "$WORK/eda/rows.jsonl" \
+        --only-unsafe --seed 7
+    python3 recipes/teacher.py label --members "$TEACHER_MEMBERS" --input "$WORK/eda/rows.jsonl" \
+        --out "$WORK/eda/rows.labels.jsonl.part"
+    mv "$WORK/eda/rows.labels.jsonl.part" "$WORK/eda/rows.labels.jsonl"
+}
+
 # The results table for the model card and the README (F1 / AUPRC per data set).
 stage_report() {
-    python3 - "$WORK" student shipped <<'PY' | tee "$WORK/results.md"
+    report student shipped | tee "$WORK/results.md"
+}
+
+report() { # eval names…
+    python3 - "$WORK" "$@" <<'PY'
 import json, sys
 work, models = sys.argv[1], sys.argv[2:]
 sets = ["validation-chat", "validation-toxicity", "openai_moderation_1680",

@@ -10,9 +10,10 @@ set shares, with replacement, from the non-validation rows:
     safe chat 0.30, safe toxicity 0.10, weak negatives 0.10,
     and synthetic rows (if given) take --synth-share of the file, their class from the teacher.
 
-    recipes/mix.py draw  --draws N --seed S --out FILE.json   # which rows (file, line), no text
+    recipes/mix.py draw  --draws N --seed S --out FILE.json [--groups chat]  # which rows, no text
     recipes/mix.py write --draw FILE.json --out train.jsonl [--synthetic rows.jsonl ...]
         (each synthetic file with its teacher scores beside it: rows.labels.jsonl)
+    recipes/mix.py rows --groups chat --out FILE.jsonl  # labelled rows with ids, for EDA
     recipes/mix.py validation --out DIR   # the held-out rows, for harmaug eval: two files
 
 `write` joins the draw with the teacher's committed labels (recipes/default-model/teacher/) and
@@ -45,11 +46,12 @@ def cell_of(row):
     return kind, row.group
 
 
-def draw(rows, draws, seed):
-    """Indices into `rows` (non-validation only), `draws` of them, dealt by SHARES."""
+def draw(rows, draws, seed, groups=("chat", "toxicity")):
+    """Indices into `rows` (non-validation only, of `groups`), `draws` of them, dealt by SHARES
+    (renormalised over the cells present)."""
     cells = {}
     for i, r in enumerate(rows):
-        if not guard_data.is_validation(r.prompt):
+        if r.group in groups and not guard_data.is_validation(r.prompt):
             cells.setdefault(cell_of(r), []).append(i)
     rng = np.random.default_rng(seed)
     present = {c: s for c, s in SHARES.items() if c in cells}
@@ -106,8 +108,9 @@ def write(draw_path, out_path, synthetic, synth_share, seed):
 
 
 def labelled_synthetic(path):
-    """The rows of a synthetic file (harmaug augment output) joined by id with the teacher's
-    scores beside it (FILE.labels.jsonl, from recipes/teacher.py label)."""
+    """The rows of an augmentation file (harmaug augment output: generated prompts, pairs, EDA
+    variants) joined by id with the teacher's scores beside it (FILE.labels.jsonl, from
+    recipes/teacher.py label)."""
     labels_path = path.with_name(path.name.removesuffix(".jsonl") + ".labels.jsonl")
     if not labels_path.exists():
         sys.exit(f"{labels_path}: missing; run the recipe's `label` stage")
@@ -120,8 +123,10 @@ def labelled_synthetic(path):
         row = json.loads(line)
         if row["id"] not in scores:
             sys.exit(f"{path}:{number}: id {row['id']} has no teacher score in {labels_path}")
+        # EDA variants keep their source row's hard label; synthetic rows have none (the
+        # teacher's verdict serves).
         rows.append({"prompt": row["prompt"], "response": row.get("response"),
-                     "teacher_score": scores[row["id"]]})
+                     "label": row.get("label"), "teacher_score": scores[row["id"]]})
     return rows
 
 
@@ -135,6 +140,18 @@ def write_synthetic(out, paths, count, seed):
         kept = {k: v for k, v in pool[i].items() if v is not None and v != ""}
         out.write(json.dumps(kept) + "\n")
     return count
+
+
+def write_rows(out_path, groups):
+    """The labelled non-validation rows of `groups` with ids (file:line): input for `harmaug
+    augment eda`, whose variants the teacher then labels."""
+    with open(out_path, "w", encoding="utf-8") as out:
+        for row in guard_data.read_training():
+            if row.group in groups and not row.weak_negative and not guard_data.is_validation(row.prompt):
+                entry = {"id": f"{row.file}:{row.line}", "prompt": row.prompt, "label": row.label}
+                if row.response:
+                    entry["response"] = row.response
+                out.write(json.dumps(entry) + "\n")
 
 
 def write_validation(out_dir):
@@ -161,22 +178,30 @@ def main():
     drawing.add_argument("--draws", type=int, required=True)
     drawing.add_argument("--seed", type=int, default=7)
     drawing.add_argument("--out", type=pathlib.Path, required=True)
+    drawing.add_argument("--groups", default="chat,toxicity",
+                         help="source groups to draw from (chat: the 7 chat files)")
     writing = commands.add_parser("write")
     writing.add_argument("--draw", type=pathlib.Path, required=True)
     writing.add_argument("--out", type=pathlib.Path, required=True)
     writing.add_argument("--synthetic", type=pathlib.Path, action="append", default=[])
     writing.add_argument("--synth-share", type=float, default=0.1)
     writing.add_argument("--seed", type=int, default=7)
+    listing = commands.add_parser("rows", help="labelled training rows with ids (for EDA)")
+    listing.add_argument("--groups", default="chat")
+    listing.add_argument("--out", type=pathlib.Path, required=True)
     held_out = commands.add_parser("validation")
     held_out.add_argument("--out", type=pathlib.Path, required=True)
     args = parser.parse_args()
     if args.command == "validation":
         write_validation(args.out)
+    elif args.command == "rows":
+        write_rows(args.out, args.groups.split(","))
     elif args.command == "draw":
         rows = guard_data.read_training()
-        chosen = draw(rows, args.draws, args.seed)
+        chosen = draw(rows, args.draws, args.seed, args.groups.split(","))
         listed = [[rows[i].file, rows[i].line] for i in chosen]
-        args.out.write_text(json.dumps({"draws": args.draws, "seed": args.seed, "shares":
+        args.out.write_text(json.dumps({"draws": args.draws, "seed": args.seed,
+                                        "groups": args.groups, "shares":
                                         {f"{k}/{g}": s for (k, g), s in SHARES.items()},
                                         "rows": listed}) + "\n")
         print(f"{len(chosen)} draws ({len(set(chosen))} distinct rows) → {args.out}")
