@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 /// The `format` a manifest names; anything else is not a harmaug bundle.
 pub const FORMAT: &str = "harmaug-bundle";
 
+/// The newest `format_version` this harmaug reads (and the one `harmaug export` writes).
+pub const FORMAT_VERSION: u32 = 1;
+
 /// Where `unsafe` starts when a model names no threshold of its own.
 pub const DEFAULT_THRESHOLD: f64 = 0.5;
 
@@ -64,6 +67,13 @@ impl Manifest {
                 manifest.format
             )));
         }
+        if manifest.format_version > FORMAT_VERSION {
+            return Err(Error::Manifest(format!(
+                "format_version {} is newer than this harmaug reads ({FORMAT_VERSION}): upgrade \
+                 harmaug",
+                manifest.format_version
+            )));
+        }
         if let Some(threshold) = &manifest.threshold
             && !is_valid_threshold(threshold.value)
         {
@@ -73,6 +83,39 @@ impl Manifest {
             )));
         }
         Ok(manifest)
+    }
+}
+
+impl Manifest {
+    /// `bytes` against the size and sha256 the manifest lists for file `name` (files it does
+    /// not list pass): a damaged or altered bundle is refused, never scored.
+    pub fn check_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        use sha2::{Digest, Sha256};
+        let Some(listed) = self.files.iter().find(|f| f.name == name) else {
+            return Ok(());
+        };
+        let damaged = |what: String| {
+            Error::Manifest(format!(
+                "{name}: {what}: the bundle is damaged or was altered"
+            ))
+        };
+        if listed.bytes != bytes.len() {
+            let what = format!(
+                "{} bytes where the manifest lists {}",
+                bytes.len(),
+                listed.bytes
+            );
+            return Err(damaged(what));
+        }
+        let digest: String = Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if !digest.eq_ignore_ascii_case(&listed.sha256) {
+            let what = format!("sha256 {digest} where the manifest lists {}", listed.sha256);
+            return Err(damaged(what));
+        }
+        Ok(())
     }
 }
 
@@ -95,6 +138,44 @@ mod tests {
     const MINIMAL: &str = r#"{"format": "harmaug-bundle", "format_version": 1,
         "harmaug_version": "0.1.0", "dtype": "int8", "max_length": 512, "unsafe_index": 1,
         "labels": ["safe", "unsafe"], "files": []"#;
+
+    #[test]
+    fn files_are_checked_against_their_size_and_sha256() {
+        // sha256("abc")
+        let listed = r#""files": [{"name": "model.safetensors", "bytes": 3,
+            "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}]"#;
+        let manifest = Manifest::parse(&format!(
+            "{}{listed}}}",
+            MINIMAL.trim_end_matches(r#""files": []"#)
+        ))
+        .unwrap();
+        manifest.check_file("model.safetensors", b"abc").unwrap();
+        manifest.check_file("not-listed.json", b"anything").unwrap();
+        let size = manifest
+            .check_file("model.safetensors", b"abcd")
+            .unwrap_err();
+        assert!(
+            size.to_string()
+                .contains("4 bytes where the manifest lists 3"),
+            "{size}"
+        );
+        let hash = manifest
+            .check_file("model.safetensors", b"abd")
+            .unwrap_err();
+        assert!(
+            hash.to_string().contains("damaged or was altered"),
+            "{hash}"
+        );
+    }
+
+    #[test]
+    fn a_format_from_the_future_is_refused() {
+        let future = MINIMAL.replace(r#""format_version": 1"#, r#""format_version": 2"#);
+        let error = Manifest::parse(&format!("{future}}}"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("format_version 2 is newer"), "{error}");
+    }
 
     #[test]
     fn a_manifest_without_a_threshold_means_one_half() {

@@ -141,7 +141,7 @@ impl BackendJob for Export {
         let config = original.config();
         let manifest = Manifest {
             format: bundle::FORMAT.into(),
-            format_version: 1,
+            format_version: bundle::FORMAT_VERSION,
             harmaug_version: env!("CARGO_PKG_VERSION").into(),
             dtype: args.dtype.name().into(),
             max_length: original.max_length(),

@@ -87,14 +87,41 @@ impl ModelDir {
             .map(|json| Manifest::parse(&json))
             .transpose()
             .with_context(|| format!("{}", manifest_path.display()))?;
-        Ok(Self {
+        let dir = Self {
             path: path.to_path_buf(),
             manifest,
             config_json,
             weights: Weights::Mapped(map_weights(path)?),
             tokenizer_json,
             tokenizer_config_json,
-        })
+        };
+        dir.check_against_manifest()?;
+        Ok(dir)
+    }
+
+    /// A bundle's files against the sizes and sha256 its manifest lists (as the browser checks
+    /// its downloads): a damaged or altered bundle is refused before it scores anything.
+    fn check_against_manifest(&self) -> Result<()> {
+        let Some(manifest) = &self.manifest else {
+            return Ok(());
+        };
+        let weights = self.weights();
+        let mut files = vec![
+            ("config.json", self.config_json.as_bytes()),
+            ("tokenizer.json", &self.tokenizer_json[..]),
+        ];
+        if let [single] = weights[..] {
+            files.push(("model.safetensors", single));
+        }
+        if let Some(json) = &self.tokenizer_config_json {
+            files.push(("tokenizer_config.json", json.as_bytes()));
+        }
+        for (name, bytes) in files {
+            manifest
+                .check_file(name, bytes)
+                .with_context(|| format!("{}", self.path.display()))?;
+        }
+        Ok(())
     }
 
     /// `path`, or without one the default guard compiled into harmaug.

@@ -337,3 +337,51 @@ fn unsafe_labels_chosen_at_export_travel_in_the_manifest() {
         "{stderr}"
     );
 }
+
+/// A bundle whose files no longer match its manifest (a flipped byte in the weights, a
+/// truncated tokenizer) is refused with the file named before anything is scored; so is a
+/// manifest from a newer format.
+#[test]
+fn a_damaged_or_altered_bundle_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    export_f32(&fixture("bert-tiny-f32"), &bundle, &[]);
+    let refused = |what: &str| {
+        let output = run(&["score", "--model", bundle.to_str().unwrap(), "hello"]);
+        assert!(!output.status.success(), "{what}: scored anyway");
+        assert!(output.stdout.is_empty(), "{what}: partial output");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let weights = bundle.join("model.safetensors");
+    let original = std::fs::read(&weights).unwrap();
+    let mut flipped = original.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    std::fs::write(&weights, &flipped).unwrap();
+    let error = refused("a flipped byte");
+    assert!(error.contains("model.safetensors: sha256"), "{error}");
+    assert!(error.contains("damaged or was altered"), "{error}");
+    std::fs::write(&weights, &original).unwrap();
+
+    let tokenizer = bundle.join("tokenizer.json");
+    let text = std::fs::read_to_string(&tokenizer).unwrap();
+    std::fs::write(&tokenizer, format!("{text} ")).unwrap();
+    let error = refused("a changed size");
+    assert!(error.contains("tokenizer.json: "), "{error}");
+    assert!(error.contains("bytes where the manifest lists"), "{error}");
+    std::fs::write(&tokenizer, text).unwrap();
+
+    let manifest_path = bundle.join("manifest.json");
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
+    let future = manifest.replace("\"format_version\": 1", "\"format_version\": 9");
+    assert_ne!(future, manifest);
+    std::fs::write(&manifest_path, future).unwrap();
+    let error = refused("a newer format");
+    assert!(error.contains("format_version 9 is newer"), "{error}");
+    std::fs::write(&manifest_path, manifest).unwrap();
+    assert_eq!(
+        text_scores(&bundle).len(),
+        TEXTS.len(),
+        "restored, it scores"
+    );
+}
