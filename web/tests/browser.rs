@@ -111,18 +111,37 @@ async fn score(
     )
 }
 
-async fn load_cpu(fixture: &Fixture, max_length: usize, long_input: Option<&str>) -> WasmGuard {
+/// `fixture` loaded on `backend` (without its tokenizer_config.json).
+async fn load(
+    fixture: &Fixture,
+    backend: &str,
+    max_length: usize,
+    long_input: Option<&str>,
+) -> Result<WasmGuard, wasm_bindgen::JsError> {
     WasmGuard::load(
         fixture.config.into(),
         fixture.tokenizer.to_vec(),
         None,
         fixture.weights.to_vec(),
-        "cpu".into(),
+        backend.into(),
         max_length,
         long_input.map(String::from),
     )
     .await
-    .unwrap_or_else(|e| panic!("loading: {:?}", wasm_bindgen::JsValue::from(e)))
+}
+
+async fn load_cpu(fixture: &Fixture, max_length: usize, long_input: Option<&str>) -> WasmGuard {
+    load(fixture, "cpu", max_length, long_input)
+        .await
+        .unwrap_or_else(|e| panic!("loading: {:?}", wasm_bindgen::JsValue::from(e)))
+}
+
+/// The message of a load that must fail.
+fn refusal(loaded: Result<WasmGuard, wasm_bindgen::JsError>) -> String {
+    let error = loaded.err().expect("an error");
+    js_sys::Error::from(wasm_bindgen::JsValue::from(error))
+        .message()
+        .into()
 }
 
 /// A Prompt-Guard-style 3-label head: every label's probability is reported (as the CLI's
@@ -203,20 +222,8 @@ async fn chunked_long_inputs_score_the_best_window() {
             "{got} vs the best window's {best}"
         );
     }
-    let error = WasmGuard::load(
-        BERT.config.into(),
-        BERT.tokenizer.to_vec(),
-        None,
-        BERT.weights.to_vec(),
-        "cpu".into(),
-        0,
-        Some("middle".into()),
-    )
-    .await
-    .err()
-    .expect("an error");
-    let message = js_sys::Error::from(wasm_bindgen::JsValue::from(error)).message();
-    assert!(String::from(message).contains("longInput \"middle\""));
+    let message = refusal(load(&BERT, "cpu", 0, Some("middle")).await);
+    assert!(message.contains("longInput \"middle\""), "{message}");
 }
 
 #[wasm_bindgen_test]
@@ -279,18 +286,6 @@ async fn embedding_table_past_128_mib_loads_on_webgpu() {
 
 #[wasm_bindgen_test]
 async fn unknown_backend_is_refused() {
-    let error = WasmGuard::load(
-        BERT.config.into(),
-        BERT.tokenizer.to_vec(),
-        None,
-        BERT.weights.to_vec(),
-        "tpu".into(),
-        0,
-        None,
-    )
-    .await
-    .err()
-    .expect("an error");
-    let message = js_sys::Error::from(wasm_bindgen::JsValue::from(error)).message();
-    assert!(String::from(message).contains("unknown backend \"tpu\""));
+    let message = refusal(load(&BERT, "tpu", 0, None).await);
+    assert!(message.contains("unknown backend \"tpu\""), "{message}");
 }
