@@ -90,7 +90,6 @@ impl Manifest {
     /// `bytes` against the size and sha256 the manifest lists for file `name` (files it does
     /// not list pass): a damaged or altered bundle is refused, never scored.
     pub fn check_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        use sha2::{Digest, Sha256};
         let Some(listed) = self.files.iter().find(|f| f.name == name) else {
             return Ok(());
         };
@@ -107,16 +106,22 @@ impl Manifest {
             );
             return Err(damaged(what));
         }
-        let digest: String = Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let digest = sha256_hex(bytes);
         if !digest.eq_ignore_ascii_case(&listed.sha256) {
             let what = format!("sha256 {digest} where the manifest lists {}", listed.sha256);
             return Err(damaged(what));
         }
         Ok(())
     }
+}
+
+/// A file's sha256 as a manifest lists it (lower-case hex).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The operating threshold of a model: its manifest's, else [`DEFAULT_THRESHOLD`].

@@ -18,7 +18,6 @@ use harmaug_core::datasets::ParseOptions;
 use harmaug_core::metrics::{BinaryMetrics, Curve};
 use harmaug_core::{Guard, GuardInput, ModelFiles};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::backend::{self, BackendJob};
 use crate::cli_args::GuardRunArgs;
@@ -158,7 +157,7 @@ impl BackendJob for Export {
                 .map(|(name, bytes)| BundleFile {
                     name: (*name).into(),
                     bytes: bytes.len(),
-                    sha256: hex(&Sha256::digest(bytes)),
+                    sha256: bundle::sha256_hex(bytes),
                 })
                 .collect(),
             threshold,
@@ -311,8 +310,4 @@ fn measure_drift<B: Backend>(
         "auprc": [before.auprc, after.auprc],
         "auprc_change": change(before.auprc, after.auprc),
     }))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
