@@ -13,6 +13,10 @@ pub const FORMAT: &str = "harmaug-bundle";
 /// The newest `format_version` this harmaug reads (and the one `harmaug export` writes).
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The files every bundle holds, so every manifest lists them (with sizes and sha256): a
+/// manifest that leaves one out would leave it unchecked.
+pub const REQUIRED_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
+
 /// Where `unsafe` starts when a model names no threshold of its own.
 pub const DEFAULT_THRESHOLD: f64 = 0.5;
 
@@ -59,8 +63,7 @@ pub struct Threshold {
 impl Manifest {
     /// Parses and checks a `manifest.json`.
     pub fn parse(json: &str) -> Result<Self> {
-        let manifest: Manifest =
-            serde_json::from_str(json).map_err(|e| Error::Manifest(e.to_string()))?;
+        let manifest: Manifest = crate::error::from_json(json).map_err(Error::Manifest)?;
         if manifest.format != FORMAT {
             return Err(Error::Manifest(format!(
                 "format is {:?}, not {FORMAT:?}",
@@ -73,6 +76,12 @@ impl Manifest {
                  harmaug",
                 manifest.format_version
             )));
+        }
+        if let Some(missing) = REQUIRED_FILES
+            .iter()
+            .find(|name| !manifest.files.iter().any(|f| f.name == **name))
+        {
+            return Err(Error::Manifest(format!("files lacks {missing}")));
         }
         if let Some(threshold) = &manifest.threshold
             && !is_valid_threshold(threshold.value)
@@ -142,18 +151,16 @@ mod tests {
 
     const MINIMAL: &str = r#"{"format": "harmaug-bundle", "format_version": 1,
         "harmaug_version": "0.1.0", "dtype": "int8", "max_length": 512, "unsafe_index": 1,
-        "labels": ["safe", "unsafe"], "files": []"#;
+        "labels": ["safe", "unsafe"], "files": [
+        {"name": "config.json", "bytes": 0, "sha256": ""},
+        {"name": "tokenizer.json", "bytes": 0, "sha256": ""},
+        {"name": "model.safetensors", "bytes": 3,
+            "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}]"#;
 
     #[test]
     fn files_are_checked_against_their_size_and_sha256() {
-        // sha256("abc")
-        let listed = r#""files": [{"name": "model.safetensors", "bytes": 3,
-            "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}]"#;
-        let manifest = Manifest::parse(&format!(
-            "{}{listed}}}",
-            MINIMAL.trim_end_matches(r#""files": []"#)
-        ))
-        .unwrap();
+        // MINIMAL lists model.safetensors as sha256("abc").
+        let manifest = Manifest::parse(&format!("{MINIMAL}}}")).unwrap();
         manifest.check_file("model.safetensors", b"abc").unwrap();
         manifest.check_file("not-listed.json", b"anything").unwrap();
         let size = manifest
@@ -204,6 +211,20 @@ mod tests {
             "{error}"
         );
         assert!(with("0").is_err());
+    }
+
+    #[test]
+    fn a_manifest_must_list_every_file_a_bundle_holds() {
+        let without = MINIMAL.replace(r#""name": "tokenizer.json""#, r#""name": "vocab.txt""#);
+        let error = Manifest::parse(&format!("{without}}}"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("files lacks tokenizer.json"), "{error}");
+        let negative = MINIMAL.replace(r#""bytes": 3"#, r#""bytes": -3"#);
+        let error = Manifest::parse(&format!("{negative}}}"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("files[2].bytes: invalid value"), "{error}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
 use crate::{Error, Result};
 
@@ -47,6 +47,39 @@ pub struct TensorKey {
 /// (autodiff, optimiser steps and `valid()` keep them), so a trained model saves by them.
 pub type ParamNames = HashMap<ParamId, TensorKey>;
 
+/// safetensors refuses a tensor whose bytes disagree with its dtype and shape without naming
+/// it; the header (already checked to be JSON within the file) says which one and why.
+fn tensor_of_wrong_size(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Info {
+        dtype: Dtype,
+        shape: Vec<usize>,
+        data_offsets: (usize, usize),
+    }
+    let header_len = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header = bytes.get(8..8usize.checked_add(header_len)?)?;
+    let tensors: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header).ok()?;
+    tensors.into_iter().find_map(|(name, info)| {
+        let info: Info = serde_json::from_value(info).ok()?;
+        let elements = info.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        let needed = elements.and_then(|n| n.checked_mul(info.dtype.bitsize()));
+        let (start, end) = info.data_offsets;
+        let span = end.checked_sub(start);
+        (needed.map(|bits| bits / 8) != span).then(|| {
+            let needed =
+                needed.map_or("more than usize::MAX".into(), |bits| (bits / 8).to_string());
+            format!(
+                "tensor `{name}`: dtype {:?} and shape {:?} need {needed} bytes, but its \
+                 data_offsets {:?} span {}",
+                info.dtype,
+                info.shape,
+                info.data_offsets,
+                span.map_or("a negative length".into(), |n| n.to_string())
+            )
+        })
+    })
+}
+
 impl<'a> Checkpoint<'a> {
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Self> {
         Self::from_shards(&[bytes])
@@ -64,7 +97,13 @@ impl<'a> Checkpoint<'a> {
                     } else {
                         String::new()
                     };
-                    Error::Checkpoint(format!("not a valid safetensors file{which}: {e}"))
+                    let detail = match e {
+                        SafeTensorError::TensorInvalidInfo => {
+                            tensor_of_wrong_size(bytes).unwrap_or_else(|| e.to_string())
+                        }
+                        e => e.to_string(),
+                    };
+                    Error::Checkpoint(format!("not a valid safetensors file{which}: {detail}"))
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -72,7 +72,7 @@ pub(crate) fn check_heads(hidden: usize, heads: usize) -> Result<()> {
 }
 
 pub(crate) fn parse<T: DeserializeOwned>(json: &str) -> Result<T> {
-    serde_json::from_str(json).map_err(|e| Error::Config(e.to_string()))
+    crate::error::from_json(json).map_err(Error::Config)
 }
 
 #[cfg(test)]

@@ -23,3 +23,19 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// `json` as a `T`; a value of the wrong type is reported with the key that holds it
+/// (`hidden_size: invalid value: integer -5, expected usize at line 1 column 279`), which
+/// serde_json alone leaves out.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    json: &str,
+) -> std::result::Result<T, String> {
+    let deserializer = &mut serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        match path.as_str() {
+            "." => error.into_inner().to_string(),
+            _ => format!("{path}: {}", error.into_inner()),
+        }
+    })
+}

@@ -7,8 +7,8 @@
 // Runs on the CPU backend, on WebGPU (headless Chromium offers SwiftShader's adapter with
 // --enable-unsafe-webgpu), and with "auto" in a browser with and without a WebGPU adapter (it must
 // pick WebGPU, then fall back to the CPU); fails on a wrong backend, any |Δscore| > 1e-3, a
-// console error or a page error. Then: a download that does not match its sha256 is refused, and
-// the demo reloads and scores with the server gone (offline once loaded).
+// console error or a page error. Then: a download whose sha256 or size differs from the manifest is
+// refused, and the demo reloads and scores with the server gone (offline once loaded).
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { chromium } from "playwright-core";
@@ -124,20 +124,27 @@ try {
     await page.close();
   }
 
-  // A download that does not match the manifest's sha256 must be refused with a clear error.
-  {
+  // A download that does not match the manifest (its sha256, its size) is refused with the file
+  // named, by core's check (Manifest::check_file, the native CLI's), through wasm.
+  const lies = [
+    ["sha256", "model.safetensors", (file) => (file.sha256 = "0".repeat(64)),
+      /model\.safetensors: sha256 [0-9a-f]{64} where the manifest lists 0{64}: the bundle is damaged or was altered/],
+    ["size", "tokenizer.json", (file) => (file.bytes += 1),
+      /tokenizer\.json: (\d+) bytes where the manifest lists (\d+): the bundle is damaged or was altered/],
+  ];
+  for (const [what, name, lie, expected] of lies) {
     const page = await browsers.plain.newPage();
     await page.route("**/manifest.json", async (route) => {
       const manifest = await (await route.fetch()).json();
-      for (const file of manifest.files) if (file.name === "model.safetensors") file.sha256 = "0".repeat(64);
+      for (const file of manifest.files) if (file.name === name) lie(file);
       await route.fulfill({ json: manifest });
     });
     await page.goto(demoUrl("cpu"));
     await page.waitForFunction(() => document.getElementById("load-status").textContent.startsWith("failed"), null, { timeout: 120_000 });
     const status = await page.textContent("#load-status");
-    const ok = /model\.safetensors: sha256 [0-9a-f]{64} does not match the manifest's 0{64}/.test(status);
+    const ok = expected.test(status);
     failed ||= !ok;
-    console.log(`${ok ? "ok  " : "FAIL"} corrupted download refused: ${status}`);
+    console.log(`${ok ? "ok  " : "FAIL"} a download whose ${what} differs from the manifest refused: ${status}`);
     await page.close();
   }
 

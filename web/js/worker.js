@@ -1,7 +1,7 @@
 // The Web Worker that owns the model: downloads and checks the bundle, loads the wasm guard on
 // WebGPU or the CPU, and scores. `harmguard.js` talks to it with messages, so a page never
 // blocks while a model loads or scores.
-import init, { WasmGuard, operatingThreshold } from "./harmaug-web.js";
+import init, { BundleManifest, WasmGuard, defaultThreshold } from "./harmaug-web.js";
 
 const CACHE_NAME = "harmaug-bundles-v1";
 let guard = null;
@@ -87,24 +87,23 @@ async function fromFiles(files) {
     tokenizerConfig: tokenizerConfig ? new TextDecoder().decode(await bytes(tokenizerConfig)) : undefined,
     weights: await bytes(weights),
     manifest: null,
-    threshold: operatingThreshold(undefined),
+    threshold: defaultThreshold(),
   };
 }
 
-// A bundle written by `harmaug export`: manifest.json names every file with its size and sha256.
+// A bundle written by `harmaug export`: manifest.json names every file with its size and sha256;
+// core (through wasm) checks the manifest and each file, as the native CLI does.
 async function download(url, useCache) {
   const base = new URL(url.endsWith("/") ? url : url + "/", self.location.href);
   const manifestUrl = new URL("manifest.json", base);
   const cache = useCache && self.caches ? await self.caches.open(CACHE_NAME) : null;
-  const { manifest, threshold } = await fetchManifest(manifestUrl, cache);
-  const entries = new Map(manifest.files.map((f) => [f.name, f]));
-  for (const name of ["config.json", "tokenizer.json", "model.safetensors"]) {
-    if (!entries.has(name)) throw new Error(`${manifestUrl}: files lacks ${name}`);
-  }
+  const { manifest, checked } = await fetchManifest(manifestUrl, cache);
   const fetched = {};
-  for (const [name, entry] of entries) {
-    fetched[name] = await fetchChecked(new URL(name, base), entry, cache);
+  for (const name of checked.fileNames) {
+    fetched[name] = await fetchChecked(new URL(name, base), name, checked, cache);
   }
+  const threshold = checked.threshold;
+  checked.free();
   return {
     config: new TextDecoder().decode(fetched["config.json"]),
     tokenizer: fetched["tokenizer.json"],
@@ -133,10 +132,11 @@ async function fetchManifest(manifestUrl, cache) {
   return checked;
 }
 
-// core's checks (the same as the native CLI's) and the operating threshold they yield.
+// The manifest checked by core (the native CLI's rules), and as plain JSON for the page.
 function checkedManifest(manifestUrl, text) {
   try {
-    return { manifest: JSON.parse(text), threshold: operatingThreshold(text) };
+    // The page gets the manifest as JSON (dtype, drift) to show; the rules are core's.
+    return { checked: new BundleManifest(text), manifest: JSON.parse(text) };
   } catch (error) {
     throw new Error(`${manifestUrl}: ${error.message}`);
   }
@@ -144,22 +144,24 @@ function checkedManifest(manifestUrl, text) {
 
 // One file, from the Cache API when a copy with the manifest's sha256 is there, otherwise
 // downloaded with progress, checked against the manifest, then cached.
-async function fetchChecked(url, entry, cache) {
-  const key = `${url.href}#sha256=${entry.sha256}`;
+async function fetchChecked(url, name, checked, cache) {
+  const key = `${url.href}#sha256=${checked.fileSha256(name)}`;
   if (cache) {
     const hit = await cache.match(key);
     if (hit) {
       const bytes = new Uint8Array(await hit.arrayBuffer());
-      if ((await sha256(bytes)) === entry.sha256) {
-        progress(entry.name, bytes.length, bytes.length);
+      try {
+        checked.check(name, bytes);
+        progress(name, bytes.length, bytes.length);
         return bytes;
+      } catch {
+        await cache.delete(key);
       }
-      await cache.delete(key);
     }
   }
   const response = await fetch(url);
   if (!response.ok || !response.body) throw new Error(`${url}: HTTP ${response.status}`);
-  const total = entry.bytes ?? Number(response.headers.get("content-length"));
+  const total = checked.fileBytes(name);
   const reader = response.body.getReader();
   const chunks = [];
   let loaded = 0;
@@ -168,7 +170,7 @@ async function fetchChecked(url, entry, cache) {
     if (done) break;
     chunks.push(value);
     loaded += value.length;
-    progress(entry.name, loaded, total);
+    progress(name, loaded, total);
   }
   const bytes = new Uint8Array(loaded);
   let offset = 0;
@@ -176,15 +178,11 @@ async function fetchChecked(url, entry, cache) {
     bytes.set(chunk, offset);
     offset += chunk.length;
   }
-  const digest = await sha256(bytes);
-  if (digest !== entry.sha256) {
-    throw new Error(`${url}: sha256 ${digest} does not match the manifest's ${entry.sha256}`);
+  try {
+    checked.check(name, bytes);
+  } catch (error) {
+    throw new Error(`${url}: ${error.message}`);
   }
   if (cache) await cache.put(key, new Response(bytes));
   return bytes;
-}
-
-async function sha256(bytes) {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }

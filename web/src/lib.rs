@@ -143,13 +143,59 @@ impl WasmGuard {
     }
 }
 
-/// Checks a bundle's `manifest.json` exactly as the native CLI does (core's `Manifest::parse`:
-/// format, version, threshold range) and returns the operating threshold it sets; without a
-/// manifest (files given directly), core's default. The JS side keeps no rules of its own.
-#[wasm_bindgen(js_name = operatingThreshold)]
-pub fn operating_threshold(manifest_json: Option<String>) -> Result<f64, JsError> {
-    let manifest = manifest_json.as_deref().map(Manifest::parse).transpose()?;
-    Ok(bundle::operating_threshold(manifest.as_ref()))
+/// The operating threshold of files given without a manifest: core's default.
+#[wasm_bindgen(js_name = defaultThreshold)]
+pub fn default_threshold() -> f64 {
+    bundle::operating_threshold(None)
+}
+
+/// A bundle's `manifest.json`, checked by the rules the native CLI applies (core's
+/// [`Manifest`]): format and version, the files every bundle lists, the threshold's range; then
+/// each downloaded file against its listed size and sha256. The worker keeps no rules of its own.
+#[wasm_bindgen]
+pub struct BundleManifest {
+    manifest: Manifest,
+}
+
+#[wasm_bindgen]
+impl BundleManifest {
+    #[wasm_bindgen(constructor)]
+    pub fn new(json: &str) -> Result<BundleManifest, JsError> {
+        Ok(Self {
+            manifest: Manifest::parse(json)?,
+        })
+    }
+
+    /// The files to download, in the manifest's order.
+    #[wasm_bindgen(getter, js_name = fileNames)]
+    pub fn file_names(&self) -> Vec<String> {
+        self.manifest.files.iter().map(|f| f.name.clone()).collect()
+    }
+
+    /// The size the manifest lists for `name` (download progress), if it lists it.
+    #[wasm_bindgen(js_name = fileBytes)]
+    pub fn file_bytes(&self, name: &str) -> Option<usize> {
+        let file = self.manifest.files.iter().find(|f| f.name == name)?;
+        Some(file.bytes)
+    }
+
+    /// The sha256 the manifest lists for `name`: the key of a cached copy.
+    #[wasm_bindgen(js_name = fileSha256)]
+    pub fn file_sha256(&self, name: &str) -> Option<String> {
+        let file = self.manifest.files.iter().find(|f| f.name == name)?;
+        Some(file.sha256.clone())
+    }
+
+    /// The score at and above which the bundle calls an input unsafe.
+    #[wasm_bindgen(getter)]
+    pub fn threshold(&self) -> f64 {
+        bundle::operating_threshold(Some(&self.manifest))
+    }
+
+    /// Throws, naming the file, when `bytes` differ from what the manifest lists for `name`.
+    pub fn check(&self, name: &str, bytes: &[u8]) -> Result<(), JsError> {
+        Ok(self.manifest.check_file(name, bytes)?)
+    }
 }
 
 thread_local! {
