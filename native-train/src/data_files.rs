@@ -35,36 +35,45 @@ fn byte_limit(name: &str, default: u64) -> Result<u64> {
 /// The file's bytes, decompressed if it ends in `.gz`, refused past [`max_data_bytes`].
 fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     let limit = max_data_bytes()?;
-    let too_large = || {
-        anyhow!(
-            "{}: more than {limit} bytes{} (the limit for one data file; split it or set \
-             HARMAUG_MAX_DATA_BYTES)",
-            path.display(),
-            if has_extension(path, "gz") {
-                " once decompressed"
-            } else {
-                ""
-            }
-        )
-    };
     let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     if file.metadata()?.len() > limit {
-        return Err(too_large());
+        return Err(too_large(path, limit));
     }
+    decompressed(file, path, limit)
+}
+
+/// `reader`'s bytes, inflated if `path` ends in `.gz`, refused once past `limit` (a gzip bomb
+/// stops there instead of filling memory).
+pub(crate) fn decompressed(reader: impl Read, path: &Path, limit: u64) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     let reader: Box<dyn Read> = if has_extension(path, "gz") {
-        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)))
+        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(
+            reader,
+        )))
     } else {
-        Box::new(file)
+        Box::new(reader)
     };
     reader
         .take(limit + 1)
         .read_to_end(&mut bytes)
         .with_context(|| format!("reading {}", path.display()))?;
     if bytes.len() as u64 > limit {
-        return Err(too_large());
+        return Err(too_large(path, limit));
     }
     Ok(bytes)
+}
+
+fn too_large(path: &Path, limit: u64) -> anyhow::Error {
+    anyhow!(
+        "{}: more than {limit} bytes{} (the limit for one data file; split it or set \
+         HARMAUG_MAX_DATA_BYTES)",
+        path.display(),
+        if has_extension(path, "gz") {
+            " once decompressed"
+        } else {
+            ""
+        }
+    )
 }
 
 /// The most bytes one JSONL input row may hold (`score --input`, `label`, `augment`): a row
@@ -108,8 +117,16 @@ pub fn read_jsonl_input(reader: impl std::io::BufRead, name: &str) -> Result<Vec
     Ok(bytes)
 }
 
-pub fn read(path: &Path, mut options: ParseOptions) -> Result<NamedDataset> {
-    let mut bytes = read_bytes(path)?;
+pub fn read(path: &Path, options: ParseOptions) -> Result<NamedDataset> {
+    parse_file(path, read_bytes(path)?, options)
+}
+
+/// The (decompressed) bytes of data file `path` as a data set: the container by extension.
+pub(crate) fn parse_file(
+    path: &Path,
+    mut bytes: Vec<u8>,
+    mut options: ParseOptions,
+) -> Result<NamedDataset> {
     let stem = if has_extension(path, "gz") {
         path.with_extension("")
     } else {

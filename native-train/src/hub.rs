@@ -557,6 +557,7 @@ pub fn model_snapshot(repo: &RepoId) -> Result<PathBuf> {
 
 /// `hf://OWNER/REPO[@REVISION]/FILE`: one file of a repository (a GGUF model), from the cache
 /// or downloaded into it.
+#[cfg(feature = "embedded-llm")] // Only the in-process LLM opens such files.
 pub fn single_file(spec: &str) -> Result<PathBuf> {
     let usage = || format!("{spec}: expected hf://OWNER/REPO[@REVISION]/FILE");
     let rest = spec.strip_prefix("hf://").with_context(usage)?;

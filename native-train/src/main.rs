@@ -1,65 +1,16 @@
-//! The `harmaug` command line: each subcommand is a module; this file only parses arguments.
-
-mod augment;
-mod backend;
-mod cli_args;
-mod data_files;
-mod distill;
-mod eval;
-mod export;
-mod files;
-mod hub;
-mod label;
-mod llm;
-mod model_dir;
-mod plot;
-mod progress;
-mod resumable;
-mod score;
-mod serve;
+//! The `harmaug` process: allocator, logs and exit code around the library's `run` (lib.rs).
 
 use std::io::{ErrorKind, IsTerminal};
 use std::process::ExitCode;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use harmaug::Cli;
 use tracing_subscriber::EnvFilter;
 
 /// Tensors are large, short-lived allocations; glibc returns them to the kernel and every new
 /// one page-faults afresh (8% of a CPU forward pass). mimalloc keeps them.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[derive(Parser)]
-#[command(
-    name = "harmaug",
-    version,
-    about = "Build small, fast safety guards for LLM apps (HarmAug)"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Score prompts (or prompt + response pairs) with P(unsafe), as JSONL on stdout.
-    Score(score::ScoreArgs),
-    /// Train a student guard (HarmAug distillation): hard labels and teacher scores, resumable.
-    Distill(distill::DistillArgs),
-    /// HarmAug synthesis with an LLM: `generate` harmful prompts, then `respond` to them.
-    #[command(subcommand)]
-    Augment(augment::AugmentCommand),
-    /// Add a teacher's P(unsafe) (`teacher_score`) to every row: an LLM guard or a checkpoint.
-    Label(label::LabelArgs),
-    /// Write a model as a bundle for the web package (f32, f16 or int8) with a manifest, and
-    /// measure its drift from the original.
-    Export(export::ExportArgs),
-    /// Evaluate guards on labelled benchmarks: F1, AUPRC and more, equal to scikit-learn's.
-    Eval(eval::EvalArgs),
-    /// A local moderation server: OpenAI's `/v1/moderations` API with dynamic batching.
-    Serve(serve::ServeArgs),
-}
 
 /// mimalloc's `mi_option_purge_delay` (index 15 of `mi_option_e` in mimalloc 2 and 3; the Rust
 /// binding does not name it).
@@ -80,7 +31,7 @@ fn main() -> ExitCode {
         )
         .with_target(false)
         .init();
-    match run(Cli::parse().command) {
+    match harmaug::run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of our output went away (`harmaug score … | head -1`): what it wanted it
         // has; like other Unix tools, stop quietly.
@@ -89,18 +40,6 @@ fn main() -> ExitCode {
             eprintln!("Error: {error:?}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn run(command: Command) -> Result<()> {
-    match command {
-        Command::Score(args) => score::run(args),
-        Command::Eval(args) => eval::run(args),
-        Command::Distill(args) => distill::run(args),
-        Command::Augment(command) => augment::run(command),
-        Command::Label(args) => label::run(args),
-        Command::Export(args) => export::run(args),
-        Command::Serve(args) => serve::run(args),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Helpers shared by the cross-crate tests: where fixtures and fetched assets live, and loading
 //! a guard from a model directory on the default CPU backend.
 
+pub mod fuzz;
+
 use std::path::{Path, PathBuf};
 
 use harmaug_core::{Guard, LoadOptions, ModelFiles};

@@ -52,7 +52,7 @@ impl Metadata {
     }
 }
 
-fn read_metadata(r: &mut impl Read) -> Result<Metadata> {
+pub(crate) fn read_metadata(r: &mut impl Read) -> Result<Metadata> {
     let mut magic = [0u8; 4];
     r.read_exact(&mut magic)?;
     if &magic != b"GGUF" {
@@ -68,13 +68,17 @@ fn read_metadata(r: &mut impl Read) -> Result<Metadata> {
     for _ in 0..count {
         let key = string(r)?;
         let kind = u32_(r)?;
-        let value = value(r, kind).with_context(|| format!("metadata key {key}"))?;
+        let value = value(r, kind, 0).with_context(|| format!("metadata key {key}"))?;
         values.insert(key, value);
     }
     Ok(Metadata { values })
 }
 
-fn value(r: &mut impl Read, kind: u32) -> Result<Value> {
+/// Arrays may hold arrays; real files nest one level (llama.cpp writes none deeper), and a
+/// crafted file must not recurse until the stack overflows.
+const MAX_ARRAY_DEPTH: usize = 8;
+
+fn value(r: &mut impl Read, kind: u32, depth: usize) -> Result<Value> {
     Ok(match kind {
         0 => Value::Int(bytes::<1>(r)?[0].into()),
         1 => Value::Int((bytes::<1>(r)?[0] as i8).into()),
@@ -86,6 +90,9 @@ fn value(r: &mut impl Read, kind: u32) -> Result<Value> {
         7 => Value::Bool(bytes::<1>(r)?[0] != 0),
         8 => Value::String(string(r)?),
         9 => {
+            if depth >= MAX_ARRAY_DEPTH {
+                bail!("arrays nested more than {MAX_ARRAY_DEPTH} deep");
+            }
             let inner = u32_(r)?;
             let n = u64_(r)?;
             if inner == 8 {
@@ -93,7 +100,7 @@ fn value(r: &mut impl Read, kind: u32) -> Result<Value> {
                 Value::Strings(strings)
             } else {
                 for _ in 0..n {
-                    value(r, inner)?;
+                    value(r, inner, depth + 1)?;
                 }
                 Value::OtherArray
             }
@@ -124,7 +131,11 @@ fn string(r: &mut impl Read) -> Result<String> {
     if len > 1 << 30 {
         bail!("string of {len} bytes");
     }
-    let mut buf = vec![0u8; len as usize];
-    r.read_exact(&mut buf)?;
+    // Grown as bytes arrive: a length the file cannot back allocates nothing.
+    let mut buf = Vec::new();
+    r.take(len).read_to_end(&mut buf)?;
+    if buf.len() as u64 != len {
+        bail!("a string of {len} bytes past the end of the file");
+    }
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }

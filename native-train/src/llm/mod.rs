@@ -6,7 +6,6 @@
 #[cfg(feature = "embedded-llm")]
 pub mod embedded;
 pub mod gguf;
-#[cfg(feature = "embedded-llm")]
 pub mod served;
 pub mod template;
 
