@@ -4,7 +4,7 @@ use std::io::{ErrorKind, IsTerminal};
 use std::process::ExitCode;
 
 use clap::Parser;
-use harmaug::{Cli, Command};
+use harmaug::Cli;
 use tracing_subscriber::EnvFilter;
 
 /// Tensors are large, short-lived allocations; glibc returns them to the kernel and every new
@@ -17,16 +17,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // Training never hands freed memory back to the kernel: it frees and reallocates the same
+    // Never hand freed memory back to the kernel: training frees and reallocates the same
     // large buffers every step, and each return cost a fresh zeroed page on the next
-    // allocation (15% of a CPU training step in kernel `clear_page`); its peak is unchanged.
-    // A long-running `serve` keeps mimalloc's default delay, so one batch of long inputs does
-    // not hold its memory for the rest of the server's life.
-    if matches!(cli.command, Command::Distill(_)) {
-        // SAFETY: sets a plain integer option; mimalloc reads it on each purge decision.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-    }
+    // allocation (15% of a CPU training step in kernel `clear_page`). Peak memory is unchanged.
+    // SAFETY: sets a plain integer option; mimalloc reads it on each purge decision.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // Colour only on a terminal: logs redirected to files stay plain text.
@@ -36,7 +31,7 @@ fn main() -> ExitCode {
         )
         .with_target(false)
         .init();
-    match harmaug::run(cli.command) {
+    match harmaug::run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of our output went away (`harmaug score … | head -1`): what it wanted it
         // has; like other Unix tools, stop quietly.
