@@ -169,16 +169,67 @@ fn check_decoder(decoder: &serde_json::Value, path: &str) -> std::result::Result
     Ok(())
 }
 
+/// tokenizers reads a `TemplateProcessing` post-processor without checking it, then panics
+/// while encoding when a template names a special token the processor does not define, or one
+/// whose ids and tokens differ in number (found by fuzzing, fuzz/regressions/tokenizer).
+fn check_post_processor(
+    processor: &serde_json::Value,
+    path: &str,
+) -> std::result::Result<(), String> {
+    let nested = processor
+        .get("processors")
+        .and_then(serde_json::Value::as_array);
+    for (i, inner) in nested.into_iter().flatten().enumerate() {
+        check_post_processor(inner, &format!("{path}.processors[{i}]"))?;
+    }
+    if processor.get("type").and_then(serde_json::Value::as_str) != Some("TemplateProcessing") {
+        return Ok(());
+    }
+    let defined = processor
+        .get("special_tokens")
+        .and_then(serde_json::Value::as_object);
+    for (name, token) in defined.into_iter().flatten() {
+        let count = |key| {
+            token
+                .get(key)
+                .and_then(serde_json::Value::as_array)
+                .map(Vec::len)
+        };
+        if count("ids") != count("tokens") {
+            return Err(format!(
+                "{path}.special_tokens.{name}: ids and tokens differ in number"
+            ));
+        }
+    }
+    for template in ["single", "pair"] {
+        let pieces = processor
+            .get(template)
+            .and_then(serde_json::Value::as_array);
+        for (i, piece) in pieces.into_iter().flatten().enumerate() {
+            let id = piece
+                .pointer("/SpecialToken/id")
+                .and_then(serde_json::Value::as_str);
+            if let Some(id) = id
+                && !defined.is_some_and(|tokens| tokens.contains_key(id))
+            {
+                return Err(format!(
+                    "{path}.{template}[{i}] names special token {id:?}, which \
+                     {path}.special_tokens does not define"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl TextEncoder {
     pub fn from_bytes(tokenizer_json: &[u8], max_length: usize, pad_id: u32) -> Result<Self> {
         let cannot_parse = |e: serde_json::Error| Error::Tokenizer(format!("cannot parse: {e}"));
         let json: serde_json::Value =
             serde_json::from_slice(tokenizer_json).map_err(cannot_parse)?;
-        check_decoder(
-            json.get("decoder").unwrap_or(&serde_json::Value::Null),
-            "decoder",
-        )
-        .map_err(Error::Tokenizer)?;
+        let part = |key: &str| json.get(key).unwrap_or(&serde_json::Value::Null);
+        check_decoder(part("decoder"), "decoder").map_err(Error::Tokenizer)?;
+        check_post_processor(part("post_processor"), "post_processor").map_err(Error::Tokenizer)?;
         let mut whole: Tokenizer = serde_json::from_value(json).map_err(cannot_parse)?;
         whole.with_padding(None);
         whole
@@ -457,7 +508,43 @@ mod tests {
         assert!(refused("5").contains("decoder is not a decoder"));
         assert!(refused(r#"{"kind": "WordPiece"}"#).contains("decoder is not a decoder"));
         let nested = refused(r#"{"type": "Sequence", "decoders": [{"type": "Fuse"}, []]}"#);
-        assert!(nested.contains("decoder.decoders[1] is not a decoder"), "{nested}");
+        assert!(
+            nested.contains("decoder.decoders[1] is not a decoder"),
+            "{nested}"
+        );
+    }
+
+    /// tokenizers panics while encoding with these post-processors; they are refused at load.
+    #[test]
+    fn templates_naming_undefined_special_tokens_are_refused() {
+        let refused = |special_tokens: &str| {
+            let mut json: serde_json::Value = serde_json::from_str(include_str!(
+                "../../tests/fixtures/bert-tiny-f32/tokenizer.json"
+            ))
+            .unwrap();
+            let template = format!(
+                r#"{{"type": "Sequence", "processors": [{{
+                    "type": "TemplateProcessing",
+                    "single": [{{"SpecialToken": {{"id": "[CLS]", "type_id": 0}}}},
+                               {{"Sequence": {{"id": "A", "type_id": 0}}}}],
+                    "pair": [], "special_tokens": {special_tokens}}}]}}"#
+            );
+            json["post_processor"] = serde_json::from_str(&template).unwrap();
+            TextEncoder::from_bytes(json.to_string().as_bytes(), 8, 0)
+                .err()
+                .map(|e| e.to_string())
+        };
+        let undefined = refused("{}").unwrap_or_default();
+        let expected = r#"post_processor.processors[0].single[0] names special token "[CLS]""#;
+        assert!(undefined.contains(expected), "{undefined}");
+        let uneven = r#"{"[CLS]": {"id": "[CLS]", "ids": [1, 1], "tokens": ["[CLS]"]}}"#;
+        let uneven = refused(uneven).unwrap_or_default();
+        assert!(
+            uneven.contains("ids and tokens differ in number"),
+            "{uneven}"
+        );
+        let fine = r#"{"[CLS]": {"id": "[CLS]", "ids": [1], "tokens": ["[CLS]"]}}"#;
+        assert_eq!(refused(fine), None);
     }
 
     #[test]

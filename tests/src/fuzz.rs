@@ -5,6 +5,9 @@
 //! A body returns normally for any input: a refused input is an `Err` it drops. It panics only
 //! where harmaug would (a crash to fix), or where an invariant that a user relies on breaks.
 
+use std::cell::Cell;
+use std::sync::Once;
+
 use harmaug_core::bundle::Manifest;
 use harmaug_core::datasets::{self, Container, Format, Level, ParseOptions};
 use harmaug_core::tokenize::{LongInput, TextEncoder};
@@ -164,7 +167,31 @@ pub fn data_file(data: &[u8]) {
         return;
     };
     let name = NAMES[usize::from(which) % NAMES.len()];
-    let _ = harmaug::untrusted::data_file(name, rest, 16 << 20);
+    with_caught_panics_allowed(|| harmaug::untrusted::data_file(name, rest, 16 << 20)).ok();
+}
+
+thread_local! {
+    static CAUGHT_PANICS_ALLOWED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` letting through libFuzzer's panic hook the panics that harmaug catches itself (the
+/// parquet crate asserts on crafted files; `data_files` catches those): the hook aborts on any
+/// panic, caught or not. A panic that escapes harmaug still fails the target, since
+/// libfuzzer-sys aborts on an input that panicked.
+fn with_caught_panics_allowed<T>(f: impl FnOnce() -> T) -> T {
+    static WRAP_HOOK: Once = Once::new();
+    WRAP_HOOK.call_once(|| {
+        let outer = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !CAUGHT_PANICS_ALLOWED.get() {
+                outer(info);
+            }
+        }));
+    });
+    CAUGHT_PANICS_ALLOWED.set(true);
+    let result = f();
+    CAUGHT_PANICS_ALLOWED.set(false);
+    result
 }
 
 /// A GGUF file's metadata (`augment --generator FILE.gguf`).
