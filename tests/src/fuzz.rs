@@ -6,7 +6,7 @@
 //! where harmaug would (a crash to fix), or where an invariant that a user relies on breaks.
 
 use std::cell::Cell;
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 use harmaug_core::bundle::Manifest;
 use harmaug_core::datasets::{self, Container, Format, Level, ParseOptions};
@@ -106,20 +106,31 @@ pub fn text(data: &[u8]) {
         Some((prompt, response)) => GuardInput::pair(prompt, response),
         None => GuardInput::prompt(text.as_ref()),
     };
-    for tokenizer in [WORDPIECE, SENTENCEPIECE] {
-        for long_input in [LongInput::Truncate, LongInput::Chunk] {
-            let encoder = TextEncoder::from_bytes(tokenizer, 16, 0)
-                .expect("the fixture tokenizer loads")
-                .with_long_input(long_input);
-            let encoded = encoder
-                .encode_for_scoring(&input)
-                .expect("any text encodes");
-            assert!(!encoded.is_empty());
-            for row in &encoded {
-                assert!(row.ids.len() <= 16 && row.ids.len() == row.type_ids.len());
-            }
+    for encoder in text_encoders() {
+        let encoded = encoder
+            .encode_for_scoring(&input)
+            .expect("any text encodes");
+        assert!(!encoded.is_empty());
+        for row in &encoded {
+            assert!(row.ids.len() <= 16 && row.ids.len() == row.type_ids.len());
         }
     }
+}
+
+/// Both fixture tokenizers, truncating and by windows, at max length 16: loaded once.
+fn text_encoders() -> &'static [TextEncoder] {
+    static ENCODERS: OnceLock<Vec<TextEncoder>> = OnceLock::new();
+    ENCODERS.get_or_init(|| {
+        let mut encoders = Vec::new();
+        for tokenizer in [WORDPIECE, SENTENCEPIECE] {
+            for long_input in [LongInput::Truncate, LongInput::Chunk] {
+                let encoder =
+                    TextEncoder::from_bytes(tokenizer, 16, 0).expect("the fixture tokenizer loads");
+                encoders.push(encoder.with_long_input(long_input));
+            }
+        }
+        encoders
+    })
 }
 
 /// A labelled data set (JSON, JSONL or CSV rows of every known format); the first byte picks
