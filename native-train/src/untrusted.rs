@@ -1,6 +1,6 @@
 //! Every reader of bytes that `harmaug` takes from strangers and that lives in this crate, each
 //! behind one function on in-memory bytes: the fuzz targets (`fuzz/`) call these, and so do the
-//! regression tests of the inputs fuzzing found (`native-train/tests/fuzz_regressions.rs`).
+//! regression tests of the inputs fuzzing found (`tests/tests/fuzz_regressions.rs`).
 //! The readers in `harmaug-core` (checkpoints, manifests, tokenizers, data set rows, JSONL
 //! input) are fuzzed through core's own API.
 
