@@ -79,7 +79,7 @@ impl Manifest {
         }
         if let Some(missing) = REQUIRED_FILES
             .iter()
-            .find(|name| !manifest.files.iter().any(|f| f.name == **name))
+            .find(|name| manifest.file(name).is_none())
         {
             return Err(Error::Manifest(format!("files lacks {missing}")));
         }
@@ -96,10 +96,15 @@ impl Manifest {
 }
 
 impl Manifest {
+    /// What the manifest lists for file `name`, if it lists it.
+    pub fn file(&self, name: &str) -> Option<&BundleFile> {
+        self.files.iter().find(|f| f.name == name)
+    }
+
     /// `bytes` against the size and sha256 the manifest lists for file `name` (files it does
     /// not list pass): a damaged or altered bundle is refused, never scored.
     pub fn check_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        let Some(listed) = self.files.iter().find(|f| f.name == name) else {
+        let Some(listed) = self.file(name) else {
             return Ok(());
         };
         let damaged = |what: String| {

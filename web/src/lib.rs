@@ -175,15 +175,13 @@ impl BundleManifest {
     /// The size the manifest lists for `name` (download progress), if it lists it.
     #[wasm_bindgen(js_name = fileBytes)]
     pub fn file_bytes(&self, name: &str) -> Option<usize> {
-        let file = self.manifest.files.iter().find(|f| f.name == name)?;
-        Some(file.bytes)
+        Some(self.manifest.file(name)?.bytes)
     }
 
     /// The sha256 the manifest lists for `name`: the key of a cached copy.
     #[wasm_bindgen(js_name = fileSha256)]
     pub fn file_sha256(&self, name: &str) -> Option<String> {
-        let file = self.manifest.files.iter().find(|f| f.name == name)?;
-        Some(file.sha256.clone())
+        Some(self.manifest.file(name)?.sha256.clone())
     }
 
     /// The score at and above which the bundle calls an input unsafe.
