@@ -19,13 +19,16 @@ DEMO=1
 log() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
 
 # Debian packages: cmake and libclang build llama.cpp for the in-process LLM (llama-cpp-2);
-# chromium and its WebDriver run the browser tests; node/npm drive the end-to-end test.
+# chromium and its WebDriver run the browser tests; node/npm drive the end-to-end test; the
+# Vulkan loader and Mesa's software adapter (lavapipe) run `--backend wgpu` without a GPU.
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
+ls /usr/lib/*/libvulkan.so.1 >/dev/null 2>&1 || need_apt+=(libvulkan1)
+ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "apt: ${need_apt[*]}"
     SUDO=$([ "$(id -u)" = 0 ] || echo sudo)

@@ -88,12 +88,38 @@ fn run_candle<J: BackendJob>(job: J) -> Result<J::Output> {
 
 fn run_wgpu<J: BackendJob>(job: J) -> Result<J::Output> {
     #[cfg(feature = "wgpu")]
-    return job.run::<burn::backend::Wgpu>(Default::default());
+    {
+        check_wgpu_adapter()?;
+        job.run::<burn::backend::Wgpu>(Default::default())
+    }
     #[cfg(not(feature = "wgpu"))]
     {
         let _ = job;
         not_compiled("wgpu")
     }
+}
+
+/// burn's wgpu runtime panics in its own thread when no adapter exists; look first, so that
+/// a machine without a GPU driver gets an error that says what to install.
+#[cfg(feature = "wgpu")]
+fn check_wgpu_adapter() -> Result<()> {
+    use burn::backend::wgpu::graphics::{AutoGraphicsApi, GraphicsApi};
+    let api = AutoGraphicsApi::backend();
+    let instance = wgpu_adapters::Instance::new(wgpu_adapters::InstanceDescriptor {
+        backends: api.into(),
+        ..wgpu_adapters::InstanceDescriptor::new_without_display_handle()
+    });
+    let adapters = futures_lite::future::block_on(instance.enumerate_adapters(api.into()));
+    let Some(adapter) = adapters.first() else {
+        bail!(
+            "--backend wgpu: no {api:?} adapter found. Install a GPU driver with {api:?} \
+             support; on Linux without a GPU, Mesa's software adapter works: \
+             `apt-get install libvulkan1 mesa-vulkan-drivers`"
+        );
+    };
+    let info = adapter.get_info();
+    tracing::info!(adapter = %info.name, kind = ?info.device_type, driver = %info.driver, "wgpu");
+    Ok(())
 }
 
 fn run_cuda<J: BackendJob>(job: J) -> Result<J::Output> {

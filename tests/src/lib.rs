@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 
 use harmaug_core::{Guard, LoadOptions, ModelFiles};
 
-/// The CPU backend the tests run on (the CLI's default).
+/// The backend the tests run on: the CLI's default CPU backend, or wgpu with `--features wgpu`.
+#[cfg(not(feature = "wgpu"))]
 pub type TestBackend = burn::backend::Flex;
+#[cfg(feature = "wgpu")]
+pub type TestBackend = burn::backend::Wgpu;
 
 /// Largest |Δlogit| allowed against transformers in f32.
 pub const LOGIT_TOLERANCE: f32 = 1e-4;

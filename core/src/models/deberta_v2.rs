@@ -355,27 +355,23 @@ impl<B: Backend> DisentangledSelfAttention<B> {
 
         let mut scores = q.clone().matmul(k.clone().swap_dims(2, 3)) * scale;
         if let Some(rel) = relative.filter(|_| self.relative) {
-            let [batch, ..] = q.dims();
             let embeddings = self.position_dropout.forward(rel.embeddings.clone());
-            // Relative embeddings projected like content: [span·2, width] → [batch, heads, span·2, d].
+            // Relative embeddings projected like content: [span·2, width] → [heads, span·2, d].
             let rel_heads = |linear: &Linear<B>| {
                 let projected = linear.forward(embeddings.clone());
                 let [rows, width] = projected.dims();
-                let heads = split_heads(projected.reshape([1, rows, width]), self.num_heads);
-                let [_, h, r, d] = heads.dims();
-                heads.expand([batch, h, r, d])
+                projected
+                    .reshape([rows, self.num_heads, width / self.num_heads])
+                    .swap_dims(0, 1)
             };
             if self.c2p {
                 let pos_key = rel_heads(self.pos_key.as_ref().unwrap_or(&self.key));
-                let c2p = q
-                    .matmul(pos_key.swap_dims(2, 3))
-                    .gather(3, rel.c2p_index.clone());
+                let c2p = against_positions(q.clone(), pos_key).gather(3, rel.c2p_index.clone());
                 scores = scores + c2p * scale;
             }
             if self.p2c {
                 let pos_query = rel_heads(self.pos_query.as_ref().unwrap_or(&self.query));
-                let p2c = k
-                    .matmul(pos_query.swap_dims(2, 3))
+                let p2c = against_positions(k, pos_query)
                     .gather(3, rel.p2c_index.clone())
                     .swap_dims(2, 3);
                 scores = scores + p2c * scale;
@@ -387,6 +383,21 @@ impl<B: Backend> DisentangledSelfAttention<B> {
         let probs = self.probs_dropout.forward(activation::softmax(scores, 3));
         merge_heads(probs.matmul(v))
     }
+}
+
+/// `[batch, heads, seq, d]` against a per-head table `[heads, rows, d]` → `[batch, heads, seq,
+/// rows]`, as one matmul per head over all `batch·seq` rows. Not with the table expanded over
+/// the batch: burn-wgpu 0.21 computes a wrong gradient for such an operand
+/// (tests/tests/backend_ops.rs), which trained DeBERTa's position weights on noise there (a
+/// copy repeated over the batch failed the same training test, native-train/tests/cli_wgpu.rs).
+fn against_positions<B: Backend>(x: Tensor<B, 4>, table: Tensor<B, 3>) -> Tensor<B, 4> {
+    let [batch, heads, seq, d] = x.dims();
+    let [_, rows, _] = table.dims();
+    x.swap_dims(0, 1)
+        .reshape([heads, batch * seq, d])
+        .matmul(table.swap_dims(1, 2))
+        .reshape([heads, batch, seq, rows])
+        .swap_dims(0, 1)
 }
 
 #[derive(Module, Debug)]

@@ -31,7 +31,8 @@ pub struct BatchTensors<B: Backend> {
     pub token_type_ids: Tensor<B, 2, Int>,
     /// 1 for real tokens, 0 for padding.
     pub attention_mask: Tensor<B, 2, Int>,
-    /// Real (unpadded) tokens per row, kept on the host to build attention biases.
+    /// Real (unpadded) tokens per row, kept on the host (no device read to know whether a batch
+    /// needs an attention bias at all).
     pub lengths: Vec<usize>,
 }
 
@@ -56,31 +57,26 @@ impl<B: Backend> BatchTensors<B> {
     /// Additive attention bias `[batch, heads, seq, seq]`: 0 where attention is allowed,
     /// f32::MIN where the key is padding (transformers adds or fills `finfo.min`, so fully
     /// masked rows behave the same), and with `mask_queries` also on padded query rows (as
-    /// DeBERTa's outer-product mask does). `None` when no row is padded. Built once per forward
-    /// pass at full size and shared by all layers: CPU backends add a broadcast
-    /// `[batch, 1, 1, seq]` bias element by element, which cost a third of the forward pass.
+    /// DeBERTa's outer-product mask does). `None` when no row is padded.
+    ///
+    /// Built on the device from the `[batch, seq]` mask, so a GPU gets no per-batch upload of
+    /// `seq²` values. Materialised at full size once per forward pass and shared by all layers:
+    /// CPU backends add a broadcast `[batch, 1, 1, seq]` bias element by element, which cost a
+    /// third of the forward pass.
     pub fn attention_bias(&self, heads: usize, mask_queries: bool) -> Option<Tensor<B, 4>> {
         let [batch, seq] = self.input_ids.dims();
         if self.lengths.iter().all(|&n| n == seq) {
             return None;
         }
-        let mut bias = Vec::with_capacity(batch * heads * seq * seq);
-        for &length in &self.lengths {
-            let mut real_query = vec![0.0f32; seq];
-            real_query[length..].fill(f32::MIN);
-            let padded_query = vec![f32::MIN; seq];
-            for _ in 0..heads {
-                for query in 0..seq {
-                    let masked = mask_queries && query >= length;
-                    bias.extend_from_slice(if masked { &padded_query } else { &real_query });
-                }
-            }
+        let padding = self.attention_mask.clone().equal_elem(0);
+        let full = [batch, 1, seq, seq];
+        let mut masked = padding.clone().reshape([batch, 1, 1, seq]).expand(full);
+        if mask_queries {
+            masked = masked.bool_or(padding.reshape([batch, 1, seq, 1]).expand(full));
         }
-        let shape = [batch, heads, seq, seq];
-        Some(Tensor::from_data(
-            TensorData::new(bias, shape),
-            &self.input_ids.device(),
-        ))
+        let bias =
+            Tensor::<B, 4>::zeros(full, &self.input_ids.device()).mask_fill(masked, f32::MIN);
+        Some(bias.repeat_dim(1, heads))
     }
 }
 
