@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # One build of harmaug with wgpu for both packages (features unify within one cargo call).
 cargo test --locked -p harmaug -p harmaug-tests --features harmaug/wgpu,harmaug-tests/wgpu \
-    --test cli_wgpu --test parity_fixtures --test deberta_v3 "$@"
+    --test cli_wgpu --test parity_fixtures --test deberta_v3 --test backend_ops "$@"
