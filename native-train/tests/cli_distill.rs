@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{fixture, harmaug, run_ok, score, scores};
+use common::{fixture, harmaug, run_ok, score, scores, weights};
 use serde_json::{Value, json};
 
 /// A task the tiny model can learn: a row is unsafe iff it asks to "steal". Words from the
@@ -151,26 +151,6 @@ fn learns_a_learnable_task() {
 /// `harmaug score --model DIR TEXT...` → the scores.
 fn harmaug_scores(model: &Path, texts: &[&str]) -> Vec<f64> {
     scores(&score(model, &[], texts))
-}
-
-/// Final weights of a run, by tensor name.
-fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
-    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut named: Vec<(String, Vec<f32>)> = tensors
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            (name, values)
-        })
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    named
 }
 
 /// The final weights of two runs agree within 1e-5. Attention key biases are skipped: their

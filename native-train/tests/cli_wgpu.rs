@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fixture, harmaug, json_lines, repo, run_ok, scores};
+use common::{fixture, harmaug, json_lines, repo, run_ok, scores, weights};
 use serde_json::{Value, json};
 
 /// `harmaug score` of every parity fixture's inputs on `backend`, at the fixture's length.
@@ -124,23 +124,6 @@ fn losses(out: &Path) -> Vec<f64> {
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).unwrap()["loss"].as_f64())
         .collect()
-}
-
-/// Every weight of a student, in name order.
-fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
-    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut named: Vec<(String, Vec<f32>)> = tensors
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let values = view.data().chunks_exact(4);
-            let values = values.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-            (name, values.collect())
-        })
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    named
 }
 
 /// Trains `model` for 6 updates on `backend` (extra flags after) into `out`.

@@ -136,6 +136,23 @@ pub fn score(model: &Path, extra: &[&str], texts: &[&str]) -> Vec<Row> {
     json_lines(&run_ok(&args).stdout)
 }
 
+/// The f32 weights of a written checkpoint (`DIR/model.safetensors`), by tensor name.
+pub fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut named: Vec<(String, Vec<f32>)> = tensors
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = view.data().chunks_exact(4);
+            let values = values.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            (name, values.collect())
+        })
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
 /// The `score` field of scored rows.
 pub fn scores(rows: &[Row]) -> Vec<f64> {
     rows.iter()
