@@ -94,7 +94,9 @@ def main():
         empty.write_text(json.dumps({"prompt": ""}) + "\n")
         env = {**os.environ, "NO_COLOR": "1"}
 
-        command = [str(BINARY), "score", "--model", str(model_dir), "--max-length", "512", "--batch-size", "8"]
+        # Truncate like the PyTorch side: the CLI's default (chunk) scores every 512-token window.
+        command = [str(BINARY), "score", "--model", str(model_dir), "--max-length", "512", "--batch-size", "8",
+                   "--long-input", "truncate"]
         _, load_rss = peak_rss_mb(command + ["--input", str(empty)], env=env)
         print(f"harmaug load only: peak RSS {load_rss:.0f} MiB = {load_rss / size_mb:.2f}× the checkpoint")
         out, h_rss = peak_rss_mb(command + ["--input", str(rows)], env=env)

@@ -35,6 +35,6 @@ pub fn chat_template(source: &str) -> Result<()> {
 pub fn data_file(name: &str, bytes: &[u8], limit: u64) -> Result<usize> {
     let path = Path::new(name);
     let bytes = crate::data_files::decompressed(bytes, path, limit)?;
-    let dataset = crate::data_files::parse_file(path, bytes, ParseOptions::default())?;
+    let dataset = crate::data_files::parse_file(path, bytes, ParseOptions::default(), limit)?;
     Ok(dataset.dataset.rows.len())
 }

@@ -354,3 +354,31 @@ fn gzip_bomb_is_refused_with_bounded_memory() {
         run.peak_rss_mb
     );
 }
+
+/// A Parquet page whose header claims 2 GiB (fixture made by make_parquet.py; the reader
+/// allocates what a header declares, and fuzzing found a 2 KB file that took 1.9 GB) is
+/// refused from its page headers, before a page is inflated.
+#[test]
+fn parquet_page_bomb_is_refused_with_bounded_memory() {
+    let bomb = repo("tests/fixtures/formats/page_bomb.parquet");
+    let run = common::run_measured(
+        &[
+            "eval",
+            "--model",
+            &repo("tests/fixtures/bert-tiny-f32"),
+            "--data",
+            &bomb,
+        ],
+        &[("HARMAUG_MAX_DATA_BYTES", "20000000")],
+    );
+    assert!(!run.success);
+    assert!(
+        run.stderr
+            .contains("its pages inflate to more than 20000000 bytes"),
+        "{}",
+        run.stderr
+    );
+    eprintln!("parquet page bomb: peak RSS {:.0} MB", run.peak_rss_mb);
+    // Inflated, the page takes 225 MB (measured); refused, 24 MB.
+    assert!(run.peak_rss_mb < 80.0, "peak RSS {:.0} MB", run.peak_rss_mb);
+}
