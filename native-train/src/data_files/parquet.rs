@@ -83,23 +83,42 @@ fn check_column_chunks(metadata: &ParquetMetaData, file: &[u8], limit: u64) -> R
 /// The sum of the uncompressed sizes that a column chunk's page headers declare.
 fn pages_inflate_to(chunk: &[u8]) -> Result<u64> {
     let mut total = 0u64;
-    let mut at = 0;
-    while at < chunk.len() {
-        let mut header = CompactReader {
-            bytes: &chunk[at..],
-            at: 0,
-        };
-        let sizes = header.page_sizes()?;
-        let next = (at + header.at).checked_add(sizes.compressed);
-        at = next
-            .filter(|&next| next <= chunk.len())
-            .ok_or_else(|| anyhow!("a page at byte {at} runs past its column chunk"))?;
-        total = total.saturating_add(sizes.uncompressed as u64);
+    for page in pages(chunk) {
+        total = total.saturating_add(page?.uncompressed as u64);
     }
     Ok(total)
 }
 
+/// The pages of a column chunk, header by header, each checked to end inside the chunk.
+fn pages(chunk: &[u8]) -> impl Iterator<Item = Result<PageSizes>> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= chunk.len() {
+            return None;
+        }
+        let mut header = CompactReader {
+            bytes: &chunk[at..],
+            at: 0,
+        };
+        let page = header.page_sizes().and_then(|sizes| {
+            let end = (at + header.at).checked_add(sizes.compressed);
+            at = end
+                .filter(|&end| end <= chunk.len())
+                .ok_or_else(|| anyhow!("a page at byte {at} runs past its column chunk"))?;
+            Ok(PageSizes {
+                header: header.at,
+                ..sizes
+            })
+        });
+        if page.is_err() {
+            at = chunk.len();
+        }
+        Some(page)
+    })
+}
+
 struct PageSizes {
+    header: usize,
     uncompressed: usize,
     compressed: usize,
 }
@@ -153,6 +172,7 @@ impl CompactReader<'_> {
         }
         match (uncompressed, compressed) {
             (Some(uncompressed), Some(compressed)) => Ok(PageSizes {
+                header: self.at,
                 uncompressed,
                 compressed,
             }),
@@ -262,4 +282,83 @@ impl CompactReader<'_> {
 
 fn zigzag(value: u64) -> i64 {
     (value >> 1) as i64 ^ -((value & 1) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/../tests/fixtures/formats/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap()
+    }
+
+    /// On files pyarrow wrote, the walker finds every page: headers plus declared page sizes
+    /// add up to each column chunk's total in the footer.
+    #[test]
+    fn page_walk_accounts_for_every_column_chunk_byte() {
+        let bytes = bytes::Bytes::from(fixture("wildguardmix_test.parquet"));
+        let reader = SerializedFileReader::new(bytes.clone()).unwrap();
+        for group in reader.metadata().row_groups() {
+            for column in group.columns() {
+                let start = column
+                    .dictionary_page_offset()
+                    .unwrap_or(column.data_page_offset()) as usize;
+                let chunk = &bytes[start..start + column.compressed_size() as usize];
+                let (mut inflated, mut count) = (0, 0);
+                for page in pages(chunk) {
+                    let page = page.unwrap();
+                    inflated += (page.header + page.uncompressed) as i64;
+                    count += 1;
+                }
+                assert!(count >= 1);
+                assert_eq!(inflated, column.uncompressed_size());
+            }
+        }
+    }
+
+    /// Fields out of order, skipped nested structs, lists of booleans and binaries, and a
+    /// field id given in full (delta 0) are all stepped over.
+    #[test]
+    fn header_fields_in_any_order_and_nesting() {
+        let header = [
+            0x35, 0x04, // field 3 (delta 3, i32): compressed = 2
+            0x1c, // field 4 (delta 1, struct)
+            0x19, 0x21, 0x01, // field 1: list of 2 booleans (true, ...)
+            0x02, //   ... false
+            0x18, 0x02, b'h', b'i', // field 2 (delta 1): binary "hi"
+            0x00, // end of struct
+            0x05, 0x04, // field id in full (delta 0, i32): zigzag 2 → field 2
+            0xa0, 0x1f, // uncompressed = zigzag(4000) = 2000
+            0x00, // end of header
+        ];
+        let mut reader = CompactReader {
+            bytes: &header,
+            at: 0,
+        };
+        let sizes = reader.page_sizes().unwrap();
+        assert_eq!((sizes.uncompressed, sizes.compressed), (2000, 2));
+        assert_eq!(reader.at, header.len());
+    }
+
+    #[test]
+    fn malformed_headers_are_refused() {
+        let cut_short = [0x15, 0x04];
+        let too_deep = [0x1c; 40];
+        let no_sizes = [0x15, 0x00, 0x00];
+        let negative = [0x15, 0x00, 0x15, 0x03, 0x15, 0x02, 0x00];
+        for (bytes, message) in [
+            (&cut_short[..], "cut short"),
+            (&too_deep[..], "nested deeper"),
+            (&no_sizes[..], "without its sizes"),
+            (&negative[..], "declares size -2"),
+        ] {
+            let mut reader = CompactReader { bytes, at: 0 };
+            let error = reader.page_sizes().err().unwrap().to_string();
+            assert!(error.contains(message), "{error}");
+        }
+    }
 }
