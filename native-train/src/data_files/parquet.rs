@@ -80,11 +80,13 @@ fn check_column_chunks(metadata: &ParquetMetaData, file: &[u8], limit: u64) -> R
     Ok(())
 }
 
-/// The sum of the uncompressed sizes that a column chunk's page headers declare.
+/// What a column chunk's pages inflate to by their headers: headers plus declared page sizes,
+/// as the footer counts a chunk's uncompressed size.
 fn pages_inflate_to(chunk: &[u8]) -> Result<u64> {
     let mut total = 0u64;
     for page in pages(chunk) {
-        total = total.saturating_add(page?.uncompressed as u64);
+        let page = page?;
+        total = total.saturating_add((page.header + page.uncompressed) as u64);
     }
     Ok(total)
 }
@@ -308,14 +310,9 @@ mod tests {
                     .dictionary_page_offset()
                     .unwrap_or(column.data_page_offset()) as usize;
                 let chunk = &bytes[start..start + column.compressed_size() as usize];
-                let (mut inflated, mut count) = (0, 0);
-                for page in pages(chunk) {
-                    let page = page.unwrap();
-                    inflated += (page.header + page.uncompressed) as i64;
-                    count += 1;
-                }
-                assert!(count >= 1);
-                assert_eq!(inflated, column.uncompressed_size());
+                assert!(pages(chunk).count() >= 1);
+                let inflated = pages_inflate_to(chunk).unwrap();
+                assert_eq!(inflated as i64, column.uncompressed_size());
             }
         }
     }
