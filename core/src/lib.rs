@@ -16,6 +16,7 @@ pub mod datasets;
 pub mod error;
 pub mod guard;
 pub mod jsonl;
+pub mod kernels;
 pub mod labels;
 pub mod metrics;
 pub mod models;
