@@ -59,3 +59,32 @@ fn gelu_under_autodiff_keeps_its_gradient() {
     let theirs = theirs.grad(&grads).unwrap();
     assert!(max_diff(ours, theirs) == 0.0);
 }
+
+#[test]
+fn softmax_equals_burns_on_every_shape() {
+    for shape in [
+        [0, 2, 5, 5],
+        [1, 1, 1, 1],
+        [2, 3, 7, 13],
+        [1, 2, 3, 1537],
+        [2, 12, 33, 33],
+    ] {
+        let x = random(shape);
+        let diff = max_diff(kernels::softmax_last(x.clone()), activation::softmax(x, 3));
+        assert!(diff < 1e-6, "{shape:?}: max |Δ| {diff:e}");
+    }
+    let x = random([2, 4, 6, 0]);
+    assert_eq!(kernels::softmax_last(x).dims(), [2, 4, 6, 0]);
+}
+
+#[test]
+fn softmax_of_a_masked_view() {
+    let x = random([2, 3, 5, 5]).swap_dims(2, 3);
+    let mask = Tensor::<Flex, 4>::from_data(
+        [[[[0.0, 0.0, 0.0, f32::NEG_INFINITY, f32::NEG_INFINITY]]]],
+        &Default::default(),
+    );
+    let x = x + mask.expand([2, 3, 5, 5]);
+    let diff = max_diff(kernels::softmax_last(x.clone()), activation::softmax(x, 3));
+    assert!(diff < 1e-6, "max |Δ| {diff:e}");
+}

@@ -8,8 +8,10 @@
 //! vectorises them: no libm calls, no branches in the inner loop.
 
 mod gelu;
+mod softmax;
 
 pub use gelu::gelu;
+pub use softmax::softmax_last;
 
 use burn::tensor::{Tensor, backend::Backend};
 
@@ -17,7 +19,7 @@ use burn::tensor::{Tensor, backend::Backend};
 /// without a copy when `x` is its only owner, else copied), or `x` back for burn's op.
 fn on_flex_f32<B: Backend, const D: usize>(
     x: Tensor<B, D>,
-    kernel: fn(&mut [f32]),
+    kernel: impl FnOnce(&mut [f32]),
 ) -> Result<Tensor<B, D>, Tensor<B, D>> {
     #[cfg(feature = "flex")]
     if core::any::TypeId::of::<B>() == core::any::TypeId::of::<burn_flex::Flex>()

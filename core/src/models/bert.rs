@@ -4,7 +4,7 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
-use burn::tensor::{Int, Tensor, activation, backend::Backend};
+use burn::tensor::{Int, Tensor, backend::Backend};
 use serde::Deserialize;
 
 use super::activation::Activation;
@@ -210,7 +210,7 @@ pub(crate) fn scaled_dot_product<B: Backend>(
         None => scores,
     };
     probs_dropout
-        .forward(activation::softmax(scores, 3))
+        .forward(crate::kernels::softmax_last(scores))
         .matmul(v)
 }
 

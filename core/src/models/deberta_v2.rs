@@ -6,7 +6,7 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
-use burn::tensor::{Int, Tensor, TensorData, activation, backend::Backend};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use serde::Deserialize;
 
 use super::activation::Activation;
@@ -380,7 +380,9 @@ impl<B: Backend> DisentangledSelfAttention<B> {
         if let Some(bias) = bias {
             scores = scores + bias;
         }
-        let probs = self.probs_dropout.forward(activation::softmax(scores, 3));
+        let probs = self
+            .probs_dropout
+            .forward(crate::kernels::softmax_last(scores));
         merge_heads(probs.matmul(v))
     }
 }

@@ -1,0 +1,138 @@
+//! Softmax over the last dimension (attention probabilities) with exp as a polynomial:
+//! burn-flex's softmax vectorises the max and the sum but calls libm's scalar `expf` per
+//! element, which was 9–11% of a MiniLM forward pass (perf, docs/BENCHMARKS.md).
+
+use burn::tensor::{Tensor, activation, backend::Backend};
+
+/// Softmax of `x` over its last dimension: the kernel below on burn-flex, burn's elsewhere.
+pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let row = x.dims()[D - 1];
+    if row == 0 {
+        return x;
+    }
+    super::on_flex_f32(x, move |values| softmax_rows(values, row))
+        .unwrap_or_else(|x| activation::softmax(x, D - 1))
+}
+
+/// Lanes of the partial maxima and sums: wide enough for AVX2, and a fixed width so LLVM
+/// turns each pass into vector operations (a float reduction in one accumulator it must
+/// keep in order).
+const LANES: usize = 8;
+
+fn softmax_rows(values: &mut [f32], row: usize) {
+    for row in values.chunks_exact_mut(row) {
+        let max = lane_wise(row, f32::NEG_INFINITY, f32::max, |x| x);
+        for x in row.iter_mut() {
+            *x = exp(*x - max);
+        }
+        let sum = lane_wise(row, 0.0, |a, b| a + b, |x| x);
+        let scale = 1.0 / sum;
+        for x in row.iter_mut() {
+            *x *= scale;
+        }
+    }
+}
+
+/// `combine` over `map` of every value, in LANES partial results combined at the end.
+#[inline(always)]
+fn lane_wise(
+    row: &[f32],
+    start: f32,
+    combine: impl Fn(f32, f32) -> f32,
+    map: impl Fn(f32) -> f32,
+) -> f32 {
+    let mut partial = [start; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (p, &x) in partial.iter_mut().zip(chunk) {
+            *p = combine(*p, map(x));
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(start, |a, &x| combine(a, map(x)));
+    partial.into_iter().fold(tail, &combine)
+}
+
+/// e^x for x ≤ 0 (softmax's x − max): x = n·ln 2 + r with |r| ≤ ln 2 / 2, e^r by its Taylor
+/// series to r⁷ (truncation < 6e-9 relative), 2^n built in the exponent bits. Below −87 the
+/// result is 0 (e^x < 2e-38 there, the smallest normal f32); NaN stays NaN.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2_E: f32 = core::f32::consts::LOG2_E;
+    // ln 2 in two parts, so n·LN2_HIGH is exact for the n used here.
+    const LN2_HIGH: f32 = 0.693_145_75;
+    const LN2_LOW: f32 = 1.428_606_8e-6;
+    // Adding 1.5·2^23 rounds to an integer in the low mantissa bits (|x·log2 e| < 2^22).
+    const ROUND: f32 = 12_582_912.0;
+    let inside = if x < -87.0 { -87.0 } else { x };
+    let shifted = inside * LOG2_E + ROUND;
+    let n = shifted - ROUND;
+    let r = inside - n * LN2_HIGH - n * LN2_LOW;
+    let mut poly = 1.0 / 5040.0;
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        poly = poly * r + c;
+    }
+    let exponent = (shifted.to_bits() as i32 - ROUND.to_bits() as i32 + 127) as u32;
+    let value = poly * f32::from_bits(exponent << 23);
+    if x < -87.0 { 0.0 } else { value }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_two_ulp_where_softmax_uses_it() {
+        let mut worst = 0f64;
+        for i in 0..=870_000 {
+            let x = -(i as f32) * 1e-4;
+            let exact = (x as f64).exp();
+            worst = worst.max(((exp(x) as f64) - exact).abs() / exact);
+        }
+        assert!(worst < 2.4e-7, "max relative error {worst:e}");
+        assert_eq!(exp(0.0), 1.0);
+        assert_eq!(exp(-100.0), 0.0);
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert!(exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn rows_sum_to_one_and_match_the_exact_softmax() {
+        for row in [1, 3, 8, 17, 128] {
+            let mut values: Vec<f32> = (0..row * 4)
+                .map(|i| ((i * 7919) % 101) as f32 * 0.37 - 18.0)
+                .collect();
+            let inputs = values.clone();
+            softmax_rows(&mut values, row);
+            for (out, input) in values.chunks(row).zip(inputs.chunks(row)) {
+                let max = input
+                    .iter()
+                    .fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+                let sum: f64 = input.iter().map(|&x| (x as f64 - max).exp()).sum();
+                for (&p, &x) in out.iter().zip(input) {
+                    let exact = (x as f64 - max).exp() / sum;
+                    assert!((p as f64 - exact).abs() < 1e-6, "row {row}: {p} vs {exact}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn masked_positions_get_zero() {
+        let mut values = [0.0, f32::NEG_INFINITY, 1.0, f32::MIN];
+        softmax_rows(&mut values, 4);
+        assert_eq!(values[1], 0.0);
+        assert_eq!(values[3], 0.0);
+        assert!((values[0] + values[2] - 1.0).abs() < 1e-6);
+    }
+}
