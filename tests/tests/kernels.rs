@@ -88,3 +88,31 @@ fn softmax_of_a_masked_view() {
     let diff = max_diff(kernels::softmax_last(x.clone()), activation::softmax(x, 3));
     assert!(diff < 1e-6, "max |Δ| {diff:e}");
 }
+
+/// The attention masks the models pass: per key `[batch, 1, 1, cols]` and per query and key
+/// `[batch, 1, rows, cols]` (fully masked rows included), fused on flex = burn's add + softmax.
+#[test]
+fn softmax_with_a_broadcast_bias_equals_burns() {
+    let device = Default::default();
+    let scores = random([2, 3, 4, 5]);
+    let key_mask = Tensor::<Flex, 4>::from_data(
+        [
+            [[[0.0, 0.0, 0.0, 0.0, f32::MIN]]],
+            [[[0.0, 0.0, f32::MIN, f32::MIN, f32::MIN]]],
+        ],
+        &device,
+    );
+    let row_mask = random([2, 1, 4, 5]).mask_fill(random([2, 1, 4, 5]).lower_elem(0.0), f32::MIN);
+    let full = random([2, 3, 4, 5]);
+    for bias in [key_mask, row_mask, full] {
+        let expected = activation::softmax(scores.clone() + bias.clone(), 3);
+        let ours = kernels::softmax_last_with_bias(scores.clone(), Some(bias));
+        let diff = max_diff(ours, expected);
+        assert!(diff < 1e-6, "max |Δ| {diff:e}");
+    }
+    let diff = max_diff(
+        kernels::softmax_last_with_bias(scores.clone(), None),
+        activation::softmax(scores, 3),
+    );
+    assert!(diff < 1e-6, "no bias: max |Δ| {diff:e}");
+}

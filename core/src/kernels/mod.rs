@@ -11,9 +11,23 @@ mod gelu;
 mod softmax;
 
 pub use gelu::gelu;
-pub use softmax::softmax_last;
+pub use softmax::{softmax_last, softmax_last_with_bias};
 
 use burn::tensor::{Tensor, backend::Backend};
+
+/// Whether [`softmax_last_with_bias`] adds a broadcast bias inside its kernel on `B`. Where it
+/// does not, callers pass a full-size bias: burn-flex adds broadcast operands through a slow
+/// strided path (a third of a forward pass once), which also holds while training.
+pub fn broadcasts_attention_bias<B: Backend>() -> bool {
+    is_flex::<B>()
+}
+
+fn is_flex<B: Backend>() -> bool {
+    #[cfg(feature = "flex")]
+    return core::any::TypeId::of::<B>() == core::any::TypeId::of::<burn_flex::Flex>();
+    #[cfg(not(feature = "flex"))]
+    false
+}
 
 /// `x`'s f32 values handed to `kernel` in place when `B` is burn-flex (the buffer is taken
 /// without a copy when `x` is its only owner, else copied), or `x` back for burn's op.
@@ -21,10 +35,7 @@ fn on_flex_f32<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     kernel: impl FnOnce(&mut [f32]),
 ) -> Result<Tensor<B, D>, Tensor<B, D>> {
-    #[cfg(feature = "flex")]
-    if core::any::TypeId::of::<B>() == core::any::TypeId::of::<burn_flex::Flex>()
-        && x.dtype() == burn::tensor::DType::F32
-    {
+    if is_flex::<B>() && x.dtype() == burn::tensor::DType::F32 {
         let device = x.device();
         let mut data = x.into_data();
         return match data.as_mut_slice::<f32>() {
@@ -35,7 +46,5 @@ fn on_flex_f32<B: Backend, const D: usize>(
             Err(_) => Err(Tensor::from_data(data, &device)),
         };
     }
-    #[cfg(not(feature = "flex"))]
-    let _ = kernel;
     Err(x)
 }

@@ -14,22 +14,88 @@ pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
         .unwrap_or_else(|x| activation::softmax(x, D - 1))
 }
 
+/// softmax(scores + bias) over the last dimension of `[batch, heads, rows, cols]` scores, with
+/// `bias` broadcast over any of its first three dimensions of size 1 (a padding mask per key,
+/// `[batch, 1, 1, cols]`, or per query and key, `[batch, 1, rows, cols]`). On burn-flex the
+/// bias is added row by row inside the kernel, so no full-size bias is ever built.
+pub fn softmax_last_with_bias<B: Backend>(
+    scores: Tensor<B, 4>,
+    bias: Option<Tensor<B, 4>>,
+) -> Tensor<B, 4> {
+    let Some(bias) = bias else {
+        return softmax_last(scores);
+    };
+    let dims = scores.dims();
+    let kernel_bias = (super::is_flex::<B>() && !dims.contains(&0))
+        .then(|| Broadcast::over(dims, bias.clone()))
+        .flatten();
+    let Some(kernel_bias) = kernel_bias else {
+        return activation::softmax(scores + bias, 3);
+    };
+    super::on_flex_f32(scores, |values| {
+        biased_softmax_rows(values, dims, &kernel_bias)
+    })
+    .unwrap_or_else(|scores| activation::softmax(scores + bias, 3))
+}
+
+/// A bias tensor's values and the strides that broadcast it over `[batch, heads, rows]`.
+struct Broadcast {
+    values: Vec<f32>,
+    strides: [usize; 3],
+}
+
+impl Broadcast {
+    /// `bias` read for broadcasting over `scores` dims, or `None` when its shape does not
+    /// broadcast (burn's op then says so).
+    fn over<B: Backend>(scores: [usize; 4], bias: Tensor<B, 4>) -> Option<Self> {
+        let dims = bias.dims();
+        let fits = dims[3] == scores[3] && (0..3).all(|d| dims[d] == 1 || dims[d] == scores[d]);
+        if !fits {
+            return None;
+        }
+        let [batch, heads, rows, cols] = dims;
+        let stride = |size: usize, inner: usize| if size == 1 { 0 } else { inner };
+        let strides = [
+            stride(batch, heads * rows * cols),
+            stride(heads, rows * cols),
+            stride(rows, cols),
+        ];
+        let values = bias.into_data().convert::<f32>().into_vec().ok()?;
+        Some(Self { values, strides })
+    }
+}
+
+fn biased_softmax_rows(values: &mut [f32], [_, heads, rows, cols]: [usize; 4], bias: &Broadcast) {
+    for (index, row) in values.chunks_exact_mut(cols).enumerate() {
+        let (b, h, r) = (index / (heads * rows), index / rows % heads, index % rows);
+        let [sb, sh, sr] = bias.strides;
+        let start = b * sb + h * sh + r * sr;
+        for (x, &add) in row.iter_mut().zip(&bias.values[start..start + cols]) {
+            *x += add;
+        }
+        softmax_row(row);
+    }
+}
+
 /// Lanes of the partial maxima and sums: wide enough for AVX2, and a fixed width so LLVM
 /// turns each pass into vector operations (a float reduction in one accumulator it must
 /// keep in order).
 const LANES: usize = 8;
 
 fn softmax_rows(values: &mut [f32], row: usize) {
-    for row in values.chunks_exact_mut(row) {
-        let max = lane_wise(row, f32::NEG_INFINITY, f32::max, |x| x);
-        for x in row.iter_mut() {
-            *x = exp(*x - max);
-        }
-        let sum = lane_wise(row, 0.0, |a, b| a + b, |x| x);
-        let scale = 1.0 / sum;
-        for x in row.iter_mut() {
-            *x *= scale;
-        }
+    values.chunks_exact_mut(row).for_each(softmax_row);
+}
+
+#[inline(always)]
+fn softmax_row(row: &mut [f32]) {
+    let max = lane_wise(row, f32::NEG_INFINITY, f32::max, |x| x);
+    for x in row.iter_mut() {
+        *x = exp(*x - max);
+    }
+    let sum = lane_wise(row, 0.0, |a, b| a + b, |x| x);
+    let scale = 1.0 / sum;
+    for x in row.iter_mut() {
+        *x *= scale;
     }
 }
 

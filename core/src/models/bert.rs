@@ -205,12 +205,8 @@ pub(crate) fn scaled_dot_product<B: Backend>(
 ) -> Tensor<B, 4> {
     let [.., head_dim] = q.dims();
     let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (head_dim as f64).sqrt());
-    let scores = match bias {
-        Some(bias) => scores + bias,
-        None => scores,
-    };
     probs_dropout
-        .forward(crate::kernels::softmax_last(scores))
+        .forward(crate::kernels::softmax_last_with_bias(scores, bias))
         .matmul(v)
 }
 

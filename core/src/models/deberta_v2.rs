@@ -377,12 +377,9 @@ impl<B: Backend> DisentangledSelfAttention<B> {
                 scores = scores + p2c * scale;
             }
         }
-        if let Some(bias) = bias {
-            scores = scores + bias;
-        }
         let probs = self
             .probs_dropout
-            .forward(crate::kernels::softmax_last(scores));
+            .forward(crate::kernels::softmax_last_with_bias(scores, bias));
         merge_heads(probs.matmul(v))
     }
 }
