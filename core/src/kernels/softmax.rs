@@ -88,36 +88,28 @@ fn softmax_rows(values: &mut [f32], row: usize) {
 
 #[inline(always)]
 fn softmax_row(row: &mut [f32]) {
-    let max = lane_wise(row, f32::NEG_INFINITY, f32::max, |x| x);
+    let max = lane_wise(row, f32::NEG_INFINITY, f32::max);
     for x in row.iter_mut() {
         *x = exp(*x - max);
     }
-    let sum = lane_wise(row, 0.0, |a, b| a + b, |x| x);
+    let sum = lane_wise(row, 0.0, |a, b| a + b);
     let scale = 1.0 / sum;
     for x in row.iter_mut() {
         *x *= scale;
     }
 }
 
-/// `combine` over `map` of every value, in LANES partial results combined at the end.
+/// `combine` over every value, in LANES partial results combined at the end.
 #[inline(always)]
-fn lane_wise(
-    row: &[f32],
-    start: f32,
-    combine: impl Fn(f32, f32) -> f32,
-    map: impl Fn(f32) -> f32,
-) -> f32 {
+fn lane_wise(row: &[f32], start: f32, combine: impl Fn(f32, f32) -> f32) -> f32 {
     let mut partial = [start; LANES];
     let mut chunks = row.chunks_exact(LANES);
     for chunk in &mut chunks {
         for (p, &x) in partial.iter_mut().zip(chunk) {
-            *p = combine(*p, map(x));
+            *p = combine(*p, x);
         }
     }
-    let tail = chunks
-        .remainder()
-        .iter()
-        .fold(start, |a, &x| combine(a, map(x)));
+    let tail = chunks.remainder().iter().fold(start, |a, &x| combine(a, x));
     partial.into_iter().fold(tail, &combine)
 }
 
