@@ -99,7 +99,11 @@ fn softmax_row(row: &mut [f32]) {
     }
 }
 
-/// `combine` over every value, in LANES partial results combined at the end.
+/// `combine` over every value, in LANES partial results combined at the end. Value i always
+/// goes to lane i mod LANES, so a row padded with masked keys (which add exact zeros and lose
+/// every max) gives bit for bit the sum and max of the same row unpadded: a text's score does
+/// not depend on the batch it is scored in (a verdict at a threshold equal to a score, as
+/// `export --calibrate` picks, must not flip).
 #[inline(always)]
 fn lane_wise(row: &[f32], start: f32, combine: impl Fn(f32, f32) -> f32) -> f32 {
     let mut partial = [start; LANES];
@@ -109,8 +113,10 @@ fn lane_wise(row: &[f32], start: f32, combine: impl Fn(f32, f32) -> f32) -> f32 
             *p = combine(*p, x);
         }
     }
-    let tail = chunks.remainder().iter().fold(start, |a, &x| combine(a, x));
-    partial.into_iter().fold(tail, &combine)
+    for (p, &x) in partial.iter_mut().zip(chunks.remainder()) {
+        *p = combine(*p, x);
+    }
+    partial.into_iter().reduce(&combine).unwrap_or(start)
 }
 
 /// e^x for x ≤ 0 (softmax's x − max): x = n·ln 2 + r with |r| ≤ ln 2 / 2, e^r by its Taylor
