@@ -10,8 +10,9 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 }
 
 /// erf(z) for f32 as p(z)/q(z), odd over even polynomials in z², on [−4, 4]; ±1 beyond (erf
-/// rounds to ±1 in f32 there, and the rational function is 6e-8 short of it). The minimax coefficients are the ones XLA and Eigen use for
-/// their vectorised f32 erf; measured against f64 `erf` over [−6, 6] by the tests below.
+/// rounds to ±1 in f32 there, and the rational function is 6e-8 short of it). The minimax
+/// coefficients are the ones XLA and Eigen use for their vectorised f32 erf; measured against
+/// an f64 erf over [−6, 6] by the tests below.
 #[inline(always)]
 fn erf(z: f32) -> f32 {
     const P: [f32; 7] = [

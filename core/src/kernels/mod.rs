@@ -1,5 +1,7 @@
 //! Hand-written CPU kernels for ops where the CPU backend's own is the bottleneck (issue #14),
-//! each behind a backend-generic function: on burn-flex (inference, f32) the kernel runs on the
+//! not yet called by the models: wired in, they moved a score by one f32 ulp with the batch it
+//! was scored in (docs/BENCHMARKS.md); they go back in once batch-invariant. Each sits behind
+//! a backend-generic function: on burn-flex (inference, f32) the kernel runs on the
 //! tensor's buffer in place; on every other backend — GPUs, and `Autodiff<Flex>` while
 //! training, whose backward burn must record — burn's own op runs. The choice is by type, so it
 //! costs nothing at run time and cannot change which values a GPU computes.
@@ -15,13 +17,8 @@ pub use softmax::{softmax_last, softmax_last_with_bias};
 
 use burn::tensor::{Tensor, backend::Backend};
 
-/// Whether [`softmax_last_with_bias`] adds a broadcast bias inside its kernel on `B`. Where it
-/// does not, callers pass a full-size bias: burn-flex adds broadcast operands through a slow
-/// strided path (a third of a forward pass once), which also holds while training.
-pub fn broadcasts_attention_bias<B: Backend>() -> bool {
-    is_flex::<B>()
-}
-
+// Without burn-flex compiled in no backend is flex, and `B` has nothing to be compared with.
+#[cfg_attr(not(feature = "flex"), allow(clippy::extra_unused_type_parameters))]
 fn is_flex<B: Backend>() -> bool {
     #[cfg(feature = "flex")]
     return core::any::TypeId::of::<B>() == core::any::TypeId::of::<burn_flex::Flex>();

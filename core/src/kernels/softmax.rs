@@ -101,9 +101,9 @@ fn softmax_row(row: &mut [f32]) {
 
 /// `combine` over every value, in LANES partial results combined at the end. Value i always
 /// goes to lane i mod LANES, so a row padded with masked keys (which add exact zeros and lose
-/// every max) gives bit for bit the sum and max of the same row unpadded: a text's score does
-/// not depend on the batch it is scored in (a verdict at a threshold equal to a score, as
-/// `export --calibrate` picks, must not flip).
+/// every max) gives bit for bit the sum and max of the same row unpadded: the softmax adds no
+/// dependence on the batch a text is scored in. (With the kernels wired in a score still moved
+/// by one ulp with its batch, so the cause lies elsewhere: docs/BENCHMARKS.md.)
 #[inline(always)]
 fn lane_wise(row: &[f32], start: f32, combine: impl Fn(f32, f32) -> f32) -> f32 {
     let mut partial = [start; LANES];

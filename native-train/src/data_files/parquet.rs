@@ -103,14 +103,11 @@ fn pages(chunk: &[u8]) -> impl Iterator<Item = Result<PageSizes>> + '_ {
             at: 0,
         };
         let page = header.page_sizes().and_then(|sizes| {
-            let end = (at + header.at).checked_add(sizes.compressed);
+            let end = (at + sizes.header).checked_add(sizes.compressed);
             at = end
                 .filter(|&end| end <= chunk.len())
                 .ok_or_else(|| anyhow!("a page at byte {at} runs past its column chunk"))?;
-            Ok(PageSizes {
-                header: header.at,
-                ..sizes
-            })
+            Ok(sizes)
         });
         if page.is_err() {
             at = chunk.len();
@@ -119,6 +116,7 @@ fn pages(chunk: &[u8]) -> impl Iterator<Item = Result<PageSizes>> + '_ {
     })
 }
 
+/// A page's header length (bytes read by `page_sizes`) and the sizes it declares.
 struct PageSizes {
     header: usize,
     uncompressed: usize,
