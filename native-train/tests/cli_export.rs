@@ -159,7 +159,10 @@ fn a_calibrated_threshold_travels_in_the_manifest_and_sets_the_verdicts() {
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let result = &report["results"][0];
     assert_eq!(result["threshold"].as_f64(), Some(threshold));
-    assert_eq!(result["best_f1_threshold"].as_f64(), Some(threshold));
+    // eval scores the rows again with the loaded bundle: the same score to f32 rounding (a
+    // padded batch or a differently laid-out weight may move it by an ulp, with burn's ops too).
+    let best = result["best_f1_threshold"].as_f64().unwrap();
+    assert!((best - threshold).abs() <= 1e-6, "{best} vs {threshold}");
 
     let verdicts = unsafe_verdicts(&bundle, &[]);
     assert!(

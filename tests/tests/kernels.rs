@@ -116,3 +116,25 @@ fn softmax_with_a_broadcast_bias_equals_burns() {
     );
     assert!(diff < 1e-6, "no bias: max |Δ| {diff:e}");
 }
+
+/// Tensors large enough that native builds split the rows over threads (core's `threads`
+/// feature): chunk edges fall inside no row, so the results equal burn's as on small tensors.
+#[test]
+fn large_tensors_split_over_threads_equal_burns() {
+    let x = random([1031, 257]);
+    let diff = max_diff(kernels::gelu(x.clone()), activation::gelu(x));
+    assert!(diff < 2e-6, "gelu: max |Δ| {diff:e}");
+    let scores = random([3, 4, 97, 211]);
+    let diff = max_diff(
+        kernels::softmax_last(scores.clone()),
+        activation::softmax(scores.clone(), 3),
+    );
+    assert!(diff < 1e-6, "softmax: max |Δ| {diff:e}");
+    let bias = random([3, 1, 97, 211]).mask_fill(random([3, 1, 97, 211]).lower_elem(0.0), f32::MIN);
+    let expected = activation::softmax(scores.clone() + bias.clone(), 3);
+    let diff = max_diff(
+        kernels::softmax_last_with_bias(scores, Some(bias)),
+        expected,
+    );
+    assert!(diff < 1e-6, "biased softmax: max |Δ| {diff:e}");
+}

@@ -6,7 +6,10 @@ use burn::tensor::{Tensor, activation, backend::Backend};
 
 /// GELU of `x`: the kernel below on burn-flex, burn's `activation::gelu` elsewhere.
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    super::on_flex_f32(x, gelu_in_place).unwrap_or_else(activation::gelu)
+    super::on_flex_f32(x, |values| {
+        super::for_each_rows(values, 1, |chunk, _| gelu_in_place(chunk))
+    })
+    .unwrap_or_else(activation::gelu)
 }
 
 /// erf(z) for f32 as p(z)/q(z), odd over even polynomials in z², on [−4, 4]; ±1 beyond (erf

@@ -1,13 +1,13 @@
-//! Hand-written CPU kernels for ops where the CPU backend's own is the bottleneck (issue #14),
-//! not yet called by the models: wired in, they moved a score by one f32 ulp with the batch it
-//! was scored in (docs/BENCHMARKS.md); they go back in once batch-invariant. Each sits behind
+//! Hand-written CPU kernels for ops where the CPU backend's own is the bottleneck (issue #14;
+//! measured in docs/BENCHMARKS.md). Each sits behind
 //! a backend-generic function: on burn-flex (inference, f32) the kernel runs on the
 //! tensor's buffer in place; on every other backend — GPUs, and `Autodiff<Flex>` while
 //! training, whose backward burn must record — burn's own op runs. The choice is by type, so it
 //! costs nothing at run time and cannot change which values a GPU computes.
 //!
-//! Kernels are single-threaded (core runs in the browser too) and written so the compiler
-//! vectorises them: no libm calls, no branches in the inner loop.
+//! Kernels are written so the compiler vectorises them: no libm calls, no branches in the
+//! inner loop. With the `threads` feature (native builds) their rows are split over rayon's
+//! pool; in the browser they run on the calling thread (a Web Worker).
 
 mod gelu;
 mod softmax;
@@ -16,6 +16,13 @@ pub use gelu::gelu;
 pub use softmax::{softmax_last, softmax_last_with_bias};
 
 use burn::tensor::{Tensor, backend::Backend};
+
+/// Whether [`softmax_last_with_bias`] adds a broadcast bias inside its kernel on `B`. Where it
+/// does not, callers pass a full-size bias: burn-flex adds broadcast operands through a slow
+/// strided path (a third of a forward pass once), which also holds while training.
+pub fn broadcasts_attention_bias<B: Backend>() -> bool {
+    is_flex::<B>()
+}
 
 // Without burn-flex compiled in no backend is flex, and `B` has nothing to be compared with.
 #[cfg_attr(not(feature = "flex"), allow(clippy::extra_unused_type_parameters))]
@@ -44,4 +51,27 @@ fn on_flex_f32<B: Backend, const D: usize>(
         };
     }
     Err(x)
+}
+
+/// Work below which a kernel stays on the calling thread (a split costs microseconds).
+#[cfg(feature = "threads")]
+const PARALLEL_MIN_VALUES: usize = 1 << 15;
+
+/// `kernel(rows, first_row)` over `values` cut into whole rows of `row` values: in chunks on
+/// rayon's pool (feature `threads`) when there is enough work, in one call otherwise. Every
+/// kernel works row by row, so its results do not depend on the split.
+fn for_each_rows(values: &mut [f32], row: usize, kernel: impl Fn(&mut [f32], usize) + Sync) {
+    #[cfg(feature = "threads")]
+    if row > 0 && values.len() >= 2 * PARALLEL_MIN_VALUES {
+        use rayon::prelude::*;
+        // A few chunks per thread, so one slow thread does not hold the rest up.
+        let target = values.len() / (4 * rayon::current_num_threads());
+        let rows = target.max(PARALLEL_MIN_VALUES).div_ceil(row);
+        values
+            .par_chunks_mut(rows * row)
+            .enumerate()
+            .for_each(|(i, chunk)| kernel(chunk, i * rows));
+        return;
+    }
+    kernel(values, 0)
 }

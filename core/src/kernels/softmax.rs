@@ -65,8 +65,22 @@ impl Broadcast {
     }
 }
 
-fn biased_softmax_rows(values: &mut [f32], [_, heads, rows, cols]: [usize; 4], bias: &Broadcast) {
-    for (index, row) in values.chunks_exact_mut(cols).enumerate() {
+fn biased_softmax_rows(values: &mut [f32], dims: [usize; 4], bias: &Broadcast) {
+    let [_, heads, rows, cols] = dims;
+    super::for_each_rows(values, cols, |chunk, first_row| {
+        biased_softmax_chunk(chunk, first_row, [heads, rows, cols], bias)
+    });
+}
+
+/// Rows `first_row..` of the scores, each with its row of the broadcast bias added.
+fn biased_softmax_chunk(
+    values: &mut [f32],
+    first_row: usize,
+    [heads, rows, cols]: [usize; 3],
+    bias: &Broadcast,
+) {
+    for (local, row) in values.chunks_exact_mut(cols).enumerate() {
+        let index = first_row + local;
         let (b, h, r) = (index / (heads * rows), index / rows % heads, index % rows);
         let [sb, sh, sr] = bias.strides;
         let start = b * sb + h * sh + r * sr;
@@ -83,7 +97,9 @@ fn biased_softmax_rows(values: &mut [f32], [_, heads, rows, cols]: [usize; 4], b
 const LANES: usize = 8;
 
 fn softmax_rows(values: &mut [f32], row: usize) {
-    values.chunks_exact_mut(row).for_each(softmax_row);
+    super::for_each_rows(values, row, |chunk, _| {
+        chunk.chunks_exact_mut(row).for_each(softmax_row)
+    });
 }
 
 #[inline(always)]
@@ -102,8 +118,8 @@ fn softmax_row(row: &mut [f32]) {
 /// `combine` over every value, in LANES partial results combined at the end. Value i always
 /// goes to lane i mod LANES, so a row padded with masked keys (which add exact zeros and lose
 /// every max) gives bit for bit the sum and max of the same row unpadded: the softmax adds no
-/// dependence on the batch a text is scored in. (With the kernels wired in a score still moved
-/// by one ulp with its batch, so the cause lies elsewhere: docs/BENCHMARKS.md.)
+/// dependence on the batch a text is scored in (the matmuls around it still may, by an ulp,
+/// as they do with burn's own softmax).
 #[inline(always)]
 fn lane_wise(row: &[f32], start: f32, combine: impl Fn(f32, f32) -> f32) -> f32 {
     let mut partial = [start; LANES];

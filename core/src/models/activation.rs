@@ -23,7 +23,7 @@ pub enum Activation {
 impl Activation {
     pub fn forward<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            Activation::Gelu => activation::gelu(x),
+            Activation::Gelu => crate::kernels::gelu(x),
             Activation::GeluNew => activation::gelu_approximate(x),
             Activation::QuickGelu => x.clone() * activation::sigmoid(x * 1.702),
             Activation::Relu => activation::relu(x),

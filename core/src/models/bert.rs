@@ -4,7 +4,7 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
-use burn::tensor::{Int, Tensor, activation, backend::Backend};
+use burn::tensor::{Int, Tensor, backend::Backend};
 use serde::Deserialize;
 
 use super::activation::Activation;
@@ -205,12 +205,8 @@ pub(crate) fn scaled_dot_product<B: Backend>(
 ) -> Tensor<B, 4> {
     let [.., head_dim] = q.dims();
     let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (head_dim as f64).sqrt());
-    let scores = match bias {
-        Some(bias) => scores + bias,
-        None => scores,
-    };
     probs_dropout
-        .forward(activation::softmax(scores, 3))
+        .forward(crate::kernels::softmax_last_with_bias(scores, bias))
         .matmul(v)
 }
 

@@ -6,7 +6,7 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
-use burn::tensor::{Int, Tensor, TensorData, activation, backend::Backend};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use serde::Deserialize;
 
 use super::activation::Activation;
@@ -377,10 +377,9 @@ impl<B: Backend> DisentangledSelfAttention<B> {
                 scores = scores + p2c * scale;
             }
         }
-        if let Some(bias) = bias {
-            scores = scores + bias;
-        }
-        let probs = self.probs_dropout.forward(activation::softmax(scores, 3));
+        let probs = self
+            .probs_dropout
+            .forward(crate::kernels::softmax_last_with_bias(scores, bias));
         merge_heads(probs.matmul(v))
     }
 }

@@ -54,29 +54,36 @@ impl<B: Backend> BatchTensors<B> {
         }
     }
 
-    /// Additive attention bias `[batch, heads, seq, seq]`: 0 where attention is allowed,
-    /// f32::MIN where the key is padding (transformers adds or fills `finfo.min`, so fully
-    /// masked rows behave the same), and with `mask_queries` also on padded query rows (as
-    /// DeBERTa's outer-product mask does). `None` when no row is padded.
+    /// Additive attention bias: 0 where attention is allowed, f32::MIN where the key is
+    /// padding (transformers adds or fills `finfo.min`, so fully masked rows behave the same),
+    /// and with `mask_queries` also on padded query rows (as DeBERTa's outer-product mask
+    /// does). `None` when no row is padded.
     ///
     /// Built on the device from the `[batch, seq]` mask, so a GPU gets no per-batch upload of
-    /// `seq²` values. Materialised at full size once per forward pass and shared by all layers:
-    /// CPU backends add a broadcast `[batch, 1, 1, seq]` bias element by element, which cost a
-    /// third of the forward pass.
+    /// `seq²` values. Compact (`[batch, 1, 1 or seq, seq]`) where the softmax kernel adds it
+    /// by broadcasting (burn-flex inference); elsewhere `[batch, heads, seq, seq]`, built once
+    /// per forward pass and shared by all layers: burn-flex adds a broadcast operand element
+    /// by element, which cost a third of the forward pass (and still would in training).
     pub fn attention_bias(&self, heads: usize, mask_queries: bool) -> Option<Tensor<B, 4>> {
         let [batch, seq] = self.input_ids.dims();
         if self.lengths.iter().all(|&n| n == seq) {
             return None;
         }
+        let compact = crate::kernels::broadcasts_attention_bias::<B>();
+        let rows = if mask_queries || !compact { seq } else { 1 };
+        let shape = [batch, 1, rows, seq];
         let padding = self.attention_mask.clone().equal_elem(0);
-        let full = [batch, 1, seq, seq];
-        let mut masked = padding.clone().reshape([batch, 1, 1, seq]).expand(full);
+        let mut masked = padding.clone().reshape([batch, 1, 1, seq]).expand(shape);
         if mask_queries {
-            masked = masked.bool_or(padding.reshape([batch, 1, seq, 1]).expand(full));
+            masked = masked.bool_or(padding.reshape([batch, 1, seq, 1]).expand(shape));
         }
         let bias =
-            Tensor::<B, 4>::zeros(full, &self.input_ids.device()).mask_fill(masked, f32::MIN);
-        Some(bias.repeat_dim(1, heads))
+            Tensor::<B, 4>::zeros(shape, &self.input_ids.device()).mask_fill(masked, f32::MIN);
+        Some(if compact {
+            bias
+        } else {
+            bias.repeat_dim(1, heads)
+        })
     }
 }
 
