@@ -142,11 +142,13 @@ def main():
 
 
 def report_soak(result, rate, args):
-    growth = result["rss_kb_end"] / result["rss_kb_after_warmup"] - 1
+    first, last = result["rss_kb_peak_first_third"], result["rss_kb_peak_last_third"]
+    growth = last / first - 1
     print(f"\nsoak: {args.soak_s:.0f} s at {rate:.1f} req/s: {result['ok']} answered, "
           f"{result['errors']} errors {result['first_errors']}, p50 / p99 {result['p50_ms']:.1f} / "
-          f"{result['p99_ms']:.1f} ms, RSS {result['rss_kb_after_warmup'] / 1024:.0f} → "
-          f"{result['rss_kb_end'] / 1024:.0f} MB ({growth:+.1%} after warm-up)")
+          f"{result['p99_ms']:.1f} ms, peak RSS {first / 1024:.0f} MB in the first third after "
+          f"warm-up → {last / 1024:.0f} MB in the last ({growth:+.1%}; {result['rss_samples']} "
+          f"samples, every 0.5 s)")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 //! A load generator for `harmaug serve` and any OpenAI-style moderation server (bench/serve_load.py
 //! drives it): `--concurrency` clients, each sending one prompt per request, closed-loop or paced
 //! to `--rate` requests per second, for `--requests` requests or `--duration-s` seconds. Prints
-//! one JSON object: throughput, latency percentiles, errors, and how far the server's memory
-//! grew when `--pid` is given (the soak test).
+//! one JSON object: throughput, latency percentiles, errors, and, when `--pid` is given (the
+//! soak test), the server's resident memory sampled through the run: its peak in the first and
+//! in the last third after warm-up (a leak grows the peak; one big batch only moves a sample).
 //!
 //!     cargo run --release --example serve_load -- --url http://127.0.0.1:8080/v1/moderations \
 //!         --prompts prompts.jsonl --concurrency 8 --requests 1000
@@ -10,7 +11,7 @@
 //! Loopback only: the URL must name 127.0.0.1 or localhost.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -35,7 +36,7 @@ struct Args {
     /// Requests per second in total (open loop); default: as fast as answers come.
     #[arg(long)]
     rate: Option<f64>,
-    /// The server's process id: report its resident memory after warm-up and at the end.
+    /// The server's process id: sample its resident memory every half second.
     #[arg(long)]
     pid: Option<u32>,
 }
@@ -62,12 +63,18 @@ fn main() -> Result<()> {
         latencies: Mutex::new(Vec::new()),
         errors: Mutex::new(Vec::new()),
         started: Instant::now(),
-        rss_after_warmup: Mutex::new(None),
+        rss_samples: Mutex::new(Vec::new()),
+        clients_done: AtomicBool::new(false),
     };
     std::thread::scope(|scope| {
-        for _ in 0..args.concurrency.max(1) {
-            scope.spawn(|| run.client());
+        let clients: Vec<_> = (0..args.concurrency.max(1))
+            .map(|_| scope.spawn(|| run.client()))
+            .collect();
+        scope.spawn(|| run.sample_rss());
+        for client in clients {
+            let _ = client.join();
         }
+        run.clients_done.store(true, Ordering::Relaxed);
     });
     println!("{}", run.report());
     Ok(())
@@ -95,7 +102,9 @@ struct Run<'a> {
     latencies: Mutex<Vec<f64>>,
     errors: Mutex<Vec<String>>,
     started: Instant,
-    rss_after_warmup: Mutex<Option<u64>>,
+    /// (seconds since the start, the server's VmRSS in KB).
+    rss_samples: Mutex<Vec<(f64, u64)>>,
+    clients_done: AtomicBool,
 }
 
 impl Run<'_> {
@@ -110,10 +119,16 @@ impl Run<'_> {
                 return;
             }
             if let Some(rate) = self.args.rate {
-                let due = self.started + Duration::from_secs_f64(i as f64 / rate);
-                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                // Paced: a request due after the deadline is not sent (clients would otherwise
+                // sleep past it and overrun the run by up to `concurrency / rate` seconds).
+                let offset = Duration::from_secs_f64(i as f64 / rate);
+                if self.deadline.is_some_and(|d| offset >= d) {
+                    return;
+                }
+                std::thread::sleep(
+                    (self.started + offset).saturating_duration_since(Instant::now()),
+                );
             }
-            self.note_warmup(i);
             let body = json!({"input": self.prompts[i % self.prompts.len()]}).to_string();
             let sent = Instant::now();
             let answer = agent
@@ -135,16 +150,31 @@ impl Run<'_> {
         self.errors.lock().unwrap().push(what);
     }
 
-    /// The server's memory once a tenth of the run has passed (the soak's baseline).
-    fn note_warmup(&self, i: usize) {
-        let warm = match self.deadline {
-            Some(d) => self.started.elapsed() >= d / 10,
-            None => i >= self.limit / 10,
-        };
-        let mut rss = self.rss_after_warmup.lock().unwrap();
-        if warm && rss.is_none() {
-            *rss = self.args.pid.and_then(rss_kb);
+    /// The server's memory every half second until the clients are done.
+    fn sample_rss(&self) {
+        let Some(pid) = self.args.pid else { return };
+        while !self.clients_done.load(Ordering::Relaxed) {
+            if let Some(kb) = rss_kb(pid) {
+                let at = self.started.elapsed().as_secs_f64();
+                self.rss_samples.lock().unwrap().push((at, kb));
+            }
+            std::thread::sleep(Duration::from_millis(500));
         }
+    }
+
+    /// Peak RSS in the first and the last third of the run after its first tenth (warm-up).
+    fn rss_peaks(&self, seconds: f64) -> (Option<u64>, Option<u64>) {
+        let samples = self.rss_samples.lock().unwrap();
+        let warm = seconds / 10.0;
+        let third = (seconds - warm) / 3.0;
+        let peak = |from: f64, to: f64| {
+            samples
+                .iter()
+                .filter(|&&(at, _)| at >= from && at <= to)
+                .map(|&(_, kb)| kb)
+                .max()
+        };
+        (peak(warm, warm + third), peak(seconds - third, seconds))
     }
 
     fn report(&self) -> Value {
@@ -156,6 +186,7 @@ impl Run<'_> {
             latencies.get(i - 1).map_or(f64::NAN, |s| s * 1000.0)
         };
         let errors = self.errors.lock().unwrap();
+        let (rss_first, rss_last) = self.rss_peaks(seconds);
         json!({
             "concurrency": self.args.concurrency,
             "ok": latencies.len(),
@@ -166,8 +197,9 @@ impl Run<'_> {
             "p50_ms": percentile(0.50),
             "p95_ms": percentile(0.95),
             "p99_ms": percentile(0.99),
-            "rss_kb_after_warmup": *self.rss_after_warmup.lock().unwrap(),
-            "rss_kb_end": self.args.pid.and_then(rss_kb),
+            "rss_kb_peak_first_third": rss_first,
+            "rss_kb_peak_last_third": rss_last,
+            "rss_samples": self.rss_samples.lock().unwrap().len(),
         })
     }
 }
