@@ -10,7 +10,9 @@ set shares, with replacement, from the non-validation rows:
     safe chat 0.30, safe toxicity 0.10, weak negatives 0.10,
     and synthetic rows (if given) take --synth-share of the file, their class from the teacher.
 
-    recipes/mix.py draw  --draws N --seed S --out FILE.json [--groups chat]  # which rows, no text
+    recipes/mix.py draw  --draws N --seed S --out FILE.json [--groups chat] [--pair-share P]
+        (which rows, no text; --pair-share: that fraction of each chat cell's draws goes to its
+        prompt + response rows, which the response-level benchmarks judge)
     recipes/mix.py write --draw FILE.json --out train.jsonl [--synthetic rows.jsonl ...]
         (each synthetic file with its teacher scores beside it: rows.labels.jsonl)
     recipes/mix.py rows --groups chat --out FILE.jsonl  # labelled rows with ids, for EDA
@@ -46,9 +48,10 @@ def cell_of(row):
     return kind, row.group
 
 
-def draw(rows, draws, seed, groups=("chat", "toxicity")):
+def draw(rows, draws, seed, groups=("chat", "toxicity"), pair_share=None):
     """Indices into `rows` (non-validation only, of `groups`), `draws` of them, dealt by SHARES
-    (renormalised over the cells present)."""
+    (renormalised over the cells present); with `pair_share`, each chat cell's share is split
+    between its prompt + response rows (that fraction) and its prompt-only rows."""
     cells = {}
     for i, r in enumerate(rows):
         if r.group in groups and not guard_data.is_validation(r.prompt):
@@ -56,11 +59,31 @@ def draw(rows, draws, seed, groups=("chat", "toxicity")):
     rng = np.random.default_rng(seed)
     present = {c: s for c, s in SHARES.items() if c in cells}
     total = sum(present.values())
+    if pair_share is not None:
+        cells, present = split_pairs(rows, cells, present, pair_share)
     chosen = []
     for cell, share in present.items():
         chosen.extend(rng.choice(cells[cell], size=round(draws * share / total), replace=True))
     rng.shuffle(chosen)
     return [int(i) for i in chosen]
+
+
+def split_pairs(rows, cells, shares, pair_share):
+    """Each chat cell as two: its pair rows with `pair_share` of its share, the rest with the
+    remainder (a cell without pairs keeps its whole share)."""
+    split_cells, split_shares = {}, {}
+    for cell, share in shares.items():
+        if cell[1] != "chat":
+            split_cells[cell], split_shares[cell] = cells[cell], share
+            continue
+        pairs = [i for i in cells[cell] if rows[i].response]
+        prompts = [i for i in cells[cell] if not rows[i].response]
+        parts = [(cell + ("pairs",), pairs, pair_share), (cell + ("prompts",), prompts, 1 - pair_share)]
+        parts = [part for part in parts if part[1]]
+        for name, members, fraction in parts:
+            split_cells[name] = members
+            split_shares[name] = share * (fraction if len(parts) == 2 else 1.0)
+    return split_cells, split_shares
 
 
 def read_draw(path):
@@ -180,6 +203,8 @@ def main():
     drawing.add_argument("--out", type=pathlib.Path, required=True)
     drawing.add_argument("--groups", default="chat,toxicity",
                          help="source groups to draw from (chat: the 7 chat files)")
+    drawing.add_argument("--pair-share", type=float,
+                         help="fraction of each chat cell's draws from its prompt + response rows")
     writing = commands.add_parser("write")
     writing.add_argument("--draw", type=pathlib.Path, required=True)
     writing.add_argument("--out", type=pathlib.Path, required=True)
@@ -198,10 +223,11 @@ def main():
         write_rows(args.out, args.groups.split(","))
     elif args.command == "draw":
         rows = guard_data.read_training()
-        chosen = draw(rows, args.draws, args.seed, args.groups.split(","))
+        chosen = draw(rows, args.draws, args.seed, args.groups.split(","), args.pair_share)
         listed = [[rows[i].file, rows[i].line] for i in chosen]
         args.out.write_text(json.dumps({"draws": args.draws, "seed": args.seed,
-                                        "groups": args.groups, "shares":
+                                        "groups": args.groups, "pair_share": args.pair_share,
+                                        "shares":
                                         {f"{k}/{g}": s for (k, g), s in SHARES.items()},
                                         "rows": listed}) + "\n")
         print(f"{len(chosen)} draws ({len(set(chosen))} distinct rows) → {args.out}")

@@ -61,8 +61,12 @@ const PARALLEL_MIN_VALUES: usize = 1 << 15;
 /// rayon's pool (feature `threads`) when there is enough work, in one call otherwise. Every
 /// kernel works row by row, so its results do not depend on the split.
 fn for_each_rows(values: &mut [f32], row: usize, kernel: impl Fn(&mut [f32], usize) + Sync) {
+    debug_assert!(
+        row > 0 && values.len().is_multiple_of(row),
+        "whole rows of {row}"
+    );
     #[cfg(feature = "threads")]
-    if row > 0 && values.len() >= 2 * PARALLEL_MIN_VALUES {
+    if values.len() >= 2 * PARALLEL_MIN_VALUES {
         use rayon::prelude::*;
         // A few chunks per thread, so one slow thread does not hold the rest up.
         let target = values.len() / (4 * rayon::current_num_threads());
