@@ -15,6 +15,8 @@
 #   SYNTH_PROMPTS   synthetic harmful prompts to keep           (3000)
 #   SYNTH_RESPONSES of which get a response (prompt + response)  (1000)
 #   DRAWS           rows each student sees (one pass over a drawn mixture, recipes/mix.py) (50000)
+#   PAIR_SHARE      fraction of the chat draws from prompt + response rows (unset: as drawn,
+#                   ~19% of chat draws; recipes/mix.py --pair-share)
 #   ABLATION_DRAWS  rows each ablation student sees                                        (10000)
 #   TEACHER_MEMBERS the teacher ensemble's members (recipes/teacher.py)
 #                   (tfidf-word,tfidf-char,tfidf-word-dropweak,tfidf-char-dropweak)
@@ -139,7 +141,8 @@ stage_split() {
 # teacher's committed labels, plus the labelled synthetic rows (10% of the file) if any.
 stage_mix() {
     log "mix: $DRAWS draws → the student's training file"
-    python3 recipes/mix.py draw --draws "$DRAWS" --seed 7 --out "$WORK/draw.json"
+    python3 recipes/mix.py draw --draws "$DRAWS" --seed 7 --out "$WORK/draw.json" \
+        ${PAIR_SHARE:+--pair-share "$PAIR_SHARE"}
     local synthetic=()
     for f in "$SYNTHETIC/prompts.jsonl" "$SYNTHETIC/pairs.jsonl"; do
         [ -s "$f" ] && synthetic+=(--synthetic "$f")
@@ -225,6 +228,16 @@ stage_ablation() {
     done
     report ablation-labelled ablation-eda ablation-harmaug ablation-toxicity \
         | tee "$WORK/ablation.md"
+    # Each variant against `labelled` on the validation rows, with a paired-bootstrap interval
+    # (needs the per-row scores, which only a student trained on this machine has).
+    for variant in eda harmaug toxicity; do
+        for part in validation-chat validation-toxicity; do
+            local base=$WORK/scores-ablation-labelled.jsonl other=$WORK/scores-ablation-$variant.jsonl
+            [ -s "$base" ] && [ -s "$other" ] || continue
+            printf '%s vs labelled, ' "$variant"
+            python3 recipes/compare.py --base "$base" --other "$other" --dataset "$part"
+        done
+    done | tee -a "$WORK/ablation.md"
 }
 
 # EDA variants (harmaug augment eda) of the chat files' unsafe rows, labelled by the teacher.
