@@ -71,10 +71,12 @@ fn main() -> Result<()> {
             .map(|_| scope.spawn(|| run.client()))
             .collect();
         scope.spawn(|| run.sample_rss());
-        for client in clients {
-            let _ = client.join();
-        }
+        let joined: Vec<_> = clients.into_iter().map(|client| client.join()).collect();
         run.clients_done.store(true, Ordering::Relaxed);
+        // A client that panicked still fails the run, as it did before the sampler joined it.
+        if let Some(Err(panic)) = joined.into_iter().find(Result::is_err) {
+            std::panic::resume_unwind(panic);
+        }
     });
     println!("{}", run.report());
     Ok(())
