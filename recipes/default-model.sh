@@ -187,7 +187,7 @@ stage_shipped() {
     evaluate shipped "$REPO/models/default"
 }
 
-# HarmAug's ablation (issue #13): four students at one budget — ABLATION_DRAWS training rows
+# HarmAug's ablation (issue #13): five students at one budget — ABLATION_DRAWS training rows
 # each, one pass (~25 min each at 10,000 on 2 cores) — compared on the validation rows (the
 # benchmarks only reported). Each finished student's eval report is committed in
 # recipes/default-model/ablation/ and a rerun skips it (ABLATION=rerun redoes them all):
@@ -195,30 +195,33 @@ stage_shipped() {
 #   eda       the same plus EDA variants of their unsafe rows (10% of the rows), teacher-labelled
 #   harmaug   the same plus HarmAug's synthetic prompts and pairs instead (10%)
 #   toxicity  harmaug's mixture with the 12 toxicity sets drawn too (the shipped recipe's)
+#   pairs     labelled, with 40% of the chat draws from prompt + response rows (--pair-share)
 stage_ablation() {
     local budget=${ABLATION_DRAWS:-10000} variant committed=$REPO/recipes/default-model/ablation
     local synthetic=()
     for f in "$SYNTHETIC/prompts.jsonl" "$SYNTHETIC/pairs.jsonl"; do
         [ -s "$f" ] && synthetic+=(--synthetic "$f")
     done
-    for variant in labelled eda harmaug toxicity; do
-        local dir=$WORK/ablation/$variant groups=chat draws=$((budget * 9 / 10)) extra=()
-        case $variant in
-            labelled) draws=$budget ;;
-            eda) eda_rows && extra=(--synthetic "$WORK/eda/rows.jsonl") ;;
-            harmaug) extra=("${synthetic[@]}") ;;
-            toxicity) groups=chat,toxicity && extra=("${synthetic[@]}") ;;
-        esac
+    for variant in labelled eda harmaug toxicity pairs; do
+        # Checked first: a committed student needs none of its inputs (EDA's retrains the teacher).
         if [ -s "$committed/$variant.eval.json" ] && [ "${ABLATION:-}" != rerun ]; then
             log "ablation $variant: committed in $committed/$variant.eval.json"
             cp "$committed/$variant.eval.json" "$WORK/eval-ablation-$variant.json"
             continue
         fi
+        local dir=$WORK/ablation/$variant groups=chat draws=$((budget * 9 / 10)) extra=() shares=()
+        case $variant in
+            labelled) draws=$budget ;;
+            eda) eda_rows && extra=(--synthetic "$WORK/eda/rows.jsonl") ;;
+            harmaug) extra=("${synthetic[@]}") ;;
+            toxicity) groups=chat,toxicity && extra=("${synthetic[@]}") ;;
+            pairs) draws=$budget && shares=(--pair-share 0.4) ;;
+        esac
         log "ablation $variant: $draws drawn rows of $groups + ${#extra[@]} augmentation args"
         mkdir -p "$dir" "$committed"
         if [ ! -s "$dir/train.jsonl" ]; then
             python3 recipes/mix.py draw --draws "$draws" --seed 7 --groups "$groups" \
-                --out "$dir/draw.json"
+                --out "$dir/draw.json" "${shares[@]}"
             python3 recipes/mix.py write --draw "$dir/draw.json" --out "$dir/train.jsonl" \
                 "${extra[@]}"
         fi
@@ -226,11 +229,11 @@ stage_ablation() {
         evaluate "ablation-$variant" "$dir/student"
         cp "$WORK/eval-ablation-$variant.json" "$committed/$variant.eval.json"
     done
-    report ablation-labelled ablation-eda ablation-harmaug ablation-toxicity \
+    report ablation-labelled ablation-eda ablation-harmaug ablation-toxicity ablation-pairs \
         | tee "$WORK/ablation.md"
     # Each variant against `labelled` on the validation rows, with a paired-bootstrap interval
     # (needs the per-row scores, which only a student trained on this machine has).
-    for variant in eda harmaug toxicity; do
+    for variant in eda harmaug toxicity pairs; do
         for part in validation-chat validation-toxicity; do
             local base=$WORK/scores-ablation-labelled.jsonl other=$WORK/scores-ablation-$variant.jsonl
             [ -s "$base" ] && [ -s "$other" ] || continue
