@@ -15,8 +15,10 @@
 #   SYNTH_PROMPTS   synthetic harmful prompts to keep           (3000)
 #   SYNTH_RESPONSES of which get a response (prompt + response)  (1000)
 #   DRAWS           rows each student sees (one pass over a drawn mixture, recipes/mix.py) (50000)
-#   PAIR_SHARE      fraction of the chat draws from prompt + response rows (unset: as drawn,
-#                   ~19% of chat draws; recipes/mix.py --pair-share)
+#   PAIR_SHARE      fraction of the chat draws from prompt + response rows (0.4; empty: as
+#                   the files hold them, ~19% of chat draws; recipes/mix.py --pair-share)
+#   SYNTH_SHARE     share of the student's file from the synthetic rows (0: the ablation found
+#                   they do not help a student of this teacher; the first shipped student: 0.1)
 #   ABLATION_DRAWS  rows each ablation student sees                                        (10000)
 #   TEACHER_MEMBERS the teacher ensemble's members (recipes/teacher.py)
 #                   (tfidf-word,tfidf-char,tfidf-word-dropweak,tfidf-char-dropweak)
@@ -33,6 +35,8 @@ LLAMA_SERVER=${LLAMA_SERVER:-$CACHE/bin/llama-server}
 SYNTH_PROMPTS=${SYNTH_PROMPTS:-3000}
 SYNTH_RESPONSES=${SYNTH_RESPONSES:-1000}
 DRAWS=${DRAWS:-50000}
+PAIR_SHARE=${PAIR_SHARE-0.4}
+SYNTH_SHARE=${SYNTH_SHARE:-0}
 TEACHER_MEMBERS=${TEACHER_MEMBERS:-tfidf-word,tfidf-char,tfidf-word-dropweak,tfidf-char-dropweak}
 SYNTHETIC=$REPO/recipes/default-model/synthetic
 PORT=${PORT:-8097}
@@ -138,7 +142,7 @@ stage_split() {
 }
 
 # The student's training file: DRAWS rows dealt by recipes/mix.py's shares, joined with the
-# teacher's committed labels, plus the labelled synthetic rows (10% of the file) if any.
+# teacher's committed labels, plus the labelled synthetic rows (SYNTH_SHARE of the file).
 stage_mix() {
     log "mix: $DRAWS draws → the student's training file"
     python3 recipes/mix.py draw --draws "$DRAWS" --seed 7 --out "$WORK/draw.json" \
@@ -148,7 +152,7 @@ stage_mix() {
         [ -s "$f" ] && synthetic+=(--synthetic "$f")
     done
     python3 recipes/mix.py write --draw "$WORK/draw.json" --out "$WORK/student-train.jsonl" \
-        "${synthetic[@]}"
+        --synth-share "$SYNTH_SHARE" "${synthetic[@]}"
 }
 
 stage_student() {
