@@ -10,9 +10,11 @@
 //! pool; in the browser they run on the calling thread (a Web Worker).
 
 mod gelu;
+mod int8_linear;
 mod softmax;
 
 pub use gelu::gelu;
+pub use int8_linear::Int8Linear;
 pub use softmax::{softmax_last, softmax_last_with_bias};
 
 use burn::tensor::{Tensor, backend::Backend};
