@@ -7,10 +7,13 @@ through `harmaug score` (each CPU backend given) and through transformers, and p
 throughput and the ratio. Both sides sort inputs by length before batching, use every core,
 and are timed from tokenisation to scores (model loading excluded; harmaug's process wall time
 is printed too). Also prints the largest |Δscore| between the two, a real-weights check.
+With --int8, a second table: PyTorch's dynamic int8 (`quantize_dynamic` on every Linear) against
+harmaug on the same model exported as an int8 bundle, run with `--precision int8` (dynamic int8
+kernels) and `--precision f32` (the bundle dequantised), |Δscore| against PyTorch f32.
 
     pip install torch transformers
     cargo build --release -p harmaug --features ndarray,candle
-    python3 bench/score_minilm.py [--backends flex,ndarray,candle] [--n 1000]
+    python3 bench/score_minilm.py [--backends flex,ndarray,candle] [--n 1000] [--int8]
 """
 import argparse
 import json
@@ -38,9 +41,11 @@ def make_model(out: pathlib.Path):
     AutoTokenizer.from_pretrained(MINILM).save_pretrained(out)
 
 
-def torch_scores(model_dir, prompts, batch_size):
+def torch_scores(model_dir, prompts, batch_size, int8=False):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    if int8:
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     start = time.perf_counter()
     lengths = [len(ids) for ids in tokenizer(prompts, truncation=True, max_length=512)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
@@ -56,10 +61,11 @@ def torch_scores(model_dir, prompts, batch_size):
     return time.perf_counter() - start, scores
 
 
-def harmaug_scores(binary, model_dir, input_path, batch_size, backend):
+def harmaug_scores(binary, model_dir, input_path, batch_size, backend, precision="f32"):
     start = time.perf_counter()
     out = subprocess.run([binary, "score", "--model", str(model_dir), "--input", str(input_path),
-                          "--batch-size", str(batch_size), "--backend", backend],
+                          "--batch-size", str(batch_size), "--backend", backend,
+                          "--precision", precision],
                          capture_output=True, text=True, check=True, env={**os.environ, "NO_COLOR": "1"})
     wall = time.perf_counter() - start
     seconds = float(re.search(r"seconds=([0-9.e-]+)", out.stderr).group(1))
@@ -71,6 +77,7 @@ def main():
     parser.add_argument("--backends", default="flex,ndarray,candle")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--binary", default=str(ROOT / "target/release/harmaug"))
+    parser.add_argument("--int8", action="store_true", help="also compare the int8 paths")
     args = parser.parse_args()
 
     with open(DATA) as f:
@@ -92,6 +99,27 @@ def main():
                 t, wall, s = harmaug_scores(args.binary, model_dir, input_path, batch_size, backend)
                 diff = max(abs(a - b) for a, b in zip(s, s_torch))
                 print(f"| {batch_size} | harmaug {backend} | {t:.2f} | {len(prompts) / t:.1f} | {t_torch / t:.2f} | {diff:.1e} | {wall:.2f} |", flush=True)
+        if args.int8:
+            int8_table(args.binary, model_dir, tmp, input_path, prompts)
+
+
+def int8_table(binary, model_dir, tmp, input_path, prompts):
+    bundle = tmp / "minilm-head-int8"
+    subprocess.run([binary, "export", "--model", str(model_dir), "--out", str(bundle), "--dtype", "int8"],
+                   capture_output=True, check=True)
+    print("\n| batch | engine | seconds | prompts/s | × PyTorch f32 | × PyTorch int8 | max abs Δscore vs PyTorch f32 |")
+    print("|---|---|---|---|---|---|---|")
+    for batch_size in [1, 32]:
+        t_f32, s_f32 = torch_scores(model_dir, prompts, batch_size)
+        t_q, s_q = torch_scores(model_dir, prompts, batch_size, int8=True)
+        diff = max(abs(a - b) for a, b in zip(s_q, s_f32))
+        print(f"| {batch_size} | PyTorch f32 | {t_f32:.2f} | {len(prompts) / t_f32:.1f} | 1.00 | {t_q / t_f32:.2f} | 0 |")
+        print(f"| {batch_size} | PyTorch dynamic int8 | {t_q:.2f} | {len(prompts) / t_q:.1f} | {t_f32 / t_q:.2f} | 1.00 | {diff:.1e} |", flush=True)
+        for precision in ["int8", "f32"]:
+            t, _, s = harmaug_scores(binary, bundle, input_path, batch_size, "flex", precision)
+            diff = max(abs(a - b) for a, b in zip(s, s_f32))
+            print(f"| {batch_size} | harmaug int8 bundle, --precision {precision} | {t:.2f} | {len(prompts) / t:.1f} | "
+                  f"{t_f32 / t:.2f} | {t_q / t:.2f} | {diff:.1e} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
+use crate::kernels::{self, Int8Linear};
+use crate::models::projection::Projection;
 use crate::{Error, Result};
 
 /// Told when a tensor's bytes have been converted and will not be read again, so that a
@@ -31,6 +33,8 @@ pub struct Checkpoint<'a> {
     /// (`model-00001-of-00002.safetensors`, …); each tensor lives in exactly one.
     shards: Vec<SafeTensors<'a>>,
     release: Option<&'a dyn ReleasePages>,
+    /// Int8 matrices also packed for the int8 kernels ([`crate::LoadOptions::int8_kernels`]).
+    int8_kernels: bool,
     /// Every parameter built so far and the key it was read from (or is to be saved under).
     names: RefCell<Vec<(ParamId, TensorKey)>>,
 }
@@ -110,6 +114,7 @@ impl<'a> Checkpoint<'a> {
         Ok(Self {
             shards,
             release: None,
+            int8_kernels: false,
             names: RefCell::default(),
         })
     }
@@ -121,6 +126,13 @@ impl<'a> Checkpoint<'a> {
 
     pub fn with_release(mut self, release: Option<&'a dyn ReleasePages>) -> Self {
         self.release = release;
+        self
+    }
+
+    /// Packs the int8 matrices of linear layers for the int8 kernels too, where the backend
+    /// runs them (see [`crate::LoadOptions::int8_kernels`]).
+    pub fn with_int8_kernels(mut self, int8_kernels: bool) -> Self {
+        self.int8_kernels = int8_kernels;
         self
     }
 
@@ -178,6 +190,19 @@ impl<'a> Checkpoint<'a> {
             release.release(view.data());
         }
         Ok(values)
+    }
+
+    /// The int8 matrix `name` as stored (row-major `shape`) with its per-row scales, or `None`
+    /// when the checkpoint stores it in another dtype.
+    fn int8_matrix(&self, name: &str, shape: [usize; 2]) -> Result<Option<(Vec<i8>, Vec<f32>)>> {
+        match self.view(name) {
+            Some(view) if view.dtype() == Dtype::I8 && view.shape() == shape => {
+                let scales = self.values(&format!("{name}{INT8_SCALE_SUFFIX}"), &[shape[0]])?;
+                let weight = view.data().iter().map(|&b| b as i8).collect();
+                Ok(Some((weight, scales)))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// An int8 matrix (as [`to_safetensors`] writes with [`StoredDtype::Int8`]) times its
@@ -292,6 +317,67 @@ impl<'c, 'a> Weights<'c, 'a> {
             weight: self.linear_weight(name, d_in, d_out, device)?,
             bias: None,
         })
+    }
+
+    /// A linear layer of an encoder: [`linear`](Self::linear), plus its int8 matrix packed for
+    /// the int8 kernels when the checkpoint stores one and they are asked for and run on `B`.
+    pub fn projection<B: Backend>(
+        &self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        device: &B::Device,
+    ) -> Result<Projection<B>> {
+        let linear = self.linear(name, d_in, d_out, device)?;
+        Ok(Projection::new(
+            linear,
+            self.int8_linear::<B>(name, d_in, d_out, true)?,
+        ))
+    }
+
+    /// [`projection`](Self::projection) of an `nn.Linear(..., bias=False)`.
+    pub fn projection_without_bias<B: Backend>(
+        &self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        device: &B::Device,
+    ) -> Result<Projection<B>> {
+        let linear = self.linear_without_bias(name, d_in, d_out, device)?;
+        Ok(Projection::new(
+            linear,
+            self.int8_linear::<B>(name, d_in, d_out, false)?,
+        ))
+    }
+
+    fn int8_linear<B: Backend>(
+        &self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Option<Int8Linear>> {
+        if !self.checkpoint.int8_kernels || !kernels::runs_int8::<B>() {
+            return Ok(None);
+        }
+        let key = self.read_name(&format!("{name}.weight"));
+        let Some((weight, scales)) = self.checkpoint.int8_matrix(&key, [d_out, d_in])? else {
+            return Ok(None);
+        };
+        let bias = match bias {
+            true => Some(
+                self.checkpoint
+                    .values(&self.read_name(&format!("{name}.bias")), &[d_out])?,
+            ),
+            false => None,
+        };
+        Ok(Some(Int8Linear::new(
+            &weight,
+            &scales,
+            bias.as_deref(),
+            d_out,
+            d_in,
+        )))
     }
 
     /// The transpose to burn's `[in, out]` happens here, once, on the host: a transposed view

@@ -35,6 +35,12 @@ pub struct LoadOptions {
     pub unsafe_labels: Option<Vec<String>>,
     /// Inputs past `max_length`: truncated, or scored by windows.
     pub long_input: LongInput,
+    /// An int8 bundle's linear layers run as dynamic int8 (activations quantised per row, integer
+    /// dot products; [`crate::kernels::Int8Linear`]) on the CPU backend: 2–5× faster layers,
+    /// scores within the drift docs/BENCHMARKS.md reports. Off: its matrices are dequantised to
+    /// f32 once at load and every backend runs the exact bundle. No effect on other checkpoints,
+    /// other backends, or training.
+    pub int8_kernels: bool,
 }
 
 /// Longest default input: BERT-family checkpoints are trained at 512 at most.
@@ -97,8 +103,9 @@ impl<B: Backend> Guard<B> {
             TextEncoder::from_bytes(files.tokenizer_json, max_length, config.arch.pad_token_id())?
                 .with_segment_ids(passes_token_type_ids(files.tokenizer_config_json)?)
                 .with_long_input(options.long_input);
-        let checkpoint =
-            Checkpoint::from_shards(&files.weights)?.with_release(files.release_weights);
+        let checkpoint = Checkpoint::from_shards(&files.weights)?
+            .with_release(files.release_weights)
+            .with_int8_kernels(options.int8_kernels);
         let (model, fresh) = GuardModel::load(&config, &checkpoint, options.head_seed, device)?;
         if !fresh.names.is_empty() {
             tracing::warn!(

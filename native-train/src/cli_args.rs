@@ -34,6 +34,18 @@ pub struct GuardRunArgs {
     /// The default, chunk, was measured better on the benchmarks (docs/BENCHMARKS.md).
     #[arg(long, value_enum, default_value = "chunk")]
     pub long_input: LongInputArg,
+    /// How an int8 bundle's matrices run on the CPU backend: `f32`, dequantised once at load
+    /// (the exact bundle, as every backend runs it), or `int8`, dynamic int8 kernels (2–5×
+    /// faster layers; scores drift slightly, docs/BENCHMARKS.md). No effect on other checkpoints.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: PrecisionArg,
+}
+
+/// `--precision`: core's [`LoadOptions::int8_kernels`] for clap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    F32,
+    Int8,
 }
 
 /// `--long-input`, core's [`LongInput`] for clap.
@@ -53,6 +65,7 @@ impl GuardRunArgs {
                 LongInputArg::Truncate => LongInput::Truncate,
                 LongInputArg::Chunk => LongInput::Chunk,
             },
+            int8_kernels: self.precision == PrecisionArg::Int8,
         }
     }
 }

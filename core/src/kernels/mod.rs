@@ -19,6 +19,35 @@ pub use softmax::{softmax_last, softmax_last_with_bias};
 
 use burn::tensor::{Tensor, backend::Backend};
 
+/// `x` `[rows, d_in]` through `layer` in int8 on burn-flex (f32 activations), or `x` back
+/// where `layer` cannot run (another backend or dtype: the caller runs its f32 layer).
+pub fn int8_linear<B: Backend>(
+    layer: &Int8Linear,
+    x: Tensor<B, 2>,
+) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
+    if !is_flex::<B>() || x.dtype() != burn::tensor::DType::F32 {
+        return Err(x);
+    }
+    let [rows, _] = x.dims();
+    let device = x.device();
+    let data = x.into_data();
+    match data.as_slice::<f32>() {
+        Ok(values) => {
+            let y = layer.forward(values);
+            Ok(Tensor::from_data(
+                burn::tensor::TensorData::new(y, [rows, layer.d_out()]),
+                &device,
+            ))
+        }
+        Err(_) => Err(Tensor::from_data(data, &device)),
+    }
+}
+
+/// Whether [`int8_linear`] runs on `B` (so loading packs int8 weights for it).
+pub fn runs_int8<B: Backend>() -> bool {
+    is_flex::<B>()
+}
+
 /// Whether [`softmax_last_with_bias`] adds a broadcast bias inside its kernel on `B`. Where it
 /// does not, callers pass a full-size bias: burn-flex adds broadcast operands through a slow
 /// strided path (a third of a forward pass once), which also holds while training.

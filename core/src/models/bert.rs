@@ -2,8 +2,9 @@
 //! semantics: post-LayerNorm residual blocks, tanh pooler on [CLS]. Dropout sits where
 //! transformers puts it and acts only on autodiff backends, i.e. while training.
 
+use super::projection::Projection;
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
+use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm};
 use burn::tensor::{Int, Tensor, backend::Backend};
 use serde::Deserialize;
 
@@ -146,9 +147,9 @@ impl<B: Backend> BertEmbeddings<B> {
 
 #[derive(Module, Debug)]
 pub struct BertLayer<B: Backend> {
-    query: Linear<B>,
-    key: Linear<B>,
-    value: Linear<B>,
+    query: Projection<B>,
+    key: Projection<B>,
+    value: Projection<B>,
     /// On the attention probabilities.
     attention_dropout: Dropout,
     num_heads: usize,
@@ -167,9 +168,9 @@ impl<B: Backend> BertLayer<B> {
             activation: config.hidden_act,
         };
         Ok(Self {
-            query: w.linear("attention.self.query", hidden, hidden, device)?,
-            key: w.linear("attention.self.key", hidden, hidden, device)?,
-            value: w.linear("attention.self.value", hidden, hidden, device)?,
+            query: w.projection("attention.self.query", hidden, hidden, device)?,
+            key: w.projection("attention.self.key", hidden, hidden, device)?,
+            value: w.projection("attention.self.value", hidden, hidden, device)?,
             attention_dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
             num_heads: config.num_attention_heads,
             post_attention: PostAttention::load(&spec, w, device)?,

@@ -4,8 +4,9 @@
 //! disentangled attention adds content→position (c2p) and position→content (p2c) terms from
 //! shared relative-position embeddings with log-bucketed distances.
 
+use super::projection::Projection;
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
+use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use serde::Deserialize;
 
@@ -221,7 +222,7 @@ pub struct DebertaV2Embeddings<B: Backend> {
     /// Token types, only when `type_vocab_size > 0` (DeBERTa-v3 has none).
     token_type: Option<Embedding<B>>,
     /// `embedding_size` → `hidden_size`, only when they differ.
-    projection: Option<Linear<B>>,
+    projection: Option<Projection<B>>,
     norm: LayerNorm<B>,
     dropout: Dropout,
 }
@@ -244,7 +245,7 @@ impl<B: Backend> DebertaV2Embeddings<B> {
             .then(|| w.embedding("token_type_embeddings", config.type_vocab_size, e, device))
             .transpose()?;
         let projection = (e != config.hidden_size)
-            .then(|| w.linear_without_bias("embed_proj", e, config.hidden_size, device))
+            .then(|| w.projection_without_bias("embed_proj", e, config.hidden_size, device))
             .transpose()?;
         Ok(Self {
             word: w.embedding("word_embeddings", config.vocab_size, e, device)?,
@@ -292,12 +293,12 @@ struct RelativePositions<B: Backend> {
 
 #[derive(Module, Debug)]
 pub struct DisentangledSelfAttention<B: Backend> {
-    query: Linear<B>,
-    key: Linear<B>,
-    value: Linear<B>,
+    query: Projection<B>,
+    key: Projection<B>,
+    value: Projection<B>,
     /// Separate projections of the relative embeddings, only without `share_att_key`.
-    pos_key: Option<Linear<B>>,
-    pos_query: Option<Linear<B>>,
+    pos_key: Option<Projection<B>>,
+    pos_query: Option<Projection<B>>,
     /// On the attention probabilities.
     probs_dropout: Dropout,
     /// On the relative embeddings before they are projected.
@@ -318,15 +319,15 @@ impl<B: Backend> DisentangledSelfAttention<B> {
         let relative = config.relative_attention;
         let separate = relative && !config.share_att_key;
         let pos_key = (separate && config.pos_att_type.c2p)
-            .then(|| w.linear("pos_key_proj", hidden, all, device))
+            .then(|| w.projection("pos_key_proj", hidden, all, device))
             .transpose()?;
         let pos_query = (separate && config.pos_att_type.p2c)
-            .then(|| w.linear("pos_query_proj", hidden, all, device))
+            .then(|| w.projection("pos_query_proj", hidden, all, device))
             .transpose()?;
         Ok(Self {
-            query: w.linear("query_proj", hidden, all, device)?,
-            key: w.linear("key_proj", hidden, all, device)?,
-            value: w.linear("value_proj", hidden, all, device)?,
+            query: w.projection("query_proj", hidden, all, device)?,
+            key: w.projection("key_proj", hidden, all, device)?,
+            value: w.projection("value_proj", hidden, all, device)?,
             pos_key,
             pos_query,
             probs_dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
@@ -357,7 +358,7 @@ impl<B: Backend> DisentangledSelfAttention<B> {
         if let Some(rel) = relative.filter(|_| self.relative) {
             let embeddings = self.position_dropout.forward(rel.embeddings.clone());
             // Relative embeddings projected like content: [span·2, width] → [heads, span·2, d].
-            let rel_heads = |linear: &Linear<B>| {
+            let rel_heads = |linear: &Projection<B>| {
                 let projected = linear.forward(embeddings.clone());
                 let [rows, width] = projected.dims();
                 projected

@@ -13,9 +13,9 @@ pub mod bert;
 pub mod deberta_v2;
 pub mod head;
 pub mod post_attention;
+pub mod projection;
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use crate::Result;
@@ -24,6 +24,7 @@ use crate::config::ModelConfig;
 use crate::tokenize::EncodedBatch;
 use bert::{BertConfig, BertForSequenceClassification};
 use deberta_v2::{DebertaV2Config, DebertaV2ForSequenceClassification};
+use projection::Projection;
 
 /// An encoded batch moved onto the device: `[batch, seq]` ids, token types and attention mask.
 pub struct BatchTensors<B: Backend> {
@@ -100,7 +101,7 @@ pub(crate) fn position_ids<B: Backend>(
 
 /// A linear layer over every token of `[batch, seq, d_in]` as one `[batch·seq, d_in]` matmul:
 /// burn's 3-D `linear` broadcasts the weight and runs one small matmul per sequence.
-pub(crate) fn project<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+pub(crate) fn project<B: Backend>(linear: &Projection<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let [batch, seq, d_in] = x.dims();
     let y = linear.forward(x.reshape([batch * seq, d_in]));
     let [_, d_out] = y.dims();

@@ -2,8 +2,9 @@
 //! (transformers' `*SelfOutput`, `*Intermediate` and `*Output`): project the attention context,
 //! add the residual and normalise; then the feed-forward block, its residual and a second norm.
 
+use super::projection::Projection;
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, Linear};
+use burn::nn::{Dropout, DropoutConfig, LayerNorm};
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::activation::Activation;
@@ -25,10 +26,10 @@ pub(crate) struct PostAttentionSpec {
 
 #[derive(Module, Debug)]
 pub struct PostAttention<B: Backend> {
-    attention_out: Linear<B>,
+    attention_out: Projection<B>,
     attention_norm: LayerNorm<B>,
-    intermediate: Linear<B>,
-    output: Linear<B>,
+    intermediate: Projection<B>,
+    output: Projection<B>,
     output_norm: LayerNorm<B>,
     /// On each sub-layer's output, before the residual sum.
     dropout: Dropout,
@@ -47,10 +48,10 @@ impl<B: Backend> PostAttention<B> {
         let (hidden, eps) = (spec.hidden, spec.layer_norm_eps);
         let norm = |name: &str| w.layer_norm(name, hidden, eps, device);
         Ok(Self {
-            attention_out: w.linear("attention.output.dense", spec.context, hidden, device)?,
+            attention_out: w.projection("attention.output.dense", spec.context, hidden, device)?,
             attention_norm: norm("attention.output.LayerNorm")?,
-            intermediate: w.linear("intermediate.dense", hidden, spec.intermediate, device)?,
-            output: w.linear("output.dense", spec.intermediate, hidden, device)?,
+            intermediate: w.projection("intermediate.dense", hidden, spec.intermediate, device)?,
+            output: w.projection("output.dense", spec.intermediate, hidden, device)?,
             output_norm: norm("output.LayerNorm")?,
             dropout: DropoutConfig::new(spec.dropout).init(),
             activation: spec.activation,
