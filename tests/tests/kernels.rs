@@ -161,3 +161,75 @@ fn large_tensors_split_over_threads_stay_exact() {
     let diff = max_diff_exact(ours, &exact_softmax(&biased, 211));
     assert!(diff < 1e-6, "biased softmax: max |Δ| {diff:e}");
 }
+
+/// burn's composition of attention over `[batch, seq, heads·d]` projections, as the models
+/// write it where the kernel does not run.
+fn composed_attention<B: burn::tensor::backend::Backend>(
+    inputs: kernels::AttentionInputs<B>,
+    heads: usize,
+) -> Tensor<B, 3> {
+    let split = |t: Tensor<B, 3>| {
+        let [batch, seq, width] = t.dims();
+        t.reshape([batch, seq, heads, width / heads])
+            .swap_dims(1, 2)
+    };
+    let (q, k, v) = (split(inputs.q), split(inputs.k), split(inputs.v));
+    let d = q.dims()[3];
+    let mut scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt());
+    if let Some(bias) = inputs.bias {
+        scores = scores + bias;
+    }
+    let context = activation::softmax(scores, 3).matmul(v).swap_dims(1, 2);
+    let [batch, seq, _, _] = context.dims();
+    context.reshape([batch, seq, heads * d])
+}
+
+#[test]
+fn attention_equals_burns_composition() {
+    // (batch, seq, heads, d), with a key padding bias, a per-query bias, or none.
+    for (batch, seq, heads, d) in [(1, 1, 1, 1), (2, 7, 3, 5), (3, 33, 12, 32), (1, 130, 2, 64)] {
+        let padding = Tensor::<Flex, 4>::random(
+            [batch, 1, 1, seq],
+            Distribution::Uniform(-3.0, 0.0),
+            &Default::default(),
+        );
+        let per_query = random([batch, 1, seq, seq]);
+        for bias in [None, Some(padding), Some(per_query)] {
+            let fixed = kernels::AttentionInputs {
+                q: random([batch, seq, heads * d]),
+                k: random([batch, seq, heads * d]),
+                v: random([batch, seq, heads * d]),
+                bias: bias.clone(),
+            };
+            let copy = kernels::AttentionInputs {
+                q: fixed.q.clone(),
+                k: fixed.k.clone(),
+                v: fixed.v.clone(),
+                bias: fixed.bias.clone(),
+            };
+            let ours = match kernels::attention(fixed, heads) {
+                Ok(context) => context,
+                Err(_) => panic!("the kernel must run on Flex"),
+            };
+            let diff = max_diff(ours, composed_attention(copy, heads));
+            assert!(
+                diff < 1e-4,
+                "{batch}×{seq}, {heads} heads of {d}: max |Δ| {diff:e}"
+            );
+        }
+    }
+}
+
+/// Training (Autodiff<Flex>) gets its inputs back for burn's composition, which keeps gradients.
+#[test]
+fn attention_under_autodiff_hands_its_inputs_back() {
+    let device = Default::default();
+    let x = || Tensor::<Autodiff<Flex>, 3>::random([2, 4, 6], Distribution::Default, &device);
+    let inputs = kernels::AttentionInputs {
+        q: x(),
+        k: x(),
+        v: x(),
+        bias: None,
+    };
+    assert!(kernels::attention(inputs, 2).is_err());
+}

@@ -9,10 +9,12 @@
 //! inner loop. With the `threads` feature (native builds) their rows are split over rayon's
 //! pool; in the browser they run on the calling thread (a Web Worker).
 
+mod attention;
 mod gelu;
 mod int8_linear;
 mod softmax;
 
+pub use attention::{AttentionInputs, attention};
 pub use gelu::gelu;
 pub use int8_linear::Int8Linear;
 pub use softmax::{softmax_last, softmax_last_with_bias};

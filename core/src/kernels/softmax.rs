@@ -39,7 +39,7 @@ pub fn softmax_last_with_bias<B: Backend>(
 }
 
 /// A bias tensor's values and the strides that broadcast it over `[batch, heads, rows]`.
-struct Broadcast {
+pub(super) struct Broadcast {
     values: Vec<f32>,
     strides: [usize; 3],
 }
@@ -47,7 +47,7 @@ struct Broadcast {
 impl Broadcast {
     /// `bias` read for broadcasting over `scores` dims, or `None` when its shape does not
     /// broadcast (burn's op then says so).
-    fn over<B: Backend>(scores: [usize; 4], bias: Tensor<B, 4>) -> Option<Self> {
+    pub(super) fn over<B: Backend>(scores: [usize; 4], bias: Tensor<B, 4>) -> Option<Self> {
         let dims = bias.dims();
         let fits = dims[3] == scores[3] && (0..3).all(|d| dims[d] == 1 || dims[d] == scores[d]);
         if !fits {
@@ -62,6 +62,15 @@ impl Broadcast {
         ];
         let values = bias.into_data().convert::<f32>().into_vec().ok()?;
         Some(Self { values, strides })
+    }
+}
+
+impl Broadcast {
+    /// The `cols` bias values of row `r` of head `h` of sequence `b`.
+    pub(super) fn row(&self, [b, h, r]: [usize; 3], cols: usize) -> &[f32] {
+        let [sb, sh, sr] = self.strides;
+        let start = b * sb + h * sh + r * sr;
+        &self.values[start..start + cols]
     }
 }
 
@@ -81,13 +90,8 @@ fn biased_softmax_chunk(
 ) {
     for (local, row) in values.chunks_exact_mut(cols).enumerate() {
         let index = first_row + local;
-        let (b, h, r) = (index / (heads * rows), index / rows % heads, index % rows);
-        let [sb, sh, sr] = bias.strides;
-        let start = b * sb + h * sh + r * sr;
-        for (x, &add) in row.iter_mut().zip(&bias.values[start..start + cols]) {
-            *x += add;
-        }
-        softmax_row(row);
+        let at = [index / (heads * rows), index / rows % heads, index % rows];
+        softmax_row_with_bias(row, bias.row(at, cols));
     }
 }
 
@@ -100,6 +104,14 @@ fn softmax_rows(values: &mut [f32], row: usize) {
     super::for_each_rows(values, row, |chunk, _| {
         chunk.chunks_exact_mut(row).for_each(softmax_row)
     });
+}
+
+#[inline(always)]
+pub(super) fn softmax_row_with_bias(row: &mut [f32], bias: &[f32]) {
+    for (x, &add) in row.iter_mut().zip(bias) {
+        *x += add;
+    }
+    softmax_row(row);
 }
 
 #[inline(always)]

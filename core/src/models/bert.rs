@@ -2,7 +2,6 @@
 //! semantics: post-LayerNorm residual blocks, tanh pooler on [CLS]. Dropout sits where
 //! transformers puts it and acts only on autodiff backends, i.e. while training.
 
-use super::projection::Projection;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm};
 use burn::tensor::{Int, Tensor, backend::Backend};
@@ -11,6 +10,7 @@ use serde::Deserialize;
 use super::activation::Activation;
 use super::head::{ClassificationHead, HeadSpec};
 use super::post_attention::{PostAttention, PostAttentionSpec};
+use super::projection::Projection;
 use super::{
     ArchitectureConfig, BatchTensors, Classifier, FreshParts, merge_heads, position_ids, project,
     split_heads,
@@ -20,6 +20,7 @@ use crate::config::{
     check_dropout, check_heads, default_dropout, default_hidden_act, default_initializer_range,
     parse,
 };
+use crate::kernels::{self, AttentionInputs};
 use crate::{Error, Result};
 
 /// `BertConfig` fields that change the forward pass (dropout only while training).
@@ -179,17 +180,22 @@ impl<B: Backend> BertLayer<B> {
 
     /// `key_bias`: see [`BatchTensors::attention_bias`].
     fn forward(&self, x: Tensor<B, 3>, key_bias: Option<Tensor<B, 4>>) -> Tensor<B, 3> {
-        let heads = |t: Tensor<B, 3>| split_heads(t, self.num_heads);
-        let q = heads(project(&self.query, x.clone()));
-        let k = heads(project(&self.key, x.clone()));
-        let v = heads(project(&self.value, x.clone()));
-        let context = merge_heads(scaled_dot_product(
-            q,
-            k,
-            v,
-            key_bias,
-            &self.attention_dropout,
-        ));
+        let inputs = AttentionInputs {
+            q: project(&self.query, x.clone()),
+            k: project(&self.key, x.clone()),
+            v: project(&self.value, x.clone()),
+            bias: key_bias,
+        };
+        let context = kernels::attention(inputs, self.num_heads).unwrap_or_else(|inputs| {
+            let heads = |t: Tensor<B, 3>| split_heads(t, self.num_heads);
+            merge_heads(scaled_dot_product(
+                heads(inputs.q),
+                heads(inputs.k),
+                heads(inputs.v),
+                inputs.bias,
+                &self.attention_dropout,
+            ))
+        });
         self.post_attention.forward(context, x)
     }
 }

@@ -4,7 +4,6 @@
 //! disentangled attention adds content→position (c2p) and position→content (p2c) terms from
 //! shared relative-position embeddings with log-bucketed distances.
 
-use super::projection::Projection;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
@@ -13,6 +12,7 @@ use serde::Deserialize;
 use super::activation::Activation;
 use super::head::{ClassificationHead, HeadSpec};
 use super::post_attention::{PostAttention, PostAttentionSpec};
+use super::projection::Projection;
 use super::{
     ArchitectureConfig, BatchTensors, Classifier, FreshParts, merge_heads, position_ids, project,
     split_heads,

@@ -2,13 +2,13 @@
 //! (transformers' `*SelfOutput`, `*Intermediate` and `*Output`): project the attention context,
 //! add the residual and normalise; then the feed-forward block, its residual and a second norm.
 
-use super::projection::Projection;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm};
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::activation::Activation;
 use super::project;
+use super::projection::Projection;
 use crate::Result;
 use crate::checkpoint::Weights;
 
