@@ -7,9 +7,7 @@
 //! run in parallel over rayon with `threads`; the per-pair matmuls are the `gemm` crate's, the
 //! GEMM burn-flex calls.
 
-use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
-
-use super::softmax::{Broadcast, softmax_row_with_bias};
+use burn::tensor::{Tensor, backend::Backend};
 
 /// The inputs of [`attention`], handed back when it does not run on the backend.
 pub struct AttentionInputs<B: Backend> {
@@ -28,177 +26,200 @@ pub fn attention<B: Backend>(
     inputs: AttentionInputs<B>,
     heads: usize,
 ) -> Result<Tensor<B, 3>, AttentionInputs<B>> {
-    let [batch, seq, width] = inputs.q.dims();
-    let fits = inputs.k.dims() == [batch, seq, width] && inputs.v.dims() == [batch, seq, width];
-    if !super::is_flex::<B>() || inputs.q.dtype() != DType::F32 || !fits || heads == 0 {
-        return Err(inputs);
+    #[cfg(feature = "flex")]
+    return on_flex::attention(inputs, heads);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = heads;
+        Err(inputs)
     }
-    let shape = Shape {
-        batch,
-        seq,
-        heads,
-        d: width / heads,
-    };
-    let bias = match inputs.bias {
-        Some(bias) => match Broadcast::over([batch, heads, seq, seq], bias.clone()) {
-            Some(broadcast) => Some(broadcast),
-            None => {
-                return Err(AttentionInputs {
-                    bias: Some(bias),
-                    ..inputs
-                });
-            }
-        },
-        None => None,
-    };
-    let device = inputs.q.device();
-    let [q, k, v] = [inputs.q, inputs.k, inputs.v].map(values);
-    let context = shape.context(&q, &k, &v, bias.as_ref());
-    Ok(Tensor::from_data(
-        TensorData::new(context, [batch, seq, width]),
-        &device,
-    ))
 }
 
-fn values<B: Backend>(x: Tensor<B, 3>) -> Vec<f32> {
-    x.into_data().into_vec::<f32>().unwrap_or_default()
-}
+/// The kernel itself: only built with burn-flex (and the gemm crate) in the build.
+#[cfg(feature = "flex")]
+mod on_flex {
+    use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 
-#[derive(Clone, Copy)]
-struct Shape {
-    batch: usize,
-    seq: usize,
-    heads: usize,
-    d: usize,
-}
+    use super::AttentionInputs;
+    use crate::kernels::softmax::{Broadcast, softmax_row_with_bias};
 
-impl Shape {
-    fn width(self) -> usize {
-        self.heads * self.d
-    }
-
-    /// Every (sequence, head) pair's context, written into `[batch, seq, heads·d]`.
-    fn context(self, q: &[f32], k: &[f32], v: &[f32], bias: Option<&Broadcast>) -> Vec<f32> {
-        let pairs = self.batch * self.heads;
-        let one = |pair: usize| self.head(pair / self.heads, pair % self.heads, q, k, v, bias);
-        #[cfg(feature = "threads")]
-        let heads: Vec<Vec<f32>> = {
-            use rayon::prelude::*;
-            (0..pairs).into_par_iter().map(one).collect()
-        };
-        #[cfg(not(feature = "threads"))]
-        let heads: Vec<Vec<f32>> = (0..pairs).map(one).collect();
-        let mut out = vec![0f32; self.batch * self.seq * self.width()];
-        for (pair, head) in heads.iter().enumerate() {
-            let (b, h) = (pair / self.heads, pair % self.heads);
-            for (i, row) in head.chunks_exact(self.d).enumerate() {
-                let at = (b * self.seq + i) * self.width() + h * self.d;
-                out[at..at + self.d].copy_from_slice(row);
-            }
+    pub(super) fn attention<B: Backend>(
+        inputs: AttentionInputs<B>,
+        heads: usize,
+    ) -> Result<Tensor<B, 3>, AttentionInputs<B>> {
+        let [batch, seq, width] = inputs.q.dims();
+        let fits = inputs.k.dims() == [batch, seq, width] && inputs.v.dims() == [batch, seq, width];
+        if !crate::kernels::is_flex::<B>() || inputs.q.dtype() != DType::F32 || !fits || heads == 0
+        {
+            return Err(inputs);
         }
-        out
-    }
-
-    /// Head `h` of sequence `b`: `[seq, d]`.
-    fn head(
-        self,
-        b: usize,
-        h: usize,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        bias: Option<&Broadcast>,
-    ) -> Vec<f32> {
-        let (seq, d, width) = (self.seq, self.d, self.width());
-        let first = b * seq * width + h * self.d;
-        let mut scores = vec![0f32; seq * seq];
-        // scores = q_h · k_hᵀ / √d: k_h read transposed through its strides.
-        let scale = 1.0 / (d as f32).sqrt();
-        matmul(
-            Matrix {
-                values: &mut scores,
-                rows: seq,
-                cols: seq,
-                row_stride: seq,
-            },
-            (&q[first..], width, 1),
-            (&k[first..], 1, width),
-            d,
-            scale,
-        );
-        for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
-            match bias {
-                Some(bias) => softmax_row_with_bias(row, bias.row([b, h, i], seq)),
-                None => softmax_row_with_bias(row, &[]),
-            }
-        }
-        let mut context = vec![0f32; seq * d];
-        matmul(
-            Matrix {
-                values: &mut context,
-                rows: seq,
-                cols: d,
-                row_stride: d,
-            },
-            (&scores, seq, 1),
-            (&v[first..], width, 1),
+        let shape = Shape {
+            batch,
             seq,
-            1.0,
-        );
-        context
+            heads,
+            d: width / heads,
+        };
+        let bias = match inputs.bias {
+            Some(bias) => match Broadcast::over([batch, heads, seq, seq], bias.clone()) {
+                Some(broadcast) => Some(broadcast),
+                None => {
+                    return Err(AttentionInputs {
+                        bias: Some(bias),
+                        ..inputs
+                    });
+                }
+            },
+            None => None,
+        };
+        let device = inputs.q.device();
+        let [q, k, v] = [inputs.q, inputs.k, inputs.v].map(values);
+        let context = shape.context(&q, &k, &v, bias.as_ref());
+        Ok(Tensor::from_data(
+            TensorData::new(context, [batch, seq, width]),
+            &device,
+        ))
     }
-}
 
-/// A row-major output matrix.
-struct Matrix<'a> {
-    values: &'a mut [f32],
-    rows: usize,
-    cols: usize,
-    row_stride: usize,
-}
-
-/// `out = scale · lhs · rhs` with `inner` the shared dimension; each operand is (values, row
-/// stride, column stride) so transposes and head slices are read in place.
-fn matmul(
-    out: Matrix<'_>,
-    lhs: (&[f32], usize, usize),
-    rhs: (&[f32], usize, usize),
-    inner: usize,
-    scale: f32,
-) {
-    let (m, n) = (out.rows, out.cols);
-    if m == 0 || n == 0 {
-        return;
+    fn values<B: Backend>(x: Tensor<B, 3>) -> Vec<f32> {
+        x.into_data().into_vec::<f32>().unwrap_or_default()
     }
-    // The last element each operand's strides reach must be inside its slice.
-    let last = |(values, rs, cs): (&[f32], usize, usize), rows: usize, cols: usize| {
-        assert!(rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < values.len());
-    };
-    last(lhs, m, inner);
-    last(rhs, inner, n);
-    assert!((m - 1) * out.row_stride + n <= out.values.len());
-    // SAFETY: the asserts above bound every element gemm reads or writes.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            inner,
-            out.values.as_mut_ptr(),
-            1,
-            out.row_stride as isize,
-            false,
-            lhs.0.as_ptr(),
-            lhs.2 as isize,
-            lhs.1 as isize,
-            rhs.0.as_ptr(),
-            rhs.2 as isize,
-            rhs.1 as isize,
-            0.0,
-            scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+
+    #[derive(Clone, Copy)]
+    struct Shape {
+        batch: usize,
+        seq: usize,
+        heads: usize,
+        d: usize,
+    }
+
+    impl Shape {
+        fn width(self) -> usize {
+            self.heads * self.d
+        }
+
+        /// Every (sequence, head) pair's context, written into `[batch, seq, heads·d]`.
+        fn context(self, q: &[f32], k: &[f32], v: &[f32], bias: Option<&Broadcast>) -> Vec<f32> {
+            let pairs = self.batch * self.heads;
+            let one = |pair: usize| self.head(pair / self.heads, pair % self.heads, q, k, v, bias);
+            #[cfg(feature = "threads")]
+            let heads: Vec<Vec<f32>> = {
+                use rayon::prelude::*;
+                (0..pairs).into_par_iter().map(one).collect()
+            };
+            #[cfg(not(feature = "threads"))]
+            let heads: Vec<Vec<f32>> = (0..pairs).map(one).collect();
+            let mut out = vec![0f32; self.batch * self.seq * self.width()];
+            for (pair, head) in heads.iter().enumerate() {
+                let (b, h) = (pair / self.heads, pair % self.heads);
+                for (i, row) in head.chunks_exact(self.d).enumerate() {
+                    let at = (b * self.seq + i) * self.width() + h * self.d;
+                    out[at..at + self.d].copy_from_slice(row);
+                }
+            }
+            out
+        }
+
+        /// Head `h` of sequence `b`: `[seq, d]`.
+        fn head(
+            self,
+            b: usize,
+            h: usize,
+            q: &[f32],
+            k: &[f32],
+            v: &[f32],
+            bias: Option<&Broadcast>,
+        ) -> Vec<f32> {
+            let (seq, d, width) = (self.seq, self.d, self.width());
+            let first = b * seq * width + h * self.d;
+            let mut scores = vec![0f32; seq * seq];
+            // scores = q_h · k_hᵀ / √d: k_h read transposed through its strides.
+            let scale = 1.0 / (d as f32).sqrt();
+            matmul(
+                Matrix {
+                    values: &mut scores,
+                    rows: seq,
+                    cols: seq,
+                    row_stride: seq,
+                },
+                (&q[first..], width, 1),
+                (&k[first..], 1, width),
+                d,
+                scale,
+            );
+            for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
+                match bias {
+                    Some(bias) => softmax_row_with_bias(row, bias.row([b, h, i], seq)),
+                    None => softmax_row_with_bias(row, &[]),
+                }
+            }
+            let mut context = vec![0f32; seq * d];
+            matmul(
+                Matrix {
+                    values: &mut context,
+                    rows: seq,
+                    cols: d,
+                    row_stride: d,
+                },
+                (&scores, seq, 1),
+                (&v[first..], width, 1),
+                seq,
+                1.0,
+            );
+            context
+        }
+    }
+
+    /// A row-major output matrix.
+    struct Matrix<'a> {
+        values: &'a mut [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+    }
+
+    /// `out = scale · lhs · rhs` with `inner` the shared dimension; each operand is (values, row
+    /// stride, column stride) so transposes and head slices are read in place.
+    fn matmul(
+        out: Matrix<'_>,
+        lhs: (&[f32], usize, usize),
+        rhs: (&[f32], usize, usize),
+        inner: usize,
+        scale: f32,
+    ) {
+        let (m, n) = (out.rows, out.cols);
+        if m == 0 || n == 0 {
+            return;
+        }
+        // The last element each operand's strides reach must be inside its slice.
+        let last = |(values, rs, cs): (&[f32], usize, usize), rows: usize, cols: usize| {
+            assert!(rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < values.len());
+        };
+        last(lhs, m, inner);
+        last(rhs, inner, n);
+        assert!((m - 1) * out.row_stride + n <= out.values.len());
+        // SAFETY: the asserts above bound every element gemm reads or writes.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                inner,
+                out.values.as_mut_ptr(),
+                1,
+                out.row_stride as isize,
+                false,
+                lhs.0.as_ptr(),
+                lhs.2 as isize,
+                lhs.1 as isize,
+                rhs.0.as_ptr(),
+                rhs.2 as isize,
+                rhs.1 as isize,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
     }
 }

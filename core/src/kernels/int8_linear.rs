@@ -159,10 +159,9 @@ impl Int8Linear {
     /// One row's i32 sums of a column block, rescaled to f32 plus the bias.
     fn finish_row(&self, block: usize, sums: &[i32], row_scale: f32, y: &mut [f32]) {
         let first = block * COLS;
-        let cols = (self.d_out - first).min(COLS);
-        for c in 0..cols {
-            let j = first + c;
-            let value = (sums[c] - self.shift[j]) as f32 * (row_scale * self.scales[j]);
+        let columns = first..(first + COLS).min(self.d_out);
+        for (&sum, j) in sums.iter().zip(columns) {
+            let value = (sum - self.shift[j]) as f32 * (row_scale * self.scales[j]);
             y[j] = value + self.bias.as_ref().map_or(0.0, |b| b[j]);
         }
     }
