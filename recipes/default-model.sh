@@ -15,8 +15,9 @@
 #   SYNTH_PROMPTS   synthetic harmful prompts to keep           (3000)
 #   SYNTH_RESPONSES of which get a response (prompt + response)  (1000)
 #   DRAWS           rows each student sees (one pass over a drawn mixture, recipes/mix.py) (50000)
-#   PAIR_SHARE      fraction of the chat draws from prompt + response rows (0.4; empty: as
-#                   the files hold them, ~19% of chat draws; recipes/mix.py --pair-share)
+#   PAIR_SHARE      fraction of the chat draws from prompt + response rows (unset: as the
+#                   files hold them, ~19% of chat draws; recipes/mix.py --pair-share; 0.4 was
+#                   measured, see models/default/README.md)
 #   SYNTH_SHARE     share of the student's file from the synthetic rows (0: the ablation found
 #                   they do not help a student of this teacher; the first shipped student: 0.1)
 #   ABLATION_DRAWS  rows each ablation student sees                                        (10000)
@@ -35,7 +36,6 @@ LLAMA_SERVER=${LLAMA_SERVER:-$CACHE/bin/llama-server}
 SYNTH_PROMPTS=${SYNTH_PROMPTS:-3000}
 SYNTH_RESPONSES=${SYNTH_RESPONSES:-1000}
 DRAWS=${DRAWS:-50000}
-PAIR_SHARE=${PAIR_SHARE-0.4}
 SYNTH_SHARE=${SYNTH_SHARE:-0}
 TEACHER_MEMBERS=${TEACHER_MEMBERS:-tfidf-word,tfidf-char,tfidf-word-dropweak,tfidf-char-dropweak}
 SYNTHETIC=$REPO/recipes/default-model/synthetic
