@@ -4,8 +4,9 @@
 //! faults, fills and copies cost more than the softmax itself (measured: a third of a batch-32
 //! forward pass). q, k and v are read in place from the projections' `[batch, seq, heads·d]`
 //! layout and the context is written in it, so the four head split/merge copies go too. Pairs
-//! run in parallel over rayon with `threads`; the per-pair matmuls are the `gemm` crate's, the
-//! GEMM burn-flex calls.
+//! run in parallel over rayon; the per-pair matmuls are the `gemm` crate's, the GEMM burn-flex
+//! calls. Native builds only (feature `threads`): the browser's wasm CPU path keeps burn's
+//! composition until the kernel has been measured there.
 
 use burn::tensor::{Tensor, backend::Backend};
 
@@ -26,17 +27,18 @@ pub fn attention<B: Backend>(
     inputs: AttentionInputs<B>,
     heads: usize,
 ) -> Result<Tensor<B, 3>, AttentionInputs<B>> {
-    #[cfg(feature = "flex")]
+    #[cfg(feature = "threads")]
     return on_flex::attention(inputs, heads);
-    #[cfg(not(feature = "flex"))]
+    #[cfg(not(feature = "threads"))]
     {
         let _ = heads;
         Err(inputs)
     }
 }
 
-/// The kernel itself: only built with burn-flex (and the gemm crate) in the build.
-#[cfg(feature = "flex")]
+/// The kernel itself: native builds only (`threads`) until it is measured in the browser, where
+/// the wasm CPU path keeps burn's composition.
+#[cfg(feature = "threads")]
 mod on_flex {
     use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 
@@ -101,13 +103,10 @@ mod on_flex {
         fn context(self, q: &[f32], k: &[f32], v: &[f32], bias: Option<&Broadcast>) -> Vec<f32> {
             let pairs = self.batch * self.heads;
             let one = |pair: usize| self.head(pair / self.heads, pair % self.heads, q, k, v, bias);
-            #[cfg(feature = "threads")]
             let heads: Vec<Vec<f32>> = {
                 use rayon::prelude::*;
                 (0..pairs).into_par_iter().map(one).collect()
             };
-            #[cfg(not(feature = "threads"))]
-            let heads: Vec<Vec<f32>> = (0..pairs).map(one).collect();
             let mut out = vec![0f32; self.batch * self.seq * self.width()];
             for (pair, head) in heads.iter().enumerate() {
                 let (b, h) = (pair / self.heads, pair % self.heads);
