@@ -331,22 +331,7 @@ impl<'c, 'a> Weights<'c, 'a> {
         let linear = self.linear(name, d_in, d_out, device)?;
         Ok(Projection::new(
             linear,
-            self.int8_linear::<B>(name, d_in, d_out, true)?,
-        ))
-    }
-
-    /// [`projection`](Self::projection) of an `nn.Linear(..., bias=False)`.
-    pub fn projection_without_bias<B: Backend>(
-        &self,
-        name: &str,
-        d_in: usize,
-        d_out: usize,
-        device: &B::Device,
-    ) -> Result<Projection<B>> {
-        let linear = self.linear_without_bias(name, d_in, d_out, device)?;
-        Ok(Projection::new(
-            linear,
-            self.int8_linear::<B>(name, d_in, d_out, false)?,
+            self.int8_linear::<B>(name, d_in, d_out)?,
         ))
     }
 
@@ -355,7 +340,6 @@ impl<'c, 'a> Weights<'c, 'a> {
         name: &str,
         d_in: usize,
         d_out: usize,
-        bias: bool,
     ) -> Result<Option<Int8Linear>> {
         if !self.checkpoint.int8_kernels || !kernels::runs_int8::<B>() {
             return Ok(None);
@@ -364,17 +348,12 @@ impl<'c, 'a> Weights<'c, 'a> {
         let Some((weight, scales)) = self.checkpoint.int8_matrix(&key, [d_out, d_in])? else {
             return Ok(None);
         };
-        let bias = match bias {
-            true => Some(
-                self.checkpoint
-                    .values(&self.read_name(&format!("{name}.bias")), &[d_out])?,
-            ),
-            false => None,
-        };
+        let bias_key = self.read_name(&format!("{name}.bias"));
+        let bias = self.checkpoint.values(&bias_key, &[d_out])?;
         Ok(Some(Int8Linear::new(
             &weight,
             &scales,
-            bias.as_deref(),
+            Some(&bias),
             d_out,
             d_in,
         )))

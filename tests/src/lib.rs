@@ -81,16 +81,26 @@ pub fn deberta_v3_tokenizer() -> PathBuf {
 }
 
 pub fn load_guard(dir: &Path, options: &LoadOptions) -> Guard<TestBackend> {
+    let weights = std::fs::read(dir.join("model.safetensors"))
+        .unwrap_or_else(|e| panic!("{}/model.safetensors: {e}", dir.display()));
+    load_guard_with_weights(dir, &weights, options)
+}
+
+/// The model of fixture `dir` with other weights (a checkpoint saved or exported from it).
+pub fn load_guard_with_weights(
+    dir: &Path,
+    weights: &[u8],
+    options: &LoadOptions,
+) -> Guard<TestBackend> {
     let read = |name: &str| {
         std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()))
     };
     let config_json = String::from_utf8(read("config.json")).expect("config.json is UTF-8");
-    let weights = read("model.safetensors");
     let tokenizer_json = read("tokenizer.json");
     let tokenizer_config_json = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok();
     let files = ModelFiles {
         config_json: &config_json,
-        weights: vec![&weights],
+        weights: vec![weights],
         tokenizer_json: &tokenizer_json,
         tokenizer_config_json: tokenizer_config_json.as_deref(),
         release_weights: None,

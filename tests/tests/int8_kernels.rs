@@ -7,8 +7,10 @@ use std::path::Path;
 use harmaug_core::checkpoint::{self, StoredDtype};
 use harmaug_core::kernels;
 use harmaug_core::tokenize::EncodedText;
-use harmaug_core::{Guard, GuardInput, LoadOptions, ModelFiles};
-use harmaug_tests::{TestBackend, fixture, load_guard, max_abs_diff, rows_of};
+use harmaug_core::{Guard, GuardInput, LoadOptions};
+use harmaug_tests::{
+    TestBackend, fixture, load_guard, load_guard_with_weights, max_abs_diff, rows_of,
+};
 
 fn logits(guard: &Guard<TestBackend>) -> Vec<Vec<f32>> {
     let inputs = [
@@ -21,20 +23,11 @@ fn logits(guard: &Guard<TestBackend>) -> Vec<Vec<f32>> {
 }
 
 fn load(dir: &Path, weights: &[u8], int8_kernels: bool) -> Guard<TestBackend> {
-    let config_json = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    let tokenizer_json = std::fs::read(dir.join("tokenizer.json")).unwrap();
-    let files = ModelFiles {
-        config_json: &config_json,
-        weights: vec![weights],
-        tokenizer_json: &tokenizer_json,
-        tokenizer_config_json: None,
-        release_weights: None,
-    };
     let options = LoadOptions {
         int8_kernels,
         ..LoadOptions::default()
     };
-    Guard::load(&files, &options, &Default::default()).unwrap()
+    load_guard_with_weights(dir, weights, &options)
 }
 
 /// Largest |Δlogit| of the int8 kernels against the dequantised bundle, and the logits' scale.

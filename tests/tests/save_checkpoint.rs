@@ -8,8 +8,10 @@ use std::path::Path;
 
 use harmaug_core::checkpoint::{self, StoredDtype};
 use harmaug_core::tokenize::EncodedText;
-use harmaug_core::{Guard, GuardInput, LoadOptions, ModelFiles};
-use harmaug_tests::{TestBackend, fixture, load_guard, max_abs_diff, minilm_dir, rows_of};
+use harmaug_core::{Guard, GuardInput, LoadOptions};
+use harmaug_tests::{
+    TestBackend, fixture, load_guard, load_guard_with_weights, max_abs_diff, minilm_dir, rows_of,
+};
 use safetensors::{Dtype, SafeTensors};
 
 /// Every float tensor of a safetensors file, widened to f32, with its shape (integer buffers
@@ -58,16 +60,7 @@ fn logits(guard: &Guard<TestBackend>) -> Vec<Vec<f32>> {
 }
 
 fn reload(dir: &Path, weights: &[u8]) -> Guard<TestBackend> {
-    let config_json = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    let tokenizer_json = std::fs::read(dir.join("tokenizer.json")).unwrap();
-    let files = ModelFiles {
-        config_json: &config_json,
-        weights: vec![weights],
-        tokenizer_json: &tokenizer_json,
-        tokenizer_config_json: None,
-        release_weights: None,
-    };
-    Guard::load(&files, &LoadOptions::default(), &Default::default()).unwrap()
+    load_guard_with_weights(dir, weights, &LoadOptions::default())
 }
 
 fn round_trip(name: &str) {

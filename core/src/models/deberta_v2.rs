@@ -245,8 +245,10 @@ impl<B: Backend> DebertaV2Embeddings<B> {
             .then(|| w.embedding("token_type_embeddings", config.type_vocab_size, e, device))
             .transpose()?;
         let projection = (e != config.hidden_size)
-            .then(|| w.projection_without_bias("embed_proj", e, config.hidden_size, device))
-            .transpose()?;
+            .then(|| w.linear_without_bias("embed_proj", e, config.hidden_size, device))
+            .transpose()?
+            // Rare (only when embedding_size ≠ hidden_size) and once per pass: kept in f32.
+            .map(|linear| Projection::new(linear, None));
         Ok(Self {
             word: w.embedding("word_embeddings", config.vocab_size, e, device)?,
             position,
