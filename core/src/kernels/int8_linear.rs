@@ -132,7 +132,7 @@ impl Int8Linear {
     /// while every micro-tile of rows passes over them, the sums carried in `sums`.
     fn rows_into(&self, dot: DotKernel, u: &[u8], row_scales: &[f32], y: &mut [f32]) {
         let stride = self.groups * DEPTH;
-        let block_len = self.groups * COLS * DEPTH;
+        let block_len = (self.groups * COLS * DEPTH).max(1);
         let tiles = u.len() / (ROWS * stride).max(1);
         let mut sums = vec![0i32; tiles * ROWS * COLS];
         for (block, weights) in self.packed.chunks_exact(block_len).enumerate() {
