@@ -57,8 +57,9 @@ fn check(name: &str) {
             "{name}: drift {drift} (logits up to {scale})"
         );
     } else {
-        assert_eq!(
-            drift, 0.0,
+        // The same f32 layers both times (a GPU backend may pick its kernels anew per load).
+        assert!(
+            drift <= 1e-6,
             "{name}: a backend without the kernels must run the f32 layers"
         );
     }
@@ -82,5 +83,5 @@ fn an_f32_checkpoint_is_unchanged_by_the_option() {
         &logits(&load(&dir, &weights, true)),
         &logits(&load(&dir, &weights, false)),
     );
-    assert_eq!(diff, 0.0);
+    assert!(diff <= 1e-6, "an f32 checkpoint moved by {diff:e}");
 }
