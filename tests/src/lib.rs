@@ -121,6 +121,29 @@ pub fn max_abs_diff(ours: &[Vec<f32>], reference: &[Vec<f32>]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Largest absolute difference between two equally shaped burn-flex tensors (the kernel tests).
+pub fn max_tensor_diff<const D: usize>(
+    a: burn::tensor::Tensor<burn::backend::Flex, D>,
+    b: burn::tensor::Tensor<burn::backend::Flex, D>,
+) -> f32 {
+    let a: Vec<f32> = a.into_data().to_vec().expect("f32 data");
+    let b: Vec<f32> = b.into_data().to_vec().expect("f32 data");
+    assert_eq!(a.len(), b.len(), "element count");
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// A burn-flex tensor of N(0, 3²) values (the kernel tests; wide enough to reach erf's tails
+/// and softmax's large exponents).
+pub fn random_flex<const D: usize>(
+    shape: [usize; D],
+) -> burn::tensor::Tensor<burn::backend::Flex, D> {
+    let normal = burn::tensor::Distribution::Normal(0.0, 3.0);
+    burn::tensor::Tensor::random(shape, normal, &Default::default())
+}
+
 /// A `[rows, cols]` tensor as nested rows.
 pub fn rows_of(tensor: burn::tensor::Tensor<TestBackend, 2>) -> Vec<Vec<f32>> {
     let [_, cols] = tensor.dims();

@@ -5,20 +5,7 @@
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, Tensor, activation};
 use harmaug_core::kernels;
-
-fn max_diff<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
-    let a: Vec<f32> = a.into_data().to_vec().unwrap();
-    let b: Vec<f32> = b.into_data().to_vec().unwrap();
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn random<const D: usize>(shape: [usize; D]) -> Tensor<Flex, D> {
-    Tensor::random(shape, Distribution::Normal(0.0, 3.0), &Default::default())
-}
+use harmaug_tests::{max_tensor_diff as max_diff, random_flex as random};
 
 #[test]
 fn gelu_equals_burns_on_every_shape() {
@@ -43,21 +30,6 @@ fn gelu_of_a_view_and_of_a_held_tensor() {
     let _ = kernels::gelu(x);
     let after: Vec<f32> = held.into_data().to_vec().unwrap();
     assert_eq!(before, after, "the caller's tensor was overwritten");
-}
-
-/// Training goes through burn's op (Autodiff<Flex> is not Flex), so gradients exist and
-/// equal burn's GELU backward.
-#[test]
-fn gelu_under_autodiff_keeps_its_gradient() {
-    let x = random([3, 5]).into_data();
-    let device = Default::default();
-    let ours = Tensor::<Autodiff<Flex>, 2>::from_data(x.clone(), &device).require_grad();
-    let grads = kernels::gelu(ours.clone()).sum().backward();
-    let ours = ours.grad(&grads).unwrap();
-    let theirs = Tensor::<Autodiff<Flex>, 2>::from_data(x, &device).require_grad();
-    let grads = activation::gelu(theirs.clone()).sum().backward();
-    let theirs = theirs.grad(&grads).unwrap();
-    assert!(max_diff(ours, theirs) == 0.0);
 }
 
 #[test]

@@ -4,8 +4,14 @@
 
 use burn::tensor::{Tensor, activation, backend::Backend};
 
-/// GELU of `x`: the kernel below on burn-flex, burn's `activation::gelu` elsewhere.
+/// GELU of `x`: the kernel below on burn-flex (also as a recorded op while training),
+/// burn's `activation::gelu` elsewhere.
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "autodiff")]
+    let x = match super::tracked::gelu(x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     super::on_flex_f32(x, |values| {
         super::for_each_rows(values, 1, |chunk, _| gelu_in_place(chunk))
     })
@@ -47,9 +53,23 @@ fn erf(z: f32) -> f32 {
     }
 }
 
-fn gelu_in_place(values: &mut [f32]) {
+pub(super) fn gelu_in_place(values: &mut [f32]) {
     for x in values {
         *x = 0.5 * *x * (1.0 + erf(*x * core::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+/// `grad` times GELU's derivative at `input`, in place: Φ(x) + x·φ(x), the normal
+/// distribution's CDF and density (burn's `gelu_backward` with libm's erf and exp).
+#[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
+pub(super) fn gelu_derivative_times(grad: &mut [f32], input: &[f32]) {
+    // 1/√(2π)
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    for (g, &x) in grad.iter_mut().zip(input) {
+        let cdf = 0.5 * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2));
+        // exp of a non-positive number (NaN stays NaN); −x²/2 below −87 gives 0.
+        let density = INV_SQRT_2PI * super::softmax::exp(-0.5 * x * x);
+        *g *= cdf + x * density;
     }
 }
 

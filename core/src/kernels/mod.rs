@@ -10,11 +10,15 @@
 //! pool; in the browser they run on the calling thread (a Web Worker).
 
 mod attention;
+mod dropout;
 mod gelu;
 mod int8_linear;
 mod softmax;
+#[cfg(feature = "autodiff")]
+mod tracked;
 
 pub use attention::{AttentionInputs, attention};
+pub use dropout::dropout;
 pub use gelu::gelu;
 pub use int8_linear::Int8Linear;
 pub use softmax::{softmax_last, softmax_last_with_bias};
@@ -62,6 +66,17 @@ pub fn broadcasts_attention_bias<B: Backend>() -> bool {
 fn is_flex<B: Backend>() -> bool {
     #[cfg(feature = "flex")]
     return core::any::TypeId::of::<B>() == core::any::TypeId::of::<burn_flex::Flex>();
+    #[cfg(not(feature = "flex"))]
+    false
+}
+
+/// Whether `B` keeps its tensors in host memory through burn-flex: burn-flex itself and
+/// `Autodiff<Flex>` (training), whose device is burn-flex's.
+#[cfg_attr(not(feature = "flex"), allow(clippy::extra_unused_type_parameters))]
+fn is_flex_device<B: Backend>() -> bool {
+    #[cfg(feature = "flex")]
+    return core::any::TypeId::of::<B::Device>()
+        == core::any::TypeId::of::<burn_flex::FlexDevice>();
     #[cfg(not(feature = "flex"))]
     false
 }

@@ -22,6 +22,11 @@ pub fn softmax_last_with_bias<B: Backend>(
     scores: Tensor<B, 4>,
     bias: Option<Tensor<B, 4>>,
 ) -> Tensor<B, 4> {
+    #[cfg(feature = "autodiff")]
+    let (scores, bias) = match super::tracked::softmax_with_bias(scores, bias) {
+        Ok(probs) => return probs,
+        Err(inputs) => inputs,
+    };
     let Some(bias) = bias else {
         return softmax_last(scores);
     };
@@ -82,7 +87,7 @@ fn biased_softmax_rows(values: &mut [f32], dims: [usize; 4], bias: &Broadcast) {
 }
 
 /// Rows `first_row..` of the scores, each with its row of the broadcast bias added.
-fn biased_softmax_chunk(
+pub(super) fn biased_softmax_chunk(
     values: &mut [f32],
     first_row: usize,
     [heads, rows, cols]: [usize; 3],
@@ -101,9 +106,34 @@ fn biased_softmax_chunk(
 const LANES: usize = 8;
 
 fn softmax_rows(values: &mut [f32], row: usize) {
-    super::for_each_rows(values, row, |chunk, _| {
-        chunk.chunks_exact_mut(row).for_each(softmax_row)
-    });
+    super::for_each_rows(values, row, |chunk, _| softmax_chunk(chunk, row));
+}
+
+/// Softmax of each row of `row` values in `chunk`.
+pub(super) fn softmax_chunk(chunk: &mut [f32], row: usize) {
+    chunk.chunks_exact_mut(row).for_each(softmax_row)
+}
+
+/// The gradient of softmax's input from its output's, row by row, in place:
+/// gᵢ ← pᵢ·(gᵢ − Σⱼ gⱼ·pⱼ) for the probabilities `probs` and the output's gradient `grad`.
+#[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
+pub(super) fn softmax_backward_rows(grad: &mut [f32], probs: &[f32], row: usize) {
+    for (g, p) in grad.chunks_exact_mut(row).zip(probs.chunks_exact(row)) {
+        let mut partial = [0f32; LANES];
+        let (mut gs, mut ps) = (g.chunks_exact(LANES), p.chunks_exact(LANES));
+        for (gc, pc) in (&mut gs).zip(&mut ps) {
+            for lane in 0..LANES {
+                partial[lane] += gc[lane] * pc[lane];
+            }
+        }
+        for (lane, (&gv, &pv)) in gs.remainder().iter().zip(ps.remainder()).enumerate() {
+            partial[lane] += gv * pv;
+        }
+        let dot: f32 = partial.iter().sum();
+        for (gv, &pv) in g.iter_mut().zip(p) {
+            *gv = pv * (*gv - dot);
+        }
+    }
 }
 
 #[inline(always)]
@@ -151,7 +181,7 @@ fn lane_wise(row: &[f32], start: f32, combine: impl Fn(f32, f32) -> f32) -> f32 
 /// series to r⁷ (truncation < 6e-9 relative), 2^n built in the exponent bits. Below −87 the
 /// result is 0 (e^x < 2e-38 there, the smallest normal f32); NaN stays NaN.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(super) fn exp(x: f32) -> f32 {
     const LOG2_E: f32 = core::f32::consts::LOG2_E;
     // ln 2 in two parts, so n·LN2_HIGH is exact for the n used here.
     const LN2_HIGH: f32 = 0.693_145_75;

@@ -142,7 +142,7 @@ impl<B: Backend> BertEmbeddings<B> {
         let x = self.word.forward(input_ids)
             + self.token_type.forward(token_type_ids)
             + self.position.forward(positions);
-        self.dropout.forward(self.norm.forward(x))
+        crate::kernels::dropout(&self.dropout, self.norm.forward(x))
     }
 }
 
@@ -212,9 +212,8 @@ pub(crate) fn scaled_dot_product<B: Backend>(
 ) -> Tensor<B, 4> {
     let [.., head_dim] = q.dims();
     let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (head_dim as f64).sqrt());
-    probs_dropout
-        .forward(crate::kernels::softmax_last_with_bias(scores, bias))
-        .matmul(v)
+    let probs = crate::kernels::softmax_last_with_bias(scores, bias);
+    crate::kernels::dropout(probs_dropout, probs).matmul(v)
 }
 
 /// The encoder: embeddings and the layer stack (HF `BertModel` without the pooler).

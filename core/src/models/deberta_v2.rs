@@ -278,8 +278,7 @@ impl<B: Backend> DebertaV2Embeddings<B> {
         if let Some(projection) = &self.projection {
             x = project(projection, x);
         }
-        self.dropout
-            .forward(self.norm.forward(x) * mask.unsqueeze_dim(2))
+        crate::kernels::dropout(&self.dropout, self.norm.forward(x) * mask.unsqueeze_dim(2))
     }
 }
 
@@ -358,7 +357,8 @@ impl<B: Backend> DisentangledSelfAttention<B> {
 
         let mut scores = q.clone().matmul(k.clone().swap_dims(2, 3)) * scale;
         if let Some(rel) = relative.filter(|_| self.relative) {
-            let embeddings = self.position_dropout.forward(rel.embeddings.clone());
+            let embeddings =
+                crate::kernels::dropout(&self.position_dropout, rel.embeddings.clone());
             // Relative embeddings projected like content: [span·2, width] → [heads, span·2, d].
             let rel_heads = |linear: &Projection<B>| {
                 let projected = linear.forward(embeddings.clone());
@@ -380,9 +380,8 @@ impl<B: Backend> DisentangledSelfAttention<B> {
                 scores = scores + p2c * scale;
             }
         }
-        let probs = self
-            .probs_dropout
-            .forward(crate::kernels::softmax_last_with_bias(scores, bias));
+        let probs = crate::kernels::softmax_last_with_bias(scores, bias);
+        let probs = crate::kernels::dropout(&self.probs_dropout, probs);
         merge_heads(probs.matmul(v))
     }
 }

@@ -80,10 +80,10 @@ impl<B: Backend> ClassificationHead<B> {
     pub fn forward(&self, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
         let [b, _, h] = hidden.dims();
         let cls = hidden.slice([0..b, 0..1]).reshape([b, h]);
-        let cls = self.pooler_dropout.forward(cls);
+        let cls = crate::kernels::dropout(&self.pooler_dropout, cls);
         let pooled = self.activation.forward(self.pooler.forward(cls));
         self.classifier
-            .forward(self.classifier_dropout.forward(pooled))
+            .forward(crate::kernels::dropout(&self.classifier_dropout, pooled))
     }
 }
 

@@ -60,12 +60,13 @@ impl<B: Backend> PostAttention<B> {
 
     /// `context`: the attention's output with its heads merged; `x`: the layer's input.
     pub(crate) fn forward(&self, context: Tensor<B, 3>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let attended = self.dropout.forward(project(&self.attention_out, context));
+        let attended =
+            crate::kernels::dropout(&self.dropout, project(&self.attention_out, context));
         let x = self.attention_norm.forward(attended + x);
         let inner = self
             .activation
             .forward(project(&self.intermediate, x.clone()));
-        let out = self.dropout.forward(project(&self.output, inner));
+        let out = crate::kernels::dropout(&self.dropout, project(&self.output, inner));
         self.output_norm.forward(out + x)
     }
 }

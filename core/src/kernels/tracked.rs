@@ -1,0 +1,195 @@
+//! The kernels inside training. `Autodiff<Flex>` records a backward step for every op it runs,
+//! so a kernel there must be an autodiff op of its own: forward and backward both run as
+//! kernels on burn-flex's buffers (the backend-extension pattern of burn's custom-kernel guide,
+//! chosen by type like the inference kernels). With burn's ops, GELU's libm `erf` (forward and
+//! backward) and softmax's scalar `exp` were 16% of a MiniLM training step (perf,
+//! docs/BENCHMARKS.md).
+
+use core::any::{Any, TypeId};
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::NoCheckpointing};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend};
+use burn_flex::{Flex, FlexTensor};
+
+use super::softmax::{self, Broadcast};
+
+/// The backend the kernels below specialise: burn-flex under autodiff, as `distill` trains
+/// on the CPU.
+type Training = Autodiff<Flex>;
+type TrainingTensor = burn::tensor::ops::FloatTensor<Training>;
+
+/// GELU of `x` as a recorded op when `B` is the training backend, or `x` back.
+pub(super) fn gelu<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    #[derive(Debug)]
+    struct GeluBackward;
+
+    impl Backward<Flex, 1> for GeluBackward {
+        /// The input.
+        type State = FlexTensor;
+
+        fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let input = ops.state;
+            unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+                zip_rows(grad, &input, 1, |grad, input, _| {
+                    super::gelu::gelu_derivative_times(grad, input)
+                })
+            });
+        }
+    }
+
+    map_training(x, |x| {
+        let input = contiguous(x.primitive.clone());
+        let output = map_rows(&input, 1, |values, _| super::gelu::gelu_in_place(values));
+        match GeluBackward
+            .prepare::<NoCheckpointing>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(input, output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    })
+}
+
+/// Attention scores and their optional additive bias, handed back where no kernel runs.
+pub(super) type ScoresAndBias<B> = (Tensor<B, 4>, Option<Tensor<B, 4>>);
+
+/// softmax(scores + bias) over the last dimension as a recorded op when `B` is the training
+/// backend and the bias is a constant (a padding mask, as in every model here), or the inputs
+/// back. The bias is added row by row inside the kernel, as in inference.
+pub(super) fn softmax_with_bias<B: Backend>(
+    scores: Tensor<B, 4>,
+    bias: Option<Tensor<B, 4>>,
+) -> Result<Tensor<B, 4>, ScoresAndBias<B>> {
+    #[derive(Debug)]
+    struct SoftmaxBackward;
+
+    impl Backward<Flex, 1> for SoftmaxBackward {
+        /// The output (the probabilities) and the row length.
+        type State = (FlexTensor, usize);
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let (probs, cols) = ops.state;
+            unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+                zip_rows(grad, &probs, cols, |grad, probs, _| {
+                    softmax::softmax_backward_rows(grad, probs, cols)
+                })
+            });
+        }
+    }
+
+    let dims = scores.dims();
+    if !is_training::<B>() || dims.contains(&0) {
+        return Err((scores, bias));
+    }
+    let broadcast = match &bias {
+        Some(b) if is_tracked(b) => return Err((scores, bias)),
+        Some(b) => match Broadcast::over(dims, b.clone()) {
+            Some(broadcast) => Some(broadcast),
+            None => return Err((scores, bias)),
+        },
+        None => None,
+    };
+    let cols = dims[3];
+    map_training(scores, |scores| {
+        let input = contiguous(scores.primitive.clone());
+        let output = map_rows(&input, cols, |values, first_row| match &broadcast {
+            Some(bias) => {
+                softmax::biased_softmax_chunk(values, first_row, [dims[1], dims[2], cols], bias)
+            }
+            None => softmax::softmax_chunk(values, cols),
+        });
+        match SoftmaxBackward
+            .prepare::<NoCheckpointing>([scores.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((output.clone(), cols), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    })
+    .map_err(|scores| (scores, bias))
+}
+
+fn is_training<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<Training>()
+}
+
+/// Whether autodiff records `x`'s ops (a constant built from data is not tracked).
+fn is_tracked<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
+    let any: Box<dyn Any> = Box::new(x.clone());
+    match any.downcast::<Tensor<Training, D>>() {
+        Ok(x) => match x.into_primitive() {
+            TensorPrimitive::Float(x) => x.is_tracked(),
+            TensorPrimitive::QFloat(_) => true,
+        },
+        Err(_) => false,
+    }
+}
+
+/// `op` on `x`'s autodiff tensor when `B` is the training backend and `x` holds f32, or `x`
+/// back. The type is checked first, so the downcasts below cannot fail.
+fn map_training<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    op: impl FnOnce(TrainingTensor) -> TrainingTensor,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    if !is_training::<B>() || x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let any: Box<dyn Any> = Box::new(x);
+    let x = *any
+        .downcast::<Tensor<Training, D>>()
+        .expect("B is the training backend");
+    let output = match x.into_primitive() {
+        TensorPrimitive::Float(x) => {
+            Tensor::<Training, D>::from_primitive(TensorPrimitive::Float(op(x)))
+        }
+        quantized => Tensor::from_primitive(quantized),
+    };
+    let any: Box<dyn Any> = Box::new(output);
+    Ok(*any
+        .downcast::<Tensor<B, D>>()
+        .expect("B is the training backend"))
+}
+
+/// `x` with its values as its whole buffer, in order (a view into a larger buffer is copied).
+fn contiguous(x: FlexTensor) -> FlexTensor {
+    let whole = x.as_slice::<f32>().map(<[f32]>::len) == Some(x.storage::<f32>().len());
+    if whole { x } else { x.to_contiguous() }
+}
+
+/// A new tensor of `input`'s shape: its values copied, then `kernel(rows, first_row)` over
+/// them in whole rows of `row` values (split over threads as the inference kernels are).
+fn map_rows(
+    input: &FlexTensor,
+    row: usize,
+    kernel: impl Fn(&mut [f32], usize) + Sync,
+) -> FlexTensor {
+    let mut values = input.as_slice::<f32>().unwrap_or_default().to_vec();
+    super::for_each_rows(&mut values, row, kernel);
+    FlexTensor::from_data(TensorData::new(values, input.layout().shape().clone()))
+}
+
+/// `grad` updated in place (copied first if shared) by `kernel(grad rows, the same rows of
+/// other, first_row)`, in whole rows of `row` values.
+fn zip_rows(
+    grad: FlexTensor,
+    other: &FlexTensor,
+    row: usize,
+    kernel: impl Fn(&mut [f32], &[f32], usize) + Sync,
+) -> FlexTensor {
+    let mut grad = contiguous(grad);
+    let other = other.as_slice::<f32>().unwrap_or_default();
+    let values = grad.storage_mut::<f32>();
+    assert_eq!(values.len(), other.len(), "a gradient of its op's shape");
+    super::for_each_rows(values, row, |chunk, first_row| {
+        let start = first_row * row;
+        kernel(chunk, &other[start..start + chunk.len()], first_row)
+    });
+    grad
+}

@@ -1,0 +1,154 @@
+//! core's kernels inside training (core/src/kernels/tracked.rs, dropout.rs): on
+//! `Autodiff<Flex>` GELU and the attention softmax are autodiff ops of core's and dropout
+//! draws a hashed mask; outputs and gradients against burn's own ops.
+
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, activation};
+use harmaug_core::kernels;
+use harmaug_tests::{max_tensor_diff as max_diff, random_flex as random};
+
+type Training = Autodiff<Flex>;
+
+/// burn-flex's random generator is global: the dropout test reseeds it and checks that the
+/// same mask comes again, so no other test may draw from it meanwhile. Every test here holds
+/// this lock (and other test binaries are other processes).
+fn generator() -> std::sync::MutexGuard<'static, ()> {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    GENERATOR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A tensor of `Training` with gradients on, from `values`.
+fn leaf<const D: usize>(values: &Tensor<Flex, D>) -> Tensor<Training, D> {
+    Tensor::from_data(values.to_data(), &Default::default()).require_grad()
+}
+
+/// `op`'s output and the gradient of Σ output·weights with respect to `x` (the weights make
+/// every output's gradient differ, so a wrong backward cannot hide behind a constant one).
+fn forward_and_gradient<const D: usize>(
+    x: &Tensor<Flex, D>,
+    weights: &Tensor<Flex, D>,
+    op: impl Fn(Tensor<Training, D>) -> Tensor<Training, D>,
+) -> (Tensor<Flex, D>, Tensor<Flex, D>) {
+    let input = leaf(x);
+    let output = op(input.clone());
+    let weights = Tensor::<Training, D>::from_data(weights.to_data(), &Default::default());
+    let grads = (output.clone() * weights).sum().backward();
+    (output.inner(), input.grad(&grads).unwrap())
+}
+
+/// While training, GELU is an autodiff op of core's: output and gradient as burn's (libm erf)
+/// within the kernels' precision, on odd, empty and length-1 shapes and on a transposed view.
+#[test]
+fn gelu_under_autodiff_matches_burns_output_and_gradient() {
+    let _generator = generator();
+    for shape in [[0, 5, 3], [1, 1, 1], [2, 7, 13], [4, 33, 384]] {
+        let (x, weights) = (random(shape), random(shape));
+        let (ours, our_grad) = forward_and_gradient(&x, &weights, kernels::gelu);
+        let (theirs, their_grad) = forward_and_gradient(&x, &weights, activation::gelu);
+        let diff = max_diff(ours, theirs);
+        assert!(diff < 2e-6, "{shape:?}: output max |Δ| {diff:e}");
+        let diff = max_diff(our_grad, their_grad);
+        assert!(diff < 1e-5, "{shape:?}: gradient max |Δ| {diff:e}");
+    }
+    let (x, weights) = (random([9, 6]), random([6, 9]));
+    let transposed = |x: Tensor<Training, 2>| x.transpose();
+    let (_, ours) = forward_and_gradient(&x, &weights, |x| kernels::gelu(transposed(x)));
+    let (_, theirs) = forward_and_gradient(&x, &weights, |x| activation::gelu(transposed(x)));
+    let diff = max_diff(ours, theirs);
+    assert!(diff < 1e-5, "transposed: gradient max |Δ| {diff:e}");
+}
+
+/// While training, the attention softmax (with the padding bias added inside) is an autodiff
+/// op of core's: output and gradient as burn's add + softmax.
+#[test]
+fn softmax_under_autodiff_matches_burns_output_and_gradient() {
+    let _generator = generator();
+    let key_mask: Tensor<Flex, 4> =
+        random([2, 1, 1, 7]).mask_fill(random([2, 1, 1, 7]).lower_elem(-2.0), f32::MIN);
+    let row_mask = random([2, 1, 5, 7]).mask_fill(random([2, 1, 5, 7]).lower_elem(0.0), f32::MIN);
+    let (x, weights) = (random([2, 3, 5, 7]), random([2, 3, 5, 7]));
+    for bias in [
+        None,
+        Some(key_mask),
+        Some(row_mask),
+        Some(random([2, 3, 5, 7])),
+    ] {
+        let constant = |bias: &Option<Tensor<Flex, 4>>| {
+            bias.as_ref()
+                .map(|b| Tensor::<Training, 4>::from_data(b.to_data(), &Default::default()))
+        };
+        let (ours, our_grad) = forward_and_gradient(&x, &weights, |x| {
+            kernels::softmax_last_with_bias(x, constant(&bias))
+        });
+        let (theirs, their_grad) = forward_and_gradient(&x, &weights, |x| match constant(&bias) {
+            Some(b) => activation::softmax(x + b, 3),
+            None => activation::softmax(x, 3),
+        });
+        let diff = max_diff(ours, theirs);
+        assert!(diff < 1e-6, "output max |Δ| {diff:e}");
+        let diff = max_diff(our_grad, their_grad);
+        assert!(diff < 1e-5, "gradient max |Δ| {diff:e}");
+    }
+}
+
+/// A bias that itself needs a gradient goes through burn's ops, which give it one.
+#[test]
+fn softmax_with_a_trained_bias_keeps_the_bias_gradient() {
+    let _generator = generator();
+    let (scores, bias) = (leaf(&random([1, 2, 3, 4])), leaf(&random([1, 1, 3, 4])));
+    let grads = kernels::softmax_last_with_bias(scores, Some(bias.clone()))
+        .slice([0..1, 0..1, 0..1, 0..1])
+        .sum()
+        .backward();
+    let grad: Vec<f32> = bias.grad(&grads).unwrap().into_data().to_vec().unwrap();
+    assert!(grad.iter().any(|&g| g != 0.0), "{grad:?}");
+}
+
+/// Dropout while training: each value kept (scaled by 1/(1 − p)) or zeroed, about p of them
+/// zeroed, the gradient the same mask, repeatable from the backend's seed; outside training the
+/// input unchanged.
+#[test]
+fn dropout_masks_scales_and_repeats_from_the_seed() {
+    let _generator = generator();
+    let device = Default::default();
+    let layer = burn::nn::DropoutConfig::new(0.3).init();
+    let x = random([64, 33, 17]);
+    let weights = random([64, 33, 17]);
+    let run = || {
+        Training::seed(&device, 11);
+        forward_and_gradient(&x, &weights, |x| kernels::dropout(&layer, x))
+    };
+    let (output, grad) = run();
+    let (input, output, grad, weights): (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) = (
+        x.to_data().to_vec().unwrap(),
+        output.into_data().to_vec().unwrap(),
+        grad.into_data().to_vec().unwrap(),
+        weights.to_data().to_vec().unwrap(),
+    );
+    let scale = 1.0 / 0.7f32;
+    let mut zeroed = 0;
+    for i in 0..input.len() {
+        if output[i] == 0.0 {
+            zeroed += 1;
+            assert_eq!(grad[i], 0.0);
+        } else {
+            assert!((output[i] - input[i] * scale).abs() <= 1e-6 * input[i].abs().max(1.0));
+            assert!((grad[i] - weights[i] * scale).abs() <= 1e-6 * weights[i].abs().max(1.0));
+        }
+    }
+    let share = zeroed as f64 / input.len() as f64;
+    assert!((share - 0.3).abs() < 0.01, "zeroed {share}");
+    let again: Vec<f32> = run().0.into_data().to_vec().unwrap();
+    assert_eq!(output, again, "the same seed gave another mask");
+    let next: Vec<f32> = kernels::dropout(&layer, leaf(&x))
+        .inner()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    assert_ne!(output, next, "two calls drew the same mask");
+    let inference = max_diff(kernels::dropout(&layer, x.clone()), x);
+    assert_eq!(inference, 0.0);
+}
