@@ -21,9 +21,39 @@ pub fn dropout<B: Backend, const D: usize>(layer: &Dropout, x: Tensor<B, D>) -> 
         return layer.forward(x);
     }
     let shape = x.shape();
-    let seed = draw_seed::<B>(&device);
+    let seed = next_seed().unwrap_or_else(|| draw_seed::<B>(&device));
     let mask = dropout_mask(shape.num_elements(), layer.prob, seed);
     x * Tensor::from_data(TensorData::new(mask, shape), &device)
+}
+
+std::thread_local! {
+    /// This thread's dropout stream: its seed and the number of masks drawn from it.
+    static STREAM: core::cell::Cell<Option<(u64, u64)>> = const { core::cell::Cell::new(None) };
+}
+
+/// Seeds the dropout masks drawn on this thread: the n-th mask after this call comes from
+/// (`seed`, n) alone, whatever other threads draw meanwhile. Data-parallel training seeds each
+/// model copy's thread, so its masks do not depend on how the threads interleave (burn-flex's
+/// own generator is one for the process). Threads never seeded draw from the backend's
+/// generator.
+pub fn seed_dropout(seed: u64) {
+    STREAM.with(|stream| stream.set(Some((seed, 0))));
+}
+
+fn next_seed() -> Option<u64> {
+    STREAM.with(|stream| {
+        let (seed, drawn) = stream.get()?;
+        stream.set(Some((seed, drawn + 1)));
+        Some(splitmix64(seed ^ splitmix64(drawn)))
+    })
+}
+
+/// SplitMix64's output function: a 64-bit hash that spreads nearby inputs apart.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// 48 random bits from the backend's seeded generator (`Backend::seed`), so training stays

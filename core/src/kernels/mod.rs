@@ -18,7 +18,7 @@ mod softmax;
 mod tracked;
 
 pub use attention::{AttentionInputs, attention};
-pub use dropout::dropout;
+pub use dropout::{dropout, seed_dropout};
 pub use gelu::gelu;
 pub use int8_linear::Int8Linear;
 pub use softmax::{softmax_last, softmax_last_with_bias};

@@ -114,7 +114,8 @@ pub struct DistillArgs {
     /// Train data-parallel on these device indices of the backend (e.g. `--devices 0,1` with
     /// `--backend cuda`): each update's micro-batches are dealt round-robin to one model copy
     /// per device, and the gradients are summed on the first. Default: the backend's default
-    /// device.
+    /// device; on the CPU (burn-flex) one copy per core on it, up to the micro-batches of an
+    /// update (`--devices 0` trains one).
     #[arg(long, value_delimiter = ',')]
     devices: Vec<u16>,
     /// Snapshot the run every N updates (and always at the end).
@@ -154,13 +155,35 @@ struct Distill {
     args: DistillArgs,
 }
 
+/// Model copies to train data-parallel when `--devices` is not given: on burn-flex one per
+/// core, up to the micro-batches of an update. Its element-wise ops and small matmuls keep one
+/// core busy, so a second copy fills the other (measured 1.28× examples/s on 2 cores,
+/// docs/BENCHMARKS.md). GPU and other CPU backends: one.
+fn default_copies(args: &DistillArgs) -> usize {
+    let flex =
+        cfg!(feature = "flex") && matches!(args.backend, BackendChoice::Cpu | BackendChoice::Flex);
+    if !flex {
+        return 1;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores
+        .min(args.batch_size.div_ceil(args.micro_batch_size))
+        .max(1)
+}
+
 impl BackendJob for Distill {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let kind = device.id().type_id;
         let devices: Vec<B::Device> = if self.args.devices.is_empty() {
-            vec![device]
+            let copies = default_copies(&self.args);
+            if copies > 1 {
+                tracing::info!(
+                    "training {copies} model copies data-parallel on the CPU (--devices 0 for one)"
+                );
+            }
+            vec![device; copies]
         } else {
             let count = B::device_count(kind);
             if let Some(&missing) = self.args.devices.iter().find(|&&i| usize::from(i) >= count) {
@@ -524,12 +547,12 @@ impl<B: Backend> Run<'_, B> {
     ) -> (GuardModel<Autodiff<B>>, StepRecord) {
         let started = Instant::now();
         // Dropout masks from the step number: a resumed run draws what the first would have.
+        let seed = self.args.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ completed as u64;
         for (d, device) in self.devices.iter().enumerate() {
-            let seed = self.args.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ completed as u64;
             Autodiff::<B>::seed(device, seed.wrapping_add(d as u64));
         }
         let rows: usize = micro.iter().map(Vec::len).sum();
-        let (gradients, loss_sum) = self.gradients(&model, micro);
+        let (gradients, loss_sum) = self.gradients(&model, micro, seed);
         // The objective is the mean over the effective batch: scale the summed gradients.
         let grad_norm = gradients.global_norm() / rows as f64;
         let max_norm = self.args.max_grad_norm;
@@ -552,19 +575,22 @@ impl<B: Backend> Run<'_, B> {
         (model, record)
     }
 
-    /// The padded tensors and the loss targets of `rows`.
     /// Summed gradients (on the first device) and summed loss of one update's micro-batches.
     /// With several devices, each gets a copy of the model and every n-th micro-batch, runs
     /// on its own thread, and its gradients are moved to the first device and added.
+    /// Each copy's thread seeds its own dropout stream (`seed` + its index), so the masks do not
+    /// depend on how the threads interleave.
     fn gradients(
         &self,
         model: &GuardModel<Autodiff<B>>,
         micro: &[Vec<usize>],
+        seed: u64,
     ) -> (GradientSum<B>, f64) {
         let [first, others @ ..] = self.devices else {
             unreachable!("at least one device")
         };
         if others.is_empty() {
+            harmaug_core::kernels::seed_dropout(seed);
             return self.accumulate(model, micro.iter(), first);
         }
         let count = self.devices.len();
@@ -580,7 +606,10 @@ impl<B: Backend> Run<'_, B> {
                         model.clone().fork(device)
                     };
                     let share = micro.iter().skip(d).step_by(count);
-                    scope.spawn(move || self.accumulate(&replica, share, device))
+                    scope.spawn(move || {
+                        harmaug_core::kernels::seed_dropout(seed.wrapping_add(d as u64));
+                        self.accumulate(&replica, share, device)
+                    })
                 })
                 .collect();
             let mut total = (GradientSum::default(), 0.0);
@@ -611,6 +640,7 @@ impl<B: Backend> Run<'_, B> {
         (gradients, loss_sum)
     }
 
+    /// The padded tensors and the loss targets of `rows`.
     fn batch<BB: Backend<Device = B::Device>>(
         &self,
         rows: &[usize],
