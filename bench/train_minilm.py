@@ -82,8 +82,8 @@ def torch_train(rows, args):
     return statistics.median(rates[1:])
 
 
-def harmaug_train(binary, data, out, backend, args):
-    subprocess.run([binary, "distill", "--model", str(MINILM), "--train", str(data), "--out", str(out),
+def harmaug_train(binary, data, out, backend, args, extra=()):
+    subprocess.run([binary, "distill", *extra, "--model", str(MINILM), "--train", str(data), "--out", str(out),
                     "--backend", backend, "--batch-size", str(args.batch_size),
                     "--micro-batch-size", str(args.micro_batch_size), "--max-length", str(args.max_length),
                     "--max-steps", str(args.steps), "--val-fraction", "0", "--save-every", "1000000",
@@ -118,8 +118,12 @@ def main():
         data = tmp / "train.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         for backend in args.backends.split(","):
-            rate = harmaug_train(args.binary, data, tmp / f"out-{backend}", backend, args)
-            print(f"| harmaug {backend} | {rate:.2f} | {rate / reference:.2f} |", flush=True)
+            # On the CPU, distill trains one model copy per core by default; `--devices 0` is one copy.
+            variants = [("", ())] + ([(" --devices 0", ("--devices", "0"))] if backend in ("cpu", "flex") else [])
+            for label, extra in variants:
+                out = tmp / f"out-{backend}{label.replace(' ', '_')}"
+                rate = harmaug_train(args.binary, data, out, backend, args, extra)
+                print(f"| harmaug {backend}{label} | {rate:.2f} | {rate / reference:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
