@@ -14,7 +14,7 @@
 # Sizes are set by the environment (defaults = the shipped run, sized for 2 CPU cores):
 #   SYNTH_PROMPTS   synthetic harmful prompts to keep           (3000)
 #   SYNTH_RESPONSES of which get a response (prompt + response)  (1000)
-#   DRAWS           rows each student sees (one pass over a drawn mixture, recipes/mix.py) (50000)
+#   DRAWS           rows each student sees (one pass over a drawn mixture, recipes/mix.py) (100000)
 #   PAIR_SHARE      fraction of the chat draws from prompt + response rows (unset: as the
 #                   files hold them, ~19% of chat draws; recipes/mix.py --pair-share; 0.4 was
 #                   measured, see models/default/README.md)
@@ -35,7 +35,7 @@ GGUF=${GGUF:-$CACHE/assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
 LLAMA_SERVER=${LLAMA_SERVER:-$CACHE/bin/llama-server}
 SYNTH_PROMPTS=${SYNTH_PROMPTS:-3000}
 SYNTH_RESPONSES=${SYNTH_RESPONSES:-1000}
-DRAWS=${DRAWS:-50000}
+DRAWS=${DRAWS:-100000}
 SYNTH_SHARE=${SYNTH_SHARE:-0}
 TEACHER_MEMBERS=${TEACHER_MEMBERS:-tfidf-word,tfidf-char,tfidf-word-dropweak,tfidf-char-dropweak}
 SYNTHETIC=$REPO/recipes/default-model/synthetic
