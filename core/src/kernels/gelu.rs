@@ -12,10 +12,7 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
         Ok(y) => return y,
         Err(x) => x,
     };
-    super::on_flex_f32(x, |values| {
-        super::for_each_rows(values, 1, |chunk, _| gelu_in_place(chunk))
-    })
-    .unwrap_or_else(activation::gelu)
+    super::on_flex_f32(x, gelu_rows).unwrap_or_else(activation::gelu)
 }
 
 /// erf(z) for f32 as p(z)/q(z), odd over even polynomials in z², on [−4, 4]; ±1 beyond (erf
@@ -53,7 +50,12 @@ fn erf(z: f32) -> f32 {
     }
 }
 
-pub(super) fn gelu_in_place(values: &mut [f32]) {
+/// GELU of every value, in place, split over threads like the other kernels.
+pub(super) fn gelu_rows(values: &mut [f32]) {
+    super::for_each_rows(values, 1, |chunk, _| gelu_in_place(chunk))
+}
+
+fn gelu_in_place(values: &mut [f32]) {
     for x in values {
         *x = 0.5 * *x * (1.0 + erf(*x * core::f32::consts::FRAC_1_SQRT_2));
     }

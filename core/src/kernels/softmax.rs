@@ -79,7 +79,7 @@ impl Broadcast {
     }
 }
 
-fn biased_softmax_rows(values: &mut [f32], dims: [usize; 4], bias: &Broadcast) {
+pub(super) fn biased_softmax_rows(values: &mut [f32], dims: [usize; 4], bias: &Broadcast) {
     let [_, heads, rows, cols] = dims;
     super::for_each_rows(values, cols, |chunk, first_row| {
         biased_softmax_chunk(chunk, first_row, [heads, rows, cols], bias)
@@ -87,7 +87,7 @@ fn biased_softmax_rows(values: &mut [f32], dims: [usize; 4], bias: &Broadcast) {
 }
 
 /// Rows `first_row..` of the scores, each with its row of the broadcast bias added.
-pub(super) fn biased_softmax_chunk(
+fn biased_softmax_chunk(
     values: &mut [f32],
     first_row: usize,
     [heads, rows, cols]: [usize; 3],
@@ -105,13 +105,10 @@ pub(super) fn biased_softmax_chunk(
 /// keep in order).
 const LANES: usize = 8;
 
-fn softmax_rows(values: &mut [f32], row: usize) {
-    super::for_each_rows(values, row, |chunk, _| softmax_chunk(chunk, row));
-}
-
-/// Softmax of each row of `row` values in `chunk`.
-pub(super) fn softmax_chunk(chunk: &mut [f32], row: usize) {
-    chunk.chunks_exact_mut(row).for_each(softmax_row)
+pub(super) fn softmax_rows(values: &mut [f32], row: usize) {
+    super::for_each_rows(values, row, |chunk, _| {
+        chunk.chunks_exact_mut(row).for_each(softmax_row)
+    });
 }
 
 /// The gradient of softmax's input from its output's, row by row, in place:

@@ -44,7 +44,7 @@ pub(super) fn gelu<B: Backend, const D: usize>(
 
     map_training(x, |x| {
         let input = contiguous(x.primitive.clone());
-        let output = map_rows(&input, 1, |values, _| super::gelu::gelu_in_place(values));
+        let output = map_values(&input, super::gelu::gelu_rows);
         match GeluBackward
             .prepare::<NoCheckpointing>([x.node.clone()])
             .compute_bound()
@@ -98,11 +98,9 @@ pub(super) fn softmax_with_bias<B: Backend>(
     let cols = dims[3];
     map_training(scores, |scores| {
         let input = contiguous(scores.primitive.clone());
-        let output = map_rows(&input, cols, |values, first_row| match &broadcast {
-            Some(bias) => {
-                softmax::biased_softmax_chunk(values, first_row, [dims[1], dims[2], cols], bias)
-            }
-            None => softmax::softmax_chunk(values, cols),
+        let output = map_values(&input, |values| match &broadcast {
+            Some(bias) => softmax::biased_softmax_rows(values, dims, bias),
+            None => softmax::softmax_rows(values, cols),
         });
         match SoftmaxBackward
             .prepare::<NoCheckpointing>([scores.node.clone()])
@@ -163,15 +161,11 @@ fn contiguous(x: FlexTensor) -> FlexTensor {
     if whole { x } else { x.to_contiguous() }
 }
 
-/// A new tensor of `input`'s shape: its values copied, then `kernel(rows, first_row)` over
-/// them in whole rows of `row` values (split over threads as the inference kernels are).
-fn map_rows(
-    input: &FlexTensor,
-    row: usize,
-    kernel: impl Fn(&mut [f32], usize) + Sync,
-) -> FlexTensor {
+/// A new tensor of `input`'s shape: its values copied, then the inference kernel `kernel` on
+/// them in place (the input stays: the backward step keeps it).
+fn map_values(input: &FlexTensor, kernel: impl FnOnce(&mut [f32])) -> FlexTensor {
     let mut values = input.as_slice::<f32>().unwrap_or_default().to_vec();
-    super::for_each_rows(&mut values, row, kernel);
+    kernel(&mut values);
     FlexTensor::from_data(TensorData::new(values, input.layout().shape().clone()))
 }
 
