@@ -21,6 +21,10 @@
 #   SYNTH_SHARE     share of the student's file from the synthetic rows (0: the ablation found
 #                   they do not help a student of this teacher; the first shipped student: 0.1)
 #   ABLATION_DRAWS  rows each ablation student sees                                        (10000)
+#   INIT            the student's starting weights: a model directory, e.g. an earlier
+#                   student's, to train it further on a new draw (default: MiniLM, $MINILM)
+#   DRAW_SEED       the mixture draw's seed; a further stage needs a new one               (7)
+#   LR              the student's peak learning rate                                        (5e-5)
 #   TEACHER_MEMBERS the teacher ensemble's members (recipes/teacher.py)
 #                   (tfidf-word,tfidf-char,tfidf-word-dropweak,tfidf-char-dropweak)
 set -euo pipefail
@@ -37,6 +41,9 @@ SYNTH_PROMPTS=${SYNTH_PROMPTS:-3000}
 SYNTH_RESPONSES=${SYNTH_RESPONSES:-1000}
 DRAWS=${DRAWS:-100000}
 SYNTH_SHARE=${SYNTH_SHARE:-0}
+INIT=${INIT:-$MINILM}
+DRAW_SEED=${DRAW_SEED:-7}
+LR=${LR:-5e-5}
 TEACHER_MEMBERS=${TEACHER_MEMBERS:-tfidf-word,tfidf-char,tfidf-word-dropweak,tfidf-char-dropweak}
 SYNTHETIC=$REPO/recipes/default-model/synthetic
 PORT=${PORT:-8097}
@@ -46,8 +53,8 @@ mkdir -p "$WORK"
 log() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
 
 # One student run: one pass over a drawn mixture (recipes/mix.py deals the class and source
-# shares, so distill only shuffles). The paper's schedule shape — AdamW, 100 warm-up updates,
-# linear decay, weight decay 0.1, clip 1.0 — at batch 32 and lr 5e-5 (the paper: 256 and 3e-5,
+# shares, so distill only shuffles), from $INIT. The paper's schedule shape — AdamW, 100 warm-up
+# updates, linear decay, weight decay 0.1, clip 1.0 — at batch 32 and lr $LR (the paper: 256 and 3e-5,
 # for far more compute), max length 256 (pairs keep most of their response), batches grouped by
 # length (2.7× → 1.02× the real tokens on this mixture). A finished run is resumed as a no-op.
 distill() { # out lambda train-file
@@ -55,9 +62,9 @@ distill() { # out lambda train-file
     local resume=()
     [ -f "$out/trainer_state/latest" ] && resume=(--resume)
     [ -f "$out/model.safetensors" ] && [ ! -f "$out/trainer_state/latest" ] && return 0
-    "$HARMAUG" distill --model "$MINILM" --out "$out" "${resume[@]}" --train "$train" \
+    "$HARMAUG" distill --model "$INIT" --out "$out" "${resume[@]}" --train "$train" \
         --sampling shuffle --group-by-length --epochs 1 --batch-size 32 --micro-batch-size 16 \
-        --lr 5e-5 --warmup-steps 100 --max-length 256 --lambda "$lambda" --save-every 100 \
+        --lr "$LR" --warmup-steps 100 --max-length 256 --lambda "$lambda" --save-every 100 \
         --val-fraction 0.02 --seed 7
 }
 
@@ -145,7 +152,7 @@ stage_split() {
 # teacher's committed labels, plus the labelled synthetic rows (SYNTH_SHARE of the file).
 stage_mix() {
     log "mix: $DRAWS draws → the student's training file"
-    python3 recipes/mix.py draw --draws "$DRAWS" --seed 7 --out "$WORK/draw.json" \
+    python3 recipes/mix.py draw --draws "$DRAWS" --seed "$DRAW_SEED" --out "$WORK/draw.json" \
         ${PAIR_SHARE:+--pair-share "$PAIR_SHARE"}
     local synthetic=()
     for f in "$SYNTHETIC/prompts.jsonl" "$SYNTHETIC/pairs.jsonl"; do

@@ -12,12 +12,13 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
-use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Embedding, LayerNormConfig, Linear};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
 use crate::kernels::{self, Int8Linear};
+use crate::models::norm::Norm;
 use crate::models::projection::Projection;
 use crate::{Error, Result};
 
@@ -396,11 +397,11 @@ impl<'c, 'a> Weights<'c, 'a> {
         d: usize,
         epsilon: f64,
         device: &B::Device,
-    ) -> Result<LayerNorm<B>> {
+    ) -> Result<Norm<B>> {
         let mut norm = LayerNormConfig::new(d).with_epsilon(epsilon).init(device);
         norm.gamma = self.param(&format!("{name}.weight"), [d], device)?;
         norm.beta = Some(self.param(&format!("{name}.bias"), [d], device)?);
-        Ok(norm)
+        Ok(Norm::new(norm, epsilon))
     }
 
     /// A PyTorch `nn.Embedding` (`name.weight`, `[rows, d]`).

@@ -1,8 +1,10 @@
 //! core's kernels inside training (core/src/kernels/tracked.rs, dropout.rs): on
-//! `Autodiff<Flex>` GELU and the attention softmax are autodiff ops of core's and dropout
-//! draws a hashed mask; outputs and gradients against burn's own ops.
+//! `Autodiff<Flex>` linear layers, layer norms, GELU and the attention softmax are autodiff ops of core's
+//! and dropout draws a hashed mask; outputs and gradients against burn's own ops.
 
 use burn::backend::{Autodiff, Flex};
+use burn::module::Param;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, activation};
 use harmaug_core::kernels;
@@ -92,6 +94,165 @@ fn softmax_under_autodiff_matches_burns_output_and_gradient() {
         let diff = max_diff(our_grad, their_grad);
         assert!(diff < 1e-5, "gradient max |Δ| {diff:e}");
     }
+}
+
+/// A linear layer of `Training` with `weight` `[d_in, d_out]` and `bias`, both trainable.
+fn trainable_linear(weight: &Tensor<Flex, 2>, bias: &Tensor<Flex, 1>) -> Linear<Training> {
+    Linear {
+        weight: Param::from_tensor(leaf(weight)),
+        bias: Some(Param::from_tensor(leaf(bias))),
+    }
+}
+
+/// A linear layer (`x·W + b`) is core's GEMM, at inference on burn-flex and as an autodiff op
+/// while training: the output and the gradients of x, W and b as burn's op on odd, empty and
+/// length-1 shapes, a shape large enough to split over threads, and a transposed input.
+#[test]
+fn linear_matches_burns_output_and_gradients() {
+    let _generator = generator();
+    let cases = [
+        (0, 5, 3),
+        (1, 1, 1),
+        (7, 13, 5),
+        (3, 4, 0),
+        (256, 384, 1536),
+    ];
+    for (rows, d_in, d_out) in cases {
+        let (x, weight, bias) = (random([rows, d_in]), random([d_in, d_out]), random([d_out]));
+        let plain = Linear {
+            weight: Param::from_tensor(weight.clone()),
+            bias: Some(Param::from_tensor(bias.clone())),
+        };
+        let diff = max_diff(kernels::linear(&plain, x.clone()), plain.forward(x.clone()));
+        let tolerance = 1e-5 * (d_in as f32).sqrt() * 9.0;
+        assert!(
+            diff <= tolerance,
+            "{rows}×{d_in}→{d_out} inference: max |Δ| {diff:e}"
+        );
+        let weights = random([rows, d_out]);
+        let ours = linear_gradients(&x, &weight, &bias, &weights, kernels::linear);
+        let theirs = linear_gradients(&x, &weight, &bias, &weights, |l, x| l.forward(x));
+        for (what, ours, theirs) in [("output", 0, 0), ("x", 1, 1), ("W", 2, 2), ("b", 3, 3)]
+            .map(|(what, o, t)| (what, ours[o].clone(), theirs[t].clone()))
+        {
+            let diff = max_diff(ours, theirs);
+            // Sums of up to `rows` products of N(0, 3²) values: scale the tolerance with them.
+            let tolerance = 1e-5 * 9.0 * ((rows.max(d_in).max(d_out)) as f32).sqrt();
+            assert!(
+                diff <= tolerance,
+                "{rows}×{d_in}→{d_out} {what}: max |Δ| {diff:e}"
+            );
+        }
+    }
+    let (x, weight, bias, weights) = (random([6, 9]), random([6, 4]), random([4]), random([9, 4]));
+    let transposed = |op: fn(&Linear<Training>, Tensor<Training, 2>) -> Tensor<Training, 2>| {
+        let layer = trainable_linear(&weight, &bias);
+        let input = leaf(&x);
+        let output = op(&layer, input.clone().transpose());
+        let weights = Tensor::<Training, 2>::from_data(weights.to_data(), &Default::default());
+        let grads = (output * weights).sum().backward();
+        input.grad(&grads).unwrap()
+    };
+    let diff = max_diff(transposed(kernels::linear), transposed(|l, x| l.forward(x)));
+    assert!(diff < 1e-4, "transposed input: gradient max |Δ| {diff:e}");
+}
+
+/// `op(layer, x)`'s output and the gradients of Σ output·weights by x, W and b (as rows of 2-D
+/// tensors, the bias as one row).
+fn linear_gradients(
+    x: &Tensor<Flex, 2>,
+    weight: &Tensor<Flex, 2>,
+    bias: &Tensor<Flex, 1>,
+    weights: &Tensor<Flex, 2>,
+    op: impl Fn(&Linear<Training>, Tensor<Training, 2>) -> Tensor<Training, 2>,
+) -> [Tensor<Flex, 2>; 4] {
+    let layer = trainable_linear(weight, bias);
+    let input = leaf(x);
+    let output = op(&layer, input.clone());
+    let weights = Tensor::<Training, 2>::from_data(weights.to_data(), &Default::default());
+    let grads = (output.clone() * weights).sum().backward();
+    let bias_grad = layer.bias.as_ref().unwrap().val().grad(&grads).unwrap();
+    // Built from its values: burn's reshape reads a 0 as "keep this dimension".
+    let bias_grad = burn::tensor::TensorData::new(
+        bias_grad.to_data().to_vec::<f32>().unwrap(),
+        [1, bias_grad.dims()[0]],
+    );
+    [
+        output.inner(),
+        input.grad(&grads).unwrap(),
+        layer.weight.val().grad(&grads).unwrap(),
+        Tensor::from_data(bias_grad, &Default::default()),
+    ]
+}
+
+/// While training, a layer norm is an autodiff op of core's: the output and the gradients of
+/// x, γ and β as burn's `LayerNorm` on odd, empty and length-1 shapes and a transposed input.
+#[test]
+fn layer_norm_under_autodiff_matches_burns_output_and_gradients() {
+    let _generator = generator();
+    let epsilon = 1e-12;
+    for shape in [[0, 3, 5], [1, 1, 1], [2, 7, 13], [4, 33, 384]] {
+        let d = shape[2];
+        let (x, gamma, beta, weights) = (random(shape), random([d]), random([d]), random(shape));
+        let run = |ours: bool| {
+            let mut norm: LayerNorm<Training> = LayerNormConfig::new(d)
+                .with_epsilon(epsilon)
+                .init(&Default::default());
+            norm.gamma = Param::from_tensor(leaf(&gamma));
+            norm.beta = Some(Param::from_tensor(leaf(&beta)));
+            let input = leaf(&x);
+            let output = match ours {
+                true => kernels::layer_norm(&norm, epsilon, input.clone()),
+                false => norm.forward(input.clone()),
+            };
+            let weights = Tensor::<Training, 3>::from_data(weights.to_data(), &Default::default());
+            let grads = (output.clone() * weights).sum().backward();
+            let param_grad = |p: &Param<Tensor<Training, 1>>| {
+                let grad = p
+                    .val()
+                    .grad(&grads)
+                    .unwrap()
+                    .to_data()
+                    .to_vec::<f32>()
+                    .unwrap();
+                Tensor::<Flex, 1>::from_data(
+                    burn::tensor::TensorData::new(grad, [d]),
+                    &Default::default(),
+                )
+            };
+            let gamma_grad = param_grad(&norm.gamma);
+            let beta_grad = param_grad(norm.beta.as_ref().unwrap());
+            (
+                output.inner(),
+                input.grad(&grads).unwrap(),
+                gamma_grad,
+                beta_grad,
+            )
+        };
+        let (ours, theirs) = (run(true), run(false));
+        let diff = max_diff(ours.0, theirs.0);
+        assert!(diff < 1e-5, "{shape:?} output: max |Δ| {diff:e}");
+        let diff = max_diff(ours.1, theirs.1);
+        assert!(diff < 1e-4, "{shape:?} x: max |Δ| {diff:e}");
+        // Sums over up to 132 rows of N(0, 3²)·x̂ products.
+        for (what, ours, theirs) in [("γ", ours.2, theirs.2), ("β", ours.3, theirs.3)] {
+            let diff = max_diff(ours, theirs);
+            assert!(diff < 1e-4, "{shape:?} {what}: max |Δ| {diff:e}");
+        }
+    }
+    let (x, weights) = (random([5, 6]), random([6, 5]));
+    let transposed = |ours: bool| {
+        let norm: LayerNorm<Training> = LayerNormConfig::new(5).init(&Default::default());
+        let input = leaf(&x);
+        let output = match ours {
+            true => kernels::layer_norm(&norm, 1e-5, input.clone().transpose()),
+            false => norm.forward(input.clone().transpose()),
+        };
+        let weights = Tensor::<Training, 2>::from_data(weights.to_data(), &Default::default());
+        input.grad(&(output * weights).sum().backward()).unwrap()
+    };
+    let diff = max_diff(transposed(true), transposed(false));
+    assert!(diff < 1e-4, "transposed input: gradient max |Δ| {diff:e}");
 }
 
 /// A bias that itself needs a gradient goes through burn's ops, which give it one.

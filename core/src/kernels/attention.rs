@@ -43,6 +43,7 @@ mod on_flex {
     use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 
     use super::AttentionInputs;
+    use crate::kernels::matmul::{Matrix, Product, View, matmul};
     use crate::kernels::softmax::{Broadcast, softmax_row_with_bias};
 
     pub(super) fn attention<B: Backend>(
@@ -140,10 +141,13 @@ mod on_flex {
                     cols: seq,
                     row_stride: seq,
                 },
-                (&q[first..], width, 1),
-                (&k[first..], 1, width),
+                View::rows(&q[first..], width),
+                View::rows(&k[first..], width).transposed(),
                 d,
-                scale,
+                Product {
+                    scale,
+                    ..Product::PLAIN
+                },
             );
             for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
                 match bias {
@@ -159,66 +163,12 @@ mod on_flex {
                     cols: d,
                     row_stride: d,
                 },
-                (&scores, seq, 1),
-                (&v[first..], width, 1),
+                View::rows(&scores, seq),
+                View::rows(&v[first..], width),
                 seq,
-                1.0,
+                Product::PLAIN,
             );
             context
-        }
-    }
-
-    /// A row-major output matrix.
-    struct Matrix<'a> {
-        values: &'a mut [f32],
-        rows: usize,
-        cols: usize,
-        row_stride: usize,
-    }
-
-    /// `out = scale · lhs · rhs` with `inner` the shared dimension; each operand is (values, row
-    /// stride, column stride) so transposes and head slices are read in place.
-    fn matmul(
-        out: Matrix<'_>,
-        lhs: (&[f32], usize, usize),
-        rhs: (&[f32], usize, usize),
-        inner: usize,
-        scale: f32,
-    ) {
-        let (m, n) = (out.rows, out.cols);
-        if m == 0 || n == 0 {
-            return;
-        }
-        // The last element each operand's strides reach must be inside its slice.
-        let last = |(values, rs, cs): (&[f32], usize, usize), rows: usize, cols: usize| {
-            assert!(rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < values.len());
-        };
-        last(lhs, m, inner);
-        last(rhs, inner, n);
-        assert!((m - 1) * out.row_stride + n <= out.values.len());
-        // SAFETY: the asserts above bound every element gemm reads or writes.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                inner,
-                out.values.as_mut_ptr(),
-                1,
-                out.row_stride as isize,
-                false,
-                lhs.0.as_ptr(),
-                lhs.2 as isize,
-                lhs.1 as isize,
-                rhs.0.as_ptr(),
-                rhs.2 as isize,
-                rhs.1 as isize,
-                0.0,
-                scale,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Hand-written CPU kernels for ops where the CPU backend's own is the bottleneck (issue #14;
-//! measured in docs/BENCHMARKS.md). Each sits behind
-//! a backend-generic function: on burn-flex (inference, f32) the kernel runs on the
-//! tensor's buffer in place; on every other backend — GPUs, and `Autodiff<Flex>` while
-//! training, whose backward burn must record — burn's own op runs. The choice is by type, so it
-//! costs nothing at run time and cannot change which values a GPU computes.
+//! measured in docs/BENCHMARKS.md). Each sits behind a backend-generic function: on burn-flex
+//! (inference, f32) the kernel runs on the tensor's buffer; on `Autodiff<Flex>` (training) the
+//! linear layers, layer norms, GELU and the attention softmax are autodiff ops of their own
+//! (tracked.rs: forward and backward both kernels); on every other backend (GPUs) burn's own
+//! op runs. The choice is by type, so it costs nothing at run time and cannot change which
+//! values a GPU computes.
 //!
 //! Kernels are written so the compiler vectorises them: no libm calls, no branches in the
 //! inner loop. With the `threads` feature (native builds) their rows are split over rayon's
@@ -13,6 +14,12 @@ mod attention;
 mod dropout;
 mod gelu;
 mod int8_linear;
+#[cfg(feature = "autodiff")]
+mod layer_norm;
+#[cfg(feature = "threads")]
+mod linear;
+#[cfg(feature = "threads")]
+mod matmul;
 mod softmax;
 #[cfg(feature = "autodiff")]
 mod tracked;
@@ -21,6 +28,8 @@ pub use attention::{AttentionInputs, attention};
 pub use dropout::{dropout, seed_dropout};
 pub use gelu::gelu;
 pub use int8_linear::Int8Linear;
+#[cfg(feature = "threads")]
+pub use linear::linear;
 pub use softmax::{softmax_last, softmax_last_with_bias};
 
 use burn::tensor::{Tensor, backend::Backend};
@@ -47,6 +56,29 @@ pub fn int8_linear<B: Backend>(
         }
         Err(_) => Err(Tensor::from_data(data, &device)),
     }
+}
+
+/// `norm` with its `epsilon` over `x`'s last dimension: while training on burn-flex an autodiff
+/// op of core's (kernels/tracked.rs), else burn's op (burn-flex's is fused already).
+pub fn layer_norm<B: Backend, const D: usize>(
+    norm: &burn::nn::LayerNorm<B>,
+    epsilon: f64,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    #[cfg(feature = "autodiff")]
+    let x = match tracked::layer_norm(norm, epsilon, x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    let _ = epsilon;
+    norm.forward(x)
+}
+
+/// `layer` on `x` `[rows, d_in]`: burn's op (the browser and every other build without the
+/// `threads` feature).
+#[cfg(not(feature = "threads"))]
+pub fn linear<B: Backend>(layer: &burn::nn::Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    layer.forward(x)
 }
 
 /// Whether [`int8_linear`] runs on `B` (so loading packs int8 weights for it).

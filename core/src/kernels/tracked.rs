@@ -11,6 +11,7 @@ use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend};
 use burn_flex::{Flex, FlexTensor};
 
@@ -51,6 +52,137 @@ pub(super) fn gelu<B: Backend, const D: usize>(
             .stateful()
         {
             OpsKind::Tracked(prep) => prep.finish(input, output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    })
+}
+
+/// `x·W + b` for `layer` as a recorded op when `B` is the training backend and the layer has a
+/// bias (every layer of the models here), or `x` back. Forward and backward are
+/// kernels/linear.rs's GEMMs.
+pub(super) fn linear<B: Backend>(
+    layer: &Linear<B>,
+    x: Tensor<B, 2>,
+) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
+    #[derive(Debug)]
+    struct LinearBackward;
+
+    impl Backward<Flex, 3> for LinearBackward {
+        /// The input and the weights.
+        type State = (FlexTensor, FlexTensor);
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [x_node, weight_node, bias_node] = ops.parents;
+            let grad = grads.consume::<Flex>(&ops.node);
+            let (x, weight) = ops.state;
+            if let Some(node) = x_node {
+                grads.register::<Flex>(node.id, super::linear::input_grad(&grad, &weight));
+            }
+            if let Some(node) = weight_node {
+                grads.register::<Flex>(node.id, super::linear::weight_grad(&x, &grad));
+            }
+            if let Some(node) = bias_node {
+                grads.register::<Flex>(node.id, super::linear::bias_grad(&grad));
+            }
+        }
+    }
+
+    let (weight, bias) = match &layer.bias {
+        Some(bias) if is_training::<B>() => (layer.weight.val(), bias.val()),
+        _ => return Err(x),
+    };
+    if weight.dtype() != DType::F32 || bias.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let (weight, bias) = (autodiff_tensor(weight), autodiff_tensor(bias));
+    map_training(x, |x| {
+        let output = super::linear::forward(&x.primitive, &weight.primitive, Some(&bias.primitive));
+        let parents = [x.node.clone(), weight.node.clone(), bias.node.clone()];
+        match LinearBackward
+            .prepare::<NoCheckpointing>(parents)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x.primitive, weight.primitive), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    })
+}
+
+/// `norm` (with its `epsilon`) over `x`'s last dimension as a recorded op when `B` is the
+/// training backend and the norm has a bias (every one in the models here), or `x` back.
+pub(super) fn layer_norm<B: Backend, const D: usize>(
+    norm: &LayerNorm<B>,
+    epsilon: f64,
+    x: Tensor<B, D>,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    #[derive(Debug)]
+    struct LayerNormBackward;
+
+    impl Backward<Flex, 3> for LayerNormBackward {
+        /// The normalised input x̂, each row's 1/σ, and γ.
+        type State = (FlexTensor, Vec<f32>, FlexTensor);
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [x_node, gamma_node, beta_node] = ops.parents;
+            let (normalized, inv_std, gamma) = ops.state;
+            let mut grad = contiguous(grads.consume::<Flex>(&ops.node));
+            let x_hat = normalized.as_slice::<f32>().unwrap_or_default();
+            let gamma = gamma.as_slice::<f32>().unwrap_or_default();
+            let d = gamma.len();
+            if gamma_node.is_some() || beta_node.is_some() {
+                let grad = grad.as_slice::<f32>().unwrap_or_default();
+                let (gamma_grad, beta_grad) = super::layer_norm::parameter_grads(grad, x_hat, d);
+                for (node, values) in [(gamma_node, gamma_grad), (beta_node, beta_grad)] {
+                    if let Some(node) = node {
+                        let values = FlexTensor::from_data(TensorData::new(values, [d]));
+                        grads.register::<Flex>(node.id, values);
+                    }
+                }
+            }
+            if let Some(node) = x_node {
+                super::layer_norm::backward_rows(grad.storage_mut::<f32>(), x_hat, &inv_std, gamma);
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+
+    let (gamma, beta) = match &norm.beta {
+        Some(beta) if is_training::<B>() => (norm.gamma.val(), beta.val()),
+        _ => return Err(x),
+    };
+    let d = gamma.dims()[0];
+    if gamma.dtype() != DType::F32 || beta.dtype() != DType::F32 || x.dims()[D - 1] != d {
+        return Err(x);
+    }
+    let (gamma, beta) = (autodiff_tensor(gamma), autodiff_tensor(beta));
+    map_training(x, |x| {
+        let input = contiguous(x.primitive.clone());
+        let mut normalized = input.as_slice::<f32>().unwrap_or_default().to_vec();
+        let mut output = vec![0f32; normalized.len()];
+        let mut inv_std = vec![0f32; normalized.len() / d.max(1)];
+        let gamma_values = gamma.primitive.to_contiguous();
+        let beta_values = beta.primitive.to_contiguous();
+        super::layer_norm::normalize_rows(
+            &mut normalized,
+            &mut output,
+            &mut inv_std,
+            gamma_values.as_slice::<f32>().unwrap_or_default(),
+            beta_values.as_slice::<f32>().unwrap_or_default(),
+            epsilon as f32,
+        );
+        let shape = input.layout().shape().clone();
+        let output = FlexTensor::from_data(TensorData::new(output, shape.clone()));
+        let parents = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
+        match LayerNormBackward
+            .prepare::<NoCheckpointing>(parents)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let normalized = FlexTensor::from_data(TensorData::new(normalized, shape));
+                prep.finish((normalized, inv_std, gamma_values), output)
+            }
             OpsKind::UnTracked(prep) => prep.finish(output),
         }
     })
@@ -112,6 +244,18 @@ pub(super) fn softmax_with_bias<B: Backend>(
         }
     })
     .map_err(|scores| (scores, bias))
+}
+
+/// `x`'s autodiff tensor; `B` must be the training backend (checked by the caller).
+fn autodiff_tensor<B: Backend, const D: usize>(x: Tensor<B, D>) -> TrainingTensor {
+    let x: Box<dyn Any> = Box::new(x);
+    let x = x
+        .downcast::<Tensor<Training, D>>()
+        .expect("B is the training backend");
+    match x.into_primitive() {
+        TensorPrimitive::Float(x) => x,
+        TensorPrimitive::QFloat(_) => unreachable!("f32, checked by the caller"),
+    }
 }
 
 fn is_training<B: Backend>() -> bool {

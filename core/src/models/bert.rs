@@ -3,12 +3,13 @@
 //! transformers puts it and acts only on autodiff backends, i.e. while training.
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm};
+use burn::nn::{Dropout, DropoutConfig, Embedding};
 use burn::tensor::{Int, Tensor, backend::Backend};
 use serde::Deserialize;
 
 use super::activation::Activation;
 use super::head::{ClassificationHead, HeadSpec};
+use super::norm::Norm;
 use super::post_attention::{PostAttention, PostAttentionSpec};
 use super::projection::Projection;
 use super::{
@@ -106,7 +107,7 @@ pub struct BertEmbeddings<B: Backend> {
     word: Embedding<B>,
     position: Embedding<B>,
     token_type: Embedding<B>,
-    norm: LayerNorm<B>,
+    norm: Norm<B>,
     dropout: Dropout,
 }
 

@@ -5,12 +5,13 @@
 //! shared relative-position embeddings with log-bucketed distances.
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm};
+use burn::nn::{Dropout, DropoutConfig, Embedding};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use serde::Deserialize;
 
 use super::activation::Activation;
 use super::head::{ClassificationHead, HeadSpec};
+use super::norm::Norm;
 use super::post_attention::{PostAttention, PostAttentionSpec};
 use super::projection::Projection;
 use super::{
@@ -223,7 +224,7 @@ pub struct DebertaV2Embeddings<B: Backend> {
     token_type: Option<Embedding<B>>,
     /// `embedding_size` → `hidden_size`, only when they differ.
     projection: Option<Projection<B>>,
-    norm: LayerNorm<B>,
+    norm: Norm<B>,
     dropout: Dropout,
 }
 
@@ -444,7 +445,7 @@ pub struct DebertaV2<B: Backend> {
     embeddings: DebertaV2Embeddings<B>,
     layers: Vec<DebertaV2Layer<B>>,
     rel_embeddings: Option<Embedding<B>>,
-    rel_norm: Option<LayerNorm<B>>,
+    rel_norm: Option<Norm<B>>,
     num_heads: usize,
     /// Log-bucket count (0 = unbucketed) and the largest relative distance.
     position_buckets: usize,

@@ -81,9 +81,11 @@ impl<B: Backend> ClassificationHead<B> {
         let [b, _, h] = hidden.dims();
         let cls = hidden.slice([0..b, 0..1]).reshape([b, h]);
         let cls = crate::kernels::dropout(&self.pooler_dropout, cls);
-        let pooled = self.activation.forward(self.pooler.forward(cls));
-        self.classifier
-            .forward(crate::kernels::dropout(&self.classifier_dropout, pooled))
+        let pooled = self
+            .activation
+            .forward(crate::kernels::linear(&self.pooler, cls));
+        let pooled = crate::kernels::dropout(&self.classifier_dropout, pooled);
+        crate::kernels::linear(&self.classifier, pooled)
     }
 }
 

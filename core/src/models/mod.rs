@@ -12,6 +12,7 @@ pub mod activation;
 pub mod bert;
 pub mod deberta_v2;
 pub mod head;
+pub mod norm;
 pub mod post_attention;
 pub mod projection;
 

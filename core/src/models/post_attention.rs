@@ -3,10 +3,11 @@
 //! add the residual and normalise; then the feed-forward block, its residual and a second norm.
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, LayerNorm};
+use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::activation::Activation;
+use super::norm::Norm;
 use super::project;
 use super::projection::Projection;
 use crate::Result;
@@ -27,10 +28,10 @@ pub(crate) struct PostAttentionSpec {
 #[derive(Module, Debug)]
 pub struct PostAttention<B: Backend> {
     attention_out: Projection<B>,
-    attention_norm: LayerNorm<B>,
+    attention_norm: Norm<B>,
     intermediate: Projection<B>,
     output: Projection<B>,
-    output_norm: LayerNorm<B>,
+    output_norm: Norm<B>,
     /// On each sub-layer's output, before the residual sum.
     dropout: Dropout,
     #[module(skip)]

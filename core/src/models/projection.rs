@@ -35,8 +35,10 @@ impl<B: Backend> Projection<B> {
     /// `[rows, d_in]` → `[rows, d_out]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         match &self.int8 {
-            Some(int8) => kernels::int8_linear(int8, x).unwrap_or_else(|x| self.linear.forward(x)),
-            None => self.linear.forward(x),
+            Some(int8) => {
+                kernels::int8_linear(int8, x).unwrap_or_else(|x| kernels::linear(&self.linear, x))
+            }
+            None => kernels::linear(&self.linear, x),
         }
     }
 }

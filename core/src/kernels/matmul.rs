@@ -1,0 +1,115 @@
+//! The kernels' matrix products: the `gemm` crate (the GEMM burn-flex itself calls) on slices,
+//! each operand read in place through its strides, so transposes and head slices cost no copy.
+//! Native builds only (feature `threads`).
+
+/// A matrix read in place: `values[i·row_stride + j·col_stride]` is element (i, j).
+#[derive(Clone, Copy)]
+pub(super) struct View<'a> {
+    pub values: &'a [f32],
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> View<'a> {
+    /// Row-major rows of `cols` values.
+    pub fn rows(values: &'a [f32], cols: usize) -> Self {
+        Self {
+            values,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The same values read as the transpose.
+    pub fn transposed(self) -> Self {
+        Self {
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    /// Whether a `rows × cols` read stays inside the slice.
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.values.len()
+    }
+}
+
+/// A row-major output matrix.
+pub(super) struct Matrix<'a> {
+    pub values: &'a mut [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+}
+
+/// How [`matmul`] writes its product.
+#[derive(Clone, Copy)]
+pub(super) struct Product {
+    /// The product is multiplied by this.
+    pub scale: f32,
+    /// Add to the output's values (a bias already there) instead of overwriting them.
+    pub accumulate: bool,
+    /// Split the product over rayon's pool when it is large (not inside a parallel loop).
+    pub parallel: bool,
+}
+
+impl Product {
+    /// `out = lhs · rhs`, on one thread.
+    pub const PLAIN: Self = Self {
+        scale: 1.0,
+        accumulate: false,
+        parallel: false,
+    };
+}
+
+/// Products below this many multiply-adds stay on one thread (burn-flex's own threshold).
+const PARALLEL_MIN_WORK: usize = 192 * 192 * 192;
+
+/// `out (+)= scale · lhs · rhs`, `inner` being the shared dimension.
+pub(super) fn matmul(out: Matrix<'_>, lhs: View<'_>, rhs: View<'_>, inner: usize, how: Product) {
+    let (m, n) = (out.rows, out.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        lhs.fits(m, inner) && rhs.fits(inner, n),
+        "operands inside their slices"
+    );
+    assert!(
+        (m - 1) * out.row_stride + n <= out.values.len(),
+        "output inside its slice"
+    );
+    let parallelism = if how.parallel && m * n * inner >= PARALLEL_MIN_WORK {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above bound every element gemm reads or writes; `out` is borrowed
+    // mutably, so nothing else reads it meanwhile.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            inner,
+            out.values.as_mut_ptr(),
+            1,
+            out.row_stride as isize,
+            how.accumulate,
+            lhs.values.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.values.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            how.scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
