@@ -4,7 +4,7 @@
 //! adds the bias through a broadcast into a third buffer; with the page faults of those fresh
 //! buffers that was ~20% of a MiniLM training step (perf, docs/BENCHMARKS.md). Training
 //! (`Autodiff<Flex>`) records the same forward with the backward below (kernels/tracked.rs).
-//! Native builds only (feature `threads`).
+//! Native and in the browser (wasm, one thread).
 
 use core::any::Any;
 
@@ -74,6 +74,7 @@ pub(super) fn forward(
     FlexTensor::from_data(TensorData::new(out, [m, n]))
 }
 
+#[cfg(feature = "autodiff")]
 /// The gradient of `x`: `grad·weightᵀ`, `[m, n]·[n, k]` → `[m, k]`.
 pub(super) fn input_grad(grad: &FlexTensor, weight: &FlexTensor) -> FlexTensor {
     let (grad, weight) = (readable(grad), readable(weight));
@@ -87,6 +88,7 @@ pub(super) fn input_grad(grad: &FlexTensor, weight: &FlexTensor) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(out, [m, k]))
 }
 
+#[cfg(feature = "autodiff")]
 /// The gradient of the weights: `xᵀ·grad`, `[k, m]·[m, n]` → `[k, n]`.
 pub(super) fn weight_grad(x: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
     let (x, grad) = (readable(x), readable(grad));
@@ -100,6 +102,7 @@ pub(super) fn weight_grad(x: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(out, [k, n]))
 }
 
+#[cfg(feature = "autodiff")]
 /// The gradient of the bias: `grad`'s column sums, `[m, n]` → `[n]`.
 pub(super) fn bias_grad(grad: &FlexTensor) -> FlexTensor {
     let grad = grad.to_contiguous();

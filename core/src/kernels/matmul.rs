@@ -1,6 +1,7 @@
 //! The kernels' matrix products: the `gemm` crate (the GEMM burn-flex itself calls) on slices,
 //! each operand read in place through its strides, so transposes and head slices cost no copy.
-//! Native builds only (feature `threads`).
+//! Products split over rayon's pool with the `threads` feature (native builds); in the browser
+//! on the calling thread.
 
 /// A matrix read in place: `values[i·row_stride + j·col_stride]` is element (i, j).
 #[derive(Clone, Copy)]
@@ -10,6 +11,8 @@ pub(super) struct View<'a> {
     pub col_stride: usize,
 }
 
+// The attention kernel's and training's (native builds).
+#[cfg(feature = "threads")]
 impl<'a> View<'a> {
     /// Row-major rows of `cols` values.
     pub fn rows(values: &'a [f32], cols: usize) -> Self {
@@ -28,7 +31,9 @@ impl<'a> View<'a> {
             ..self
         }
     }
+}
 
+impl View<'_> {
     /// Whether a `rows × cols` read stays inside the slice.
     fn fits(&self, rows: usize, cols: usize) -> bool {
         rows == 0
@@ -68,6 +73,20 @@ impl Product {
 /// Products below this many multiply-adds stay on one thread (burn-flex's own threshold).
 const PARALLEL_MIN_WORK: usize = 192 * 192 * 192;
 
+#[cfg(feature = "threads")]
+fn parallelism(split: bool) -> gemm::Parallelism {
+    match split {
+        true => gemm::Parallelism::Rayon(0),
+        false => gemm::Parallelism::None,
+    }
+}
+
+/// No thread pool in the browser.
+#[cfg(not(feature = "threads"))]
+fn parallelism(_: bool) -> gemm::Parallelism {
+    gemm::Parallelism::None
+}
+
 /// `out (+)= scale · lhs · rhs`, `inner` being the shared dimension.
 pub(super) fn matmul(out: Matrix<'_>, lhs: View<'_>, rhs: View<'_>, inner: usize, how: Product) {
     let (m, n) = (out.rows, out.cols);
@@ -82,11 +101,7 @@ pub(super) fn matmul(out: Matrix<'_>, lhs: View<'_>, rhs: View<'_>, inner: usize
         (m - 1) * out.row_stride + n <= out.values.len(),
         "output inside its slice"
     );
-    let parallelism = if how.parallel && m * n * inner >= PARALLEL_MIN_WORK {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
+    let parallelism = parallelism(how.parallel && m * n * inner >= PARALLEL_MIN_WORK);
     // SAFETY: the asserts above bound every element gemm reads or writes; `out` is borrowed
     // mutably, so nothing else reads it meanwhile.
     unsafe {

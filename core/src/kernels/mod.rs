@@ -16,9 +16,9 @@ mod gelu;
 mod int8_linear;
 #[cfg(feature = "autodiff")]
 mod layer_norm;
-#[cfg(feature = "threads")]
+#[cfg(feature = "flex")]
 mod linear;
-#[cfg(feature = "threads")]
+#[cfg(feature = "flex")]
 mod matmul;
 mod softmax;
 #[cfg(feature = "autodiff")]
@@ -28,7 +28,7 @@ pub use attention::{AttentionInputs, attention};
 pub use dropout::{dropout, seed_dropout};
 pub use gelu::gelu;
 pub use int8_linear::Int8Linear;
-#[cfg(feature = "threads")]
+#[cfg(feature = "flex")]
 pub use linear::linear;
 pub use softmax::{softmax_last, softmax_last_with_bias};
 
@@ -74,9 +74,8 @@ pub fn layer_norm<B: Backend, const D: usize>(
     norm.forward(x)
 }
 
-/// `layer` on `x` `[rows, d_in]`: burn's op (the browser and every other build without the
-/// `threads` feature).
-#[cfg(not(feature = "threads"))]
+/// `layer` on `x` `[rows, d_in]`: burn's op (builds without burn-flex).
+#[cfg(not(feature = "flex"))]
 pub fn linear<B: Backend>(layer: &burn::nn::Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
     layer.forward(x)
 }
