@@ -74,36 +74,36 @@ pub(super) fn forward(
     FlexTensor::from_data(TensorData::new(out, [m, n]))
 }
 
-#[cfg(feature = "autodiff")]
 /// The gradient of `x`: `grad·weightᵀ`, `[m, n]·[n, k]` → `[m, k]`.
+#[cfg(feature = "autodiff")]
 pub(super) fn input_grad(grad: &FlexTensor, weight: &FlexTensor) -> FlexTensor {
     let (grad, weight) = (readable(grad), readable(weight));
     let ((grad, m, n), (weight, k, _)) = (view(&grad), view(&weight));
-    let mut out = vec![0f32; m * k];
-    let how = Product {
-        parallel: true,
-        ..Product::PLAIN
-    };
-    matmul(output(&mut out, m, k), grad, weight.transposed(), n, how);
-    FlexTensor::from_data(TensorData::new(out, [m, k]))
+    new_product(grad, weight.transposed(), [m, n, k])
 }
 
-#[cfg(feature = "autodiff")]
 /// The gradient of the weights: `xᵀ·grad`, `[k, m]·[m, n]` → `[k, n]`.
+#[cfg(feature = "autodiff")]
 pub(super) fn weight_grad(x: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
     let (x, grad) = (readable(x), readable(grad));
     let ((x, m, k), (grad, _, n)) = (view(&x), view(&grad));
-    let mut out = vec![0f32; k * n];
+    new_product(x.transposed(), grad, [k, m, n])
+}
+
+/// `lhs·rhs` as a new `[rows, cols]` tensor, for `[rows, inner, cols]`.
+#[cfg(feature = "autodiff")]
+fn new_product(lhs: View<'_>, rhs: View<'_>, [rows, inner, cols]: [usize; 3]) -> FlexTensor {
+    let mut out = vec![0f32; rows * cols];
     let how = Product {
         parallel: true,
         ..Product::PLAIN
     };
-    matmul(output(&mut out, k, n), x.transposed(), grad, m, how);
-    FlexTensor::from_data(TensorData::new(out, [k, n]))
+    matmul(output(&mut out, rows, cols), lhs, rhs, inner, how);
+    FlexTensor::from_data(TensorData::new(out, [rows, cols]))
 }
 
-#[cfg(feature = "autodiff")]
 /// The gradient of the bias: `grad`'s column sums, `[m, n]` → `[n]`.
+#[cfg(feature = "autodiff")]
 pub(super) fn bias_grad(grad: &FlexTensor) -> FlexTensor {
     let grad = grad.to_contiguous();
     let n = grad.layout().shape()[1];
