@@ -5,6 +5,12 @@
 #                                          eval export shipped report (no stage = all, in order);
 #                                          ablation (four students at one budget) on request
 #
+# The shipped guard is two stages of training (each within ~100 minutes on 2 cores): the
+# default run, then its student trained further on a new draw:
+#   recipes/default-model.sh
+#   WORK=~/.cache/harmaug/stage2 INIT=~/.cache/harmaug/default-model/student DRAW_SEED=8 \
+#       LR=3e-5 recipes/default-model.sh split mix student eval export shipped
+#
 # Every stage is resumable: a killed recipe is rerun with the same command. Work files go to
 # $WORK (default ~/.cache/harmaug/default-model). The small, expensive outputs are committed
 # so a fresh machine resumes from them: the teacher's labels of every shared training row
