@@ -70,8 +70,10 @@ impl Product {
     };
 }
 
-/// Products below this many multiply-adds stay on one thread (burn-flex's own threshold).
-const PARALLEL_MIN_WORK: usize = 192 * 192 * 192;
+/// Products below this many multiply-adds stay on one thread. burn-flex splits from 192³; a
+/// one-text batch's projections (~60 tokens × 384 × 384) are below that, and splitting them
+/// from 64³ scored batch 1 9–22% faster in two alternating runs (docs/BENCHMARKS.md).
+const PARALLEL_MIN_WORK: usize = 64 * 64 * 64;
 
 #[cfg(feature = "threads")]
 fn parallelism(split: bool) -> gemm::Parallelism {
