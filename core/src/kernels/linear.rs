@@ -31,10 +31,16 @@ pub fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
 
 fn on_flex<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
     let weight = layer.weight.val();
-    if !super::is_flex::<B>() || x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
+    let bias = layer.bias.as_ref().map(|b| b.val());
+    let f32_bias = bias.as_ref().is_none_or(|b| b.dtype() == DType::F32);
+    if !super::is_flex::<B>()
+        || x.dtype() != DType::F32
+        || weight.dtype() != DType::F32
+        || !f32_bias
+    {
         return Err(x);
     }
-    let bias = layer.bias.as_ref().map(|b| flex_primitive(b.val()));
+    let bias = bias.map(flex_primitive);
     let y = forward(&flex_primitive(x), &flex_primitive(weight), bias.as_ref());
     let y: Box<dyn Any> = Box::new(Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(y)));
     Ok(*y.downcast::<Tensor<B, 2>>().expect("B is burn-flex"))
