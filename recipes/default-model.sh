@@ -60,8 +60,8 @@ log() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
 
 # One student run: one pass over a drawn mixture (recipes/mix.py deals the class and source
 # shares, so distill only shuffles), from $INIT. The paper's schedule shape — AdamW, 100 warm-up
-# updates, linear decay, weight decay 0.1, clip 1.0 — at batch 32 and lr $LR (the paper: 256 and 3e-5,
-# for far more compute), max length 256 (pairs keep most of their response), batches grouped by
+# updates, linear decay, weight decay 0.1, clip 1.0 — at batch 32 and lr $LR (the paper: 256 and
+# 3e-5, for far more compute), max length 256 (pairs keep most of their response), batches grouped by
 # length (2.7× → 1.02× the real tokens on this mixture). A finished run is resumed as a no-op.
 distill() { # out lambda train-file
     local out=$1 lambda=$2 train=$3

@@ -145,15 +145,13 @@ fn linear_matches_burns_output_and_gradients() {
         }
     }
     let (x, weight, bias, weights) = (random([6, 9]), random([6, 4]), random([4]), random([9, 4]));
-    let transposed = |op: fn(&Linear<Training>, Tensor<Training, 2>) -> Tensor<Training, 2>| {
-        let layer = trainable_linear(&weight, &bias);
-        let input = leaf(&x);
-        let output = op(&layer, input.clone().transpose());
-        let weights = Tensor::<Training, 2>::from_data(weights.to_data(), &Default::default());
-        let grads = (output * weights).sum().backward();
-        input.grad(&grads).unwrap()
-    };
-    let diff = max_diff(transposed(kernels::linear), transposed(|l, x| l.forward(x)));
+    let [_, ours, ..] = linear_gradients(&x, &weight, &bias, &weights, |l, x| {
+        kernels::linear(l, x.transpose())
+    });
+    let [_, theirs, ..] = linear_gradients(&x, &weight, &bias, &weights, |l, x| {
+        l.forward(x.transpose())
+    });
+    let diff = max_diff(ours, theirs);
     assert!(diff < 1e-4, "transposed input: gradient max |Δ| {diff:e}");
 }
 

@@ -6,8 +6,6 @@
 //! (`Autodiff<Flex>`) records the same forward with the backward below (kernels/tracked.rs).
 //! Native and in the browser (wasm, one thread).
 
-use core::any::Any;
-
 use burn::nn::Linear;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend};
 use burn_flex::{Flex, FlexTensor};
@@ -42,14 +40,18 @@ fn on_flex<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> Result<Tensor<B, 2
     }
     let bias = bias.map(flex_primitive);
     let y = forward(&flex_primitive(x), &flex_primitive(weight), bias.as_ref());
-    let y: Box<dyn Any> = Box::new(Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(y)));
-    Ok(*y.downcast::<Tensor<B, 2>>().expect("B is burn-flex"))
+    let y = Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(y));
+    let Ok(y) = super::as_backend::<B, _, 2>(y) else {
+        unreachable!("B is burn-flex")
+    };
+    Ok(y)
 }
 
 /// `x`'s burn-flex tensor; `B` must be burn-flex (checked by the caller).
 fn flex_primitive<B: Backend, const D: usize>(x: Tensor<B, D>) -> FlexTensor {
-    let x: Box<dyn Any> = Box::new(x);
-    let x = x.downcast::<Tensor<Flex, D>>().expect("B is burn-flex");
+    let Ok(x) = super::as_backend::<Flex, _, D>(x) else {
+        unreachable!("B is burn-flex")
+    };
     x.into_primitive().tensor()
 }
 

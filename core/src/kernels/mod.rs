@@ -101,6 +101,22 @@ fn is_flex<B: Backend>() -> bool {
     false
 }
 
+/// `x` as a tensor of backend `T` when `B` is `T` (the same value: a type check, no
+/// conversion), or `x` back. How a kernel specialised for one backend reaches its tensors from
+/// the generic models.
+#[cfg(feature = "flex")]
+fn as_backend<T: Backend, B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+) -> Result<Tensor<T, D>, Tensor<B, D>> {
+    let any: Box<dyn core::any::Any> = Box::new(x);
+    match any.downcast::<Tensor<T, D>>() {
+        Ok(x) => Ok(*x),
+        Err(any) => Err(*any
+            .downcast::<Tensor<B, D>>()
+            .expect("the value boxed above")),
+    }
+}
+
 /// Whether `B` keeps its tensors in host memory through burn-flex: burn-flex itself and
 /// `Autodiff<Flex>` (training), whose device is burn-flex's.
 #[cfg_attr(not(feature = "flex"), allow(clippy::extra_unused_type_parameters))]

@@ -5,7 +5,7 @@
 //! backward) and softmax's scalar `exp` were 16% of a MiniLM training step (perf,
 //! docs/BENCHMARKS.md).
 
-use core::any::{Any, TypeId};
+use core::any::TypeId;
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::NoCheckpointing};
@@ -15,6 +15,7 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend};
 use burn_flex::{Flex, FlexTensor};
 
+use super::as_backend;
 use super::softmax::{self, Broadcast};
 
 /// The backend the kernels below specialise: burn-flex under autodiff, as `distill` trains
@@ -248,10 +249,9 @@ pub(super) fn softmax_with_bias<B: Backend>(
 
 /// `x`'s autodiff tensor; `B` must be the training backend (checked by the caller).
 fn autodiff_tensor<B: Backend, const D: usize>(x: Tensor<B, D>) -> TrainingTensor {
-    let x: Box<dyn Any> = Box::new(x);
-    let x = x
-        .downcast::<Tensor<Training, D>>()
-        .expect("B is the training backend");
+    let Ok(x) = as_backend::<Training, _, D>(x) else {
+        unreachable!("B is the training backend")
+    };
     match x.into_primitive() {
         TensorPrimitive::Float(x) => x,
         TensorPrimitive::QFloat(_) => unreachable!("f32, checked by the caller"),
@@ -264,8 +264,7 @@ fn is_training<B: Backend>() -> bool {
 
 /// Whether autodiff records `x`'s ops (a constant built from data is not tracked).
 fn is_tracked<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
-    let any: Box<dyn Any> = Box::new(x.clone());
-    match any.downcast::<Tensor<Training, D>>() {
+    match as_backend::<Training, _, D>(x.clone()) {
         Ok(x) => match x.into_primitive() {
             TensorPrimitive::Float(x) => x.is_tracked(),
             TensorPrimitive::QFloat(_) => true,
@@ -283,20 +282,19 @@ fn map_training<B: Backend, const D: usize>(
     if !is_training::<B>() || x.dtype() != DType::F32 {
         return Err(x);
     }
-    let any: Box<dyn Any> = Box::new(x);
-    let x = *any
-        .downcast::<Tensor<Training, D>>()
-        .expect("B is the training backend");
+    let Ok(x) = as_backend::<Training, _, D>(x) else {
+        unreachable!("B is the training backend")
+    };
     let output = match x.into_primitive() {
         TensorPrimitive::Float(x) => {
             Tensor::<Training, D>::from_primitive(TensorPrimitive::Float(op(x)))
         }
         quantized => Tensor::from_primitive(quantized),
     };
-    let any: Box<dyn Any> = Box::new(output);
-    Ok(*any
-        .downcast::<Tensor<B, D>>()
-        .expect("B is the training backend"))
+    let Ok(output) = as_backend::<B, _, D>(output) else {
+        unreachable!("B is the training backend")
+    };
+    Ok(output)
 }
 
 /// `x` with its values as its whole buffer, in order (a view into a larger buffer is copied).

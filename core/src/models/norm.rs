@@ -8,7 +8,7 @@ use burn::tensor::{Tensor, backend::Backend};
 
 #[derive(Module, Debug)]
 pub struct Norm<B: Backend> {
-    pub layer: LayerNorm<B>,
+    layer: LayerNorm<B>,
     epsilon: f64,
 }
 
