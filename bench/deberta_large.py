@@ -9,8 +9,12 @@ peak RSS. A third run measures harmaug loading alone (one empty input) against t
 
     pip install torch transformers
     cargo build --release -p harmaug
-    python3 bench/deberta_large.py
+    python3 bench/deberta_large.py [--binary OTHER_HARMAUG ...]
+
+Each `--binary` (e.g. a build from before a change) is timed in the same run, on a row of its
+own, after target/release/harmaug.
 """
+import argparse
 import json
 import os
 import pathlib
@@ -82,6 +86,10 @@ def main():
         return torch_child(sys.argv[2])
     if len(sys.argv) > 2 and sys.argv[1] == "--measure":
         return measure_child(sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--binary", action="append", default=[], type=pathlib.Path,
+                        help="another harmaug binary to time in the same run")
+    binaries = parser.parse_args().binary
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         model_dir = tmp / "deberta-v3-large-random"
@@ -94,23 +102,27 @@ def main():
         empty.write_text(json.dumps({"prompt": ""}) + "\n")
         env = {**os.environ, "NO_COLOR": "1"}
 
-        # Truncate like the PyTorch side: the CLI's default (chunk) scores every 512-token window.
-        command = [str(BINARY), "score", "--model", str(model_dir), "--max-length", "512", "--batch-size", "8",
-                   "--long-input", "truncate"]
-        _, load_rss = peak_rss_mb(command + ["--input", str(empty)], env=env)
-        print(f"harmaug load only: peak RSS {load_rss:.0f} MiB = {load_rss / size_mb:.2f}× the checkpoint")
-        out, h_rss = peak_rss_mb(command + ["--input", str(rows)], env=env)
-        h_seconds = float(re.search(r"seconds=([0-9.e-]+)", out.stderr).group(1))
-        h_scores = [json.loads(line)["score"] for line in out.stdout.splitlines()]
+        rows_out = []
+        for binary in [BINARY, *binaries]:
+            # Truncate like the PyTorch side: the CLI's default (chunk) scores every 512-token window.
+            command = [str(binary), "score", "--model", str(model_dir), "--max-length", "512",
+                       "--batch-size", "8", "--long-input", "truncate"]
+            _, load_rss = peak_rss_mb(command + ["--input", str(empty)], env=env)
+            print(f"{binary}: load only, peak RSS {load_rss:.0f} MiB = {load_rss / size_mb:.2f}× the checkpoint")
+            out, h_rss = peak_rss_mb(command + ["--input", str(rows)], env=env)
+            h_seconds = float(re.search(r"seconds=([0-9.e-]+)", out.stderr).group(1))
+            h_scores = [json.loads(line)["score"] for line in out.stdout.splitlines()]
+            rows_out.append((binary, h_seconds, h_rss, h_scores))
         out, t_rss = peak_rss_mb([sys.executable, __file__, "--torch-child", str(model_dir)], env=env)
         t = json.loads(out.stdout.strip().splitlines()[-1])
-        diff = max(abs(a - b) for a, b in zip(h_scores, t["scores"]))
         print(f"batch {t['shape'][0]} × {t['shape'][1]} tokens")
-        print("| engine | forward s | × PyTorch | peak RSS MiB |")
-        print("|---|---|---|---|")
-        print(f"| PyTorch | {t['seconds']:.1f} | 1.00 | {t_rss:.0f} |")
-        print(f"| harmaug (flex) | {h_seconds:.1f} | {t['seconds'] / h_seconds:.2f} | {h_rss:.0f} |")
-        print(f"max |Δscore| harmaug vs PyTorch: {diff:.1e}")
+        print("| engine | forward s | × PyTorch | peak RSS MiB | max \\|Δscore\\| vs PyTorch |")
+        print("|---|---|---|---|---|")
+        print(f"| PyTorch | {t['seconds']:.1f} | 1.00 | {t_rss:.0f} | 0 |")
+        for binary, h_seconds, h_rss, h_scores in rows_out:
+            diff = max(abs(a - b) for a, b in zip(h_scores, t["scores"]))
+            name = "harmaug (flex)" if binary == BINARY else f"harmaug `{binary}`"
+            print(f"| {name} | {h_seconds:.1f} | {t['seconds'] / h_seconds:.2f} | {h_rss:.0f} | {diff:.1e} |")
 
 
 if __name__ == "__main__":

@@ -41,8 +41,12 @@ fn softmax_equals_burns_on_every_shape() {
         [1, 2, 3, 1537],
         [2, 12, 33, 33],
     ] {
+        // Against f64, not burn's f32 softmax: on 1,537-value rows burn's own is off by up to
+        // 3e-6, which made a comparison with it fail one run in ten.
         let x = random(shape);
-        let diff = max_diff(kernels::softmax_last(x.clone()), activation::softmax(x, 3));
+        let values: Vec<f32> = x.to_data().to_vec().unwrap();
+        let exact = exact_softmax(&values, shape[3]);
+        let diff = max_diff_exact(kernels::softmax_last(x), &exact);
         assert!(diff < 1e-6, "{shape:?}: max |Δ| {diff:e}");
     }
     let x = random([2, 4, 6, 0]);
@@ -135,7 +139,8 @@ fn large_tensors_split_over_threads_stay_exact() {
 }
 
 /// burn's composition of attention over `[batch, seq, heads·d]` projections, as the models
-/// write it where the kernel does not run.
+/// write it where the kernel does not run, with DeBERTa's position terms gathered from
+/// `[batch, heads, seq, 2·span]` products.
 fn composed_attention<B: burn::tensor::backend::Backend>(
     inputs: kernels::AttentionInputs<B>,
     heads: usize,
@@ -146,14 +151,100 @@ fn composed_attention<B: burn::tensor::backend::Backend>(
             .swap_dims(1, 2)
     };
     let (q, k, v) = (split(inputs.q), split(inputs.k), split(inputs.v));
-    let d = q.dims()[3];
-    let mut scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt());
+    let [batch, _, seq, d] = q.dims();
+    let device = q.device();
+    let terms = inputs.relative.map_or((None, None, None), |t| {
+        (t.pos_key, t.pos_query, Some(t.index))
+    });
+    let count = 1 + usize::from(terms.0.is_some()) + usize::from(terms.1.is_some());
+    let scale = 1.0 / ((d * count) as f64).sqrt();
+    let mut scores = q.clone().matmul(k.clone().swap_dims(2, 3)) * scale;
+    // The index as a tensor, and transposed for p2c (HF's p2c index).
+    let index = |transposed: bool| {
+        let table = terms.2.as_ref().expect("an index with the terms");
+        let values: Vec<i64> = (0..seq * seq)
+            .map(|n| {
+                let (i, j) = (n / seq, n % seq);
+                i64::from(if transposed {
+                    table[j * seq + i]
+                } else {
+                    table[n]
+                })
+            })
+            .collect();
+        Tensor::<B, 4, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(values, [1, 1, seq, seq]),
+            &device,
+        )
+        .expand([batch, heads, seq, seq])
+    };
+    // [batch, heads, seq, d] against a [rows, heads·d] table → [batch, heads, seq, rows].
+    let against = |x: Tensor<B, 4>, table: Tensor<B, 2>| {
+        let [rows, width] = table.dims();
+        let table = table
+            .reshape([1, rows, heads, width / heads])
+            .swap_dims(1, 2);
+        x.matmul(table.swap_dims(2, 3))
+    };
+    if let Some(pos_key) = terms.0 {
+        scores = scores + against(q, pos_key).gather(3, index(false)) * scale;
+    }
+    if let Some(pos_query) = terms.1 {
+        let p2c = against(k, pos_query).gather(3, index(true)).swap_dims(2, 3);
+        scores = scores + p2c * scale;
+    }
     if let Some(bias) = inputs.bias {
         scores = scores + bias;
     }
     let context = activation::softmax(scores, 3).matmul(v).swap_dims(1, 2);
-    let [batch, seq, _, _] = context.dims();
     context.reshape([batch, seq, heads * d])
+}
+
+/// Inputs for one attention: random projections, the bias given, and position terms when
+/// `position_rows` > 0 (DeBERTa's, c2p and p2c as `terms` says).
+fn attention_inputs(
+    [batch, seq, heads, d]: [usize; 4],
+    bias: Option<Tensor<Flex, 4>>,
+    position_rows: usize,
+    [c2p, p2c]: [bool; 2],
+) -> kernels::AttentionInputs<Flex> {
+    let width = heads * d;
+    let relative = (position_rows > 0).then(|| {
+        let span = (position_rows / 2) as i64;
+        let index = (0..seq * seq)
+            .map(|n| {
+                let distance = (n / seq) as i64 - (n % seq) as i64;
+                let r = harmaug_core::models::deberta_v2::relative_position(distance, 8, 16);
+                (r + span).clamp(0, 2 * span - 1) as u32
+            })
+            .collect();
+        kernels::RelativeTerms {
+            pos_key: c2p.then(|| random([position_rows, width])),
+            pos_query: p2c.then(|| random([position_rows, width])),
+            index,
+        }
+    });
+    kernels::AttentionInputs {
+        q: random([batch, seq, width]),
+        k: random([batch, seq, width]),
+        v: random([batch, seq, width]),
+        bias,
+        relative,
+    }
+}
+
+fn copy(inputs: &kernels::AttentionInputs<Flex>) -> kernels::AttentionInputs<Flex> {
+    kernels::AttentionInputs {
+        q: inputs.q.clone(),
+        k: inputs.k.clone(),
+        v: inputs.v.clone(),
+        bias: inputs.bias.clone(),
+        relative: inputs.relative.as_ref().map(|t| kernels::RelativeTerms {
+            pos_key: t.pos_key.clone(),
+            pos_query: t.pos_query.clone(),
+            index: t.index.clone(),
+        }),
+    }
 }
 
 #[test]
@@ -167,29 +258,71 @@ fn attention_equals_burns_composition() {
         );
         let per_query = random([batch, 1, seq, seq]);
         for bias in [None, Some(padding), Some(per_query)] {
-            let fixed = kernels::AttentionInputs {
-                q: random([batch, seq, heads * d]),
-                k: random([batch, seq, heads * d]),
-                v: random([batch, seq, heads * d]),
-                bias: bias.clone(),
-            };
-            let copy = kernels::AttentionInputs {
-                q: fixed.q.clone(),
-                k: fixed.k.clone(),
-                v: fixed.v.clone(),
-                bias: fixed.bias.clone(),
-            };
+            let fixed = attention_inputs([batch, seq, heads, d], bias, 0, [false; 2]);
+            let expected = composed_attention(copy(&fixed), heads);
             let ours = match kernels::attention(fixed, heads) {
                 Ok(context) => context,
                 Err(_) => panic!("the kernel must run on Flex"),
             };
-            let diff = max_diff(ours, composed_attention(copy, heads));
+            let diff = max_diff(ours, expected);
             assert!(
                 diff < 1e-4,
                 "{batch}×{seq}, {heads} heads of {d}: max |Δ| {diff:e}"
             );
         }
     }
+}
+
+/// DeBERTa's disentangled attention: both position terms, or one of them, on position tables
+/// of 16 rows (8 log buckets, so long distances share rows) and of one row pair; odd sizes,
+/// length-1 dims, a per-query padding bias as DeBERTa passes it.
+#[test]
+fn disentangled_attention_equals_burns_composition() {
+    let shapes = [(1, 1, 1, 1), (2, 7, 3, 5), (2, 41, 4, 16), (1, 130, 2, 64)];
+    for (batch, seq, heads, d) in shapes {
+        let masked = random([batch, 1, seq, seq]).lower_elem(-1.0);
+        let padding = Tensor::<Flex, 4>::zeros([batch, 1, seq, seq], &Default::default())
+            .mask_fill(masked, f32::MIN);
+        for (rows, terms) in [(16, [true, true]), (16, [true, false]), (2, [false, true])] {
+            for bias in [None, Some(padding.clone())] {
+                let fixed = attention_inputs([batch, seq, heads, d], bias, rows, terms);
+                let expected = composed_attention(copy(&fixed), heads);
+                let Ok(ours) = kernels::attention(fixed, heads) else {
+                    panic!("the kernel must run on Flex");
+                };
+                let diff = max_diff(ours, expected);
+                assert!(
+                    diff < 1e-4,
+                    "{batch}×{seq}, {heads} heads of {d}, {rows} rows {terms:?}: max |Δ| {diff:e}"
+                );
+            }
+        }
+    }
+}
+
+/// No tokens (burn's composition cannot expand an index over them): an empty context, with and
+/// without position terms.
+#[test]
+fn disentangled_attention_of_no_tokens() {
+    let inputs = attention_inputs([2, 0, 2, 4], None, 16, [true, true]);
+    let Ok(context) = kernels::attention(inputs, 2) else {
+        panic!("the kernel must run on Flex");
+    };
+    assert_eq!(context.dims(), [2, 0, 8]);
+    let inputs = attention_inputs([2, 0, 2, 4], None, 0, [false; 2]);
+    assert!(kernels::attention(inputs, 2).is_ok_and(|c| c.dims() == [2, 0, 8]));
+}
+
+/// Position terms whose index points outside their tables go back to the caller.
+#[test]
+fn disentangled_attention_declines_an_index_outside_its_tables() {
+    let mut inputs = attention_inputs([1, 5, 2, 4], None, 16, [true, true]);
+    if let Some(terms) = inputs.relative.as_mut() {
+        let mut index = terms.index.to_vec();
+        index[7] = 16;
+        terms.index = index.into();
+    }
+    assert!(kernels::attention(inputs, 2).is_err());
 }
 
 /// Training (Autodiff<Flex>) gets its inputs back for burn's composition, which keeps gradients.
@@ -202,6 +335,7 @@ fn attention_under_autodiff_hands_its_inputs_back() {
         k: x(),
         v: x(),
         bias: None,
+        relative: None,
     };
     assert!(kernels::attention(inputs, 2).is_err());
 }

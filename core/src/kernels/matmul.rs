@@ -11,8 +11,6 @@ pub(super) struct View<'a> {
     pub col_stride: usize,
 }
 
-// The attention kernel's and training's (native builds).
-#[cfg(feature = "threads")]
 impl<'a> View<'a> {
     /// Row-major rows of `cols` values.
     pub fn rows(values: &'a [f32], cols: usize) -> Self {

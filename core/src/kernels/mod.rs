@@ -24,7 +24,7 @@ mod softmax;
 #[cfg(feature = "autodiff")]
 mod tracked;
 
-pub use attention::{AttentionInputs, attention};
+pub use attention::{AttentionInputs, RelativeTerms, attention};
 pub use dropout::{dropout, seed_dropout};
 pub use gelu::gelu;
 pub use int8_linear::Int8Linear;

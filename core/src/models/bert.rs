@@ -186,6 +186,7 @@ impl<B: Backend> BertLayer<B> {
             k: project(&self.key, x.clone()),
             v: project(&self.value, x.clone()),
             bias: key_bias,
+            relative: None,
         };
         let context = kernels::attention(inputs, self.num_heads).unwrap_or_else(|inputs| {
             let heads = |t: Tensor<B, 3>| split_heads(t, self.num_heads);

@@ -4,6 +4,8 @@
 //! disentangled attention adds content→position (c2p) and position→content (p2c) terms from
 //! shared relative-position embeddings with log-bucketed distances.
 
+use std::sync::Arc;
+
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
@@ -23,6 +25,7 @@ use crate::config::{
     check_dropout, check_heads, default_dropout, default_hidden_act, default_initializer_range,
     parse,
 };
+use crate::kernels::{self, AttentionInputs, RelativeTerms};
 use crate::{Error, Result};
 
 /// `DebertaV2Config` fields that change the forward pass (`model_type: "deberta-v2"`, which
@@ -287,10 +290,34 @@ impl<B: Backend> DebertaV2Embeddings<B> {
 struct RelativePositions<B: Backend> {
     /// `[2·span, hidden]`, already layer-normalised when the config asks for it.
     embeddings: Tensor<B, 2>,
+    /// `[seq, seq]`: the position row query i and key j meet at (c2p's index; see
+    /// [`RelativeTerms::index`]).
+    index: Arc<[u32]>,
+    batch: usize,
+    heads: usize,
+}
+
+impl<B: Backend> RelativePositions<B> {
     /// `[batch, heads, seq, seq]` indices into the c2p scores' last axis.
-    c2p_index: Tensor<B, 4, Int>,
-    /// `[batch, heads, seq, seq]` indices into the p2c scores' last axis (before transposing).
-    p2c_index: Tensor<B, 4, Int>,
+    fn c2p_index(&self) -> Tensor<B, 4, Int> {
+        self.index_tensor(|seq, i, j| self.index[i * seq + j])
+    }
+
+    /// `[batch, heads, seq, seq]` indices into the p2c scores' last axis (before transposing):
+    /// c2p's transposed, since the bucketed distance is odd.
+    fn p2c_index(&self) -> Tensor<B, 4, Int> {
+        self.index_tensor(|seq, i, j| self.index[j * seq + i])
+    }
+
+    fn index_tensor(&self, at: impl Fn(usize, usize, usize) -> u32) -> Tensor<B, 4, Int> {
+        let seq = self.index.len().isqrt();
+        let values: Vec<i64> = (0..seq * seq)
+            .map(|n| i64::from(at(seq, n / seq, n % seq)))
+            .collect();
+        let device = self.embeddings.device();
+        Tensor::<B, 4, Int>::from_data(TensorData::new(values, [1, 1, seq, seq]), &device)
+            .expand([self.batch, self.heads, seq, seq])
+    }
 }
 
 #[derive(Module, Debug)]
@@ -348,41 +375,67 @@ impl<B: Backend> DisentangledSelfAttention<B> {
         bias: Option<Tensor<B, 4>>,
         relative: Option<&RelativePositions<B>>,
     ) -> Tensor<B, 3> {
+        let relative = relative.filter(|_| self.relative);
+        let inputs = AttentionInputs {
+            q: project(&self.query, x.clone()),
+            k: project(&self.key, x.clone()),
+            v: project(&self.value, x),
+            bias,
+            relative: relative.map(|rel| self.position_terms(rel)),
+        };
+        kernels::attention(inputs, self.num_heads)
+            .unwrap_or_else(|inputs| self.composed(inputs, relative))
+    }
+
+    /// The relative embeddings projected like content, `[2·span, heads·d]` per term.
+    fn position_terms(&self, rel: &RelativePositions<B>) -> RelativeTerms<B> {
+        let embeddings = kernels::dropout(&self.position_dropout, rel.embeddings.clone());
+        let project = |linear: &Projection<B>| linear.forward(embeddings.clone());
+        RelativeTerms {
+            pos_key: self
+                .c2p
+                .then(|| project(self.pos_key.as_ref().unwrap_or(&self.key))),
+            pos_query: self
+                .p2c
+                .then(|| project(self.pos_query.as_ref().unwrap_or(&self.query))),
+            index: rel.index.clone(),
+        }
+    }
+
+    /// burn's composition, where the attention kernel does not run (training, GPUs): the
+    /// position terms as `[batch, heads, seq, 2·span]` products gathered by index tensors.
+    fn composed(
+        &self,
+        inputs: AttentionInputs<B>,
+        relative: Option<&RelativePositions<B>>,
+    ) -> Tensor<B, 3> {
         let heads = |t: Tensor<B, 3>| split_heads(t, self.num_heads);
-        let q = heads(project(&self.query, x.clone()));
-        let k = heads(project(&self.key, x.clone()));
-        let v = heads(project(&self.value, x));
+        let (q, k, v) = (heads(inputs.q), heads(inputs.k), heads(inputs.v));
         // Each attention term is scaled by 1/√(d · number of terms), as in the paper.
         let terms = 1 + usize::from(self.c2p) + usize::from(self.p2c);
         let scale = 1.0 / ((self.head_size * terms) as f64).sqrt();
-
         let mut scores = q.clone().matmul(k.clone().swap_dims(2, 3)) * scale;
-        if let Some(rel) = relative.filter(|_| self.relative) {
-            let embeddings =
-                crate::kernels::dropout(&self.position_dropout, rel.embeddings.clone());
-            // Relative embeddings projected like content: [span·2, width] → [heads, span·2, d].
-            let rel_heads = |linear: &Projection<B>| {
-                let projected = linear.forward(embeddings.clone());
-                let [rows, width] = projected.dims();
-                projected
-                    .reshape([rows, self.num_heads, width / self.num_heads])
-                    .swap_dims(0, 1)
-            };
-            if self.c2p {
-                let pos_key = rel_heads(self.pos_key.as_ref().unwrap_or(&self.key));
-                let c2p = against_positions(q.clone(), pos_key).gather(3, rel.c2p_index.clone());
+        // [2·span, width] → [heads, 2·span, d].
+        let per_head = |projected: Tensor<B, 2>| {
+            let [rows, width] = projected.dims();
+            projected
+                .reshape([rows, self.num_heads, width / self.num_heads])
+                .swap_dims(0, 1)
+        };
+        if let (Some(terms), Some(rel)) = (inputs.relative, relative) {
+            if let Some(pos_key) = terms.pos_key {
+                let c2p = against_positions(q, per_head(pos_key)).gather(3, rel.c2p_index());
                 scores = scores + c2p * scale;
             }
-            if self.p2c {
-                let pos_query = rel_heads(self.pos_query.as_ref().unwrap_or(&self.query));
-                let p2c = against_positions(k, pos_query)
-                    .gather(3, rel.p2c_index.clone())
+            if let Some(pos_query) = terms.pos_query {
+                let p2c = against_positions(k, per_head(pos_query))
+                    .gather(3, rel.p2c_index())
                     .swap_dims(2, 3);
                 scores = scores + p2c * scale;
             }
         }
-        let probs = crate::kernels::softmax_last_with_bias(scores, bias);
-        let probs = crate::kernels::dropout(&self.probs_dropout, probs);
+        let probs = kernels::softmax_last_with_bias(scores, inputs.bias);
+        let probs = kernels::dropout(&self.probs_dropout, probs);
         merge_heads(probs.matmul(v))
     }
 }
@@ -506,27 +559,20 @@ impl<B: Backend> DebertaV2<B> {
             None => table.weight.val(),
         };
         let [b, seq] = batch.input_ids.dims();
-        let device = batch.input_ids.device();
         let span = self.span as i64;
-        let mut c2p = Vec::with_capacity(seq * seq);
-        let mut p2c = Vec::with_capacity(seq * seq);
-        for i in 0..seq as i64 {
-            for j in 0..seq as i64 {
+        let index = (0..(seq * seq) as i64)
+            .map(|n| {
+                let (i, j) = (n / seq as i64, n % seq as i64);
                 let r =
                     relative_position(i - j, self.position_buckets, self.max_relative_positions);
-                c2p.push((r + span).clamp(0, 2 * span - 1));
-                p2c.push((span - r).clamp(0, 2 * span - 1));
-            }
-        }
-        let index = |values: Vec<i64>| {
-            Tensor::<B, 2, Int>::from_data(TensorData::new(values, [seq, seq]), &device)
-                .reshape([1, 1, seq, seq])
-                .expand([b, self.num_heads, seq, seq])
-        };
+                (r + span).clamp(0, 2 * span - 1) as u32
+            })
+            .collect();
         Some(RelativePositions {
             embeddings,
-            c2p_index: index(c2p),
-            p2c_index: index(p2c),
+            index,
+            batch: b,
+            heads: self.num_heads,
         })
     }
 }

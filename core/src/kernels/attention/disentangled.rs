@@ -1,0 +1,127 @@
+//! DeBERTa's position terms inside the attention kernel: per (sequence, head) pair, q_h (c2p) or
+//! k_h (p2c) against the head's slice of a projected position table, `[seq, 2·span]`, then
+//! gathered into the pair's `[seq, seq]` scores through the relative-position index. burn's
+//! composition builds both terms as `[batch, heads, seq, seq]` tensors and gathers them with an
+//! index tensor of the same size, per layer.
+
+use std::sync::Arc;
+
+use burn::tensor::{DType, backend::Backend};
+
+use super::RelativeTerms;
+use super::on_flex::{Shape, values};
+use crate::kernels::matmul::{Matrix, Product, View, matmul};
+
+/// [`RelativeTerms`] read into plain buffers.
+pub(super) struct PositionTables {
+    /// `[rows, heads·d]` each.
+    pos_key: Option<Vec<f32>>,
+    pos_query: Option<Vec<f32>>,
+    rows: usize,
+    index: Arc<[u32]>,
+}
+
+impl PositionTables {
+    /// Whether `terms` fits a `[batch, seq, width]` attention: f32 tables of one shape
+    /// `[rows, width]`, and a `[seq, seq]` index that stays inside them.
+    pub(super) fn fit<B: Backend>(terms: &RelativeTerms<B>, seq: usize, width: usize) -> bool {
+        let tables = [&terms.pos_key, &terms.pos_query];
+        let mut dims = tables.iter().filter_map(|t| t.as_ref().map(|t| t.dims()));
+        let rows = match dims.next() {
+            Some([rows, w]) if w == width => rows,
+            Some(_) => return false,
+            None => 0,
+        };
+        dims.all(|d| d == [rows, width])
+            && tables
+                .iter()
+                .flat_map(|t| t.as_ref())
+                .all(|t| t.dtype() == DType::F32)
+            && terms.index.len() == seq * seq
+            && terms.index.iter().all(|&r| (r as usize) < rows)
+    }
+
+    pub(super) fn read<B: Backend>(terms: RelativeTerms<B>) -> Self {
+        let rows = [&terms.pos_key, &terms.pos_query]
+            .iter()
+            .find_map(|t| t.as_ref().map(|t| t.dims()[0]))
+            .unwrap_or(0);
+        Self {
+            pos_key: terms.pos_key.map(values),
+            pos_query: terms.pos_query.map(values),
+            rows,
+            index: terms.index,
+        }
+    }
+
+    /// How many terms beside q·kᵀ: each divides the scale.
+    pub(super) fn terms(&self) -> usize {
+        usize::from(self.pos_key.is_some()) + usize::from(self.pos_query.is_some())
+    }
+
+    /// Adds `scale` times the c2p and p2c terms of head `h` to its `[seq, seq]` scores; `q`
+    /// and `k` start at the pair's first element in the `[batch, seq, heads·d]` layout.
+    pub(super) fn add_terms(
+        &self,
+        scores: &mut [f32],
+        shape: Shape,
+        h: usize,
+        [q, k]: [&[f32]; 2],
+        scale: f32,
+    ) {
+        let (seq, rows) = (shape.seq, self.rows);
+        let mut against = vec![0f32; seq * rows];
+        if let Some(pos_key) = &self.pos_key {
+            // Query i meets key j at position row index(i, j) of query i's c2p row.
+            self.project(&mut against, q, pos_key, shape, h, scale);
+            for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
+                let c2p = &against[i * rows..(i + 1) * rows];
+                for (score, &r) in row.iter_mut().zip(self.index_row(i, seq)) {
+                    *score += c2p[r as usize];
+                }
+            }
+        }
+        if let Some(pos_query) = &self.pos_query {
+            // ... and at the same position row of key j's p2c row.
+            self.project(&mut against, k, pos_query, shape, h, scale);
+            for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
+                let index = self.index_row(i, seq);
+                for (j, (score, &r)) in row.iter_mut().zip(index).enumerate() {
+                    *score += against[j * rows + r as usize];
+                }
+            }
+        }
+    }
+
+    fn index_row(&self, i: usize, seq: usize) -> &[u32] {
+        &self.index[i * seq..(i + 1) * seq]
+    }
+
+    /// `out [seq, rows] = scale · x_h · table_hᵀ`.
+    fn project(
+        &self,
+        out: &mut [f32],
+        x: &[f32],
+        table: &[f32],
+        shape: Shape,
+        h: usize,
+        scale: f32,
+    ) {
+        let width = shape.width();
+        matmul(
+            Matrix {
+                values: out,
+                rows: shape.seq,
+                cols: self.rows,
+                row_stride: self.rows,
+            },
+            View::rows(x, width),
+            View::rows(&table[h * shape.d..], width).transposed(),
+            shape.d,
+            Product {
+                scale,
+                ..Product::PLAIN
+            },
+        );
+    }
+}
