@@ -247,6 +247,10 @@ fn copy(inputs: &kernels::AttentionInputs<Flex>) -> kernels::AttentionInputs<Fle
     }
 }
 
+fn no_dropout() -> burn::nn::Dropout {
+    burn::nn::DropoutConfig::new(0.0).init()
+}
+
 #[test]
 fn attention_equals_burns_composition() {
     // (batch, seq, heads, d), with a key padding bias, a per-query bias, or none.
@@ -260,7 +264,7 @@ fn attention_equals_burns_composition() {
         for bias in [None, Some(padding), Some(per_query)] {
             let fixed = attention_inputs([batch, seq, heads, d], bias, 0, [false; 2]);
             let expected = composed_attention(copy(&fixed), heads);
-            let ours = match kernels::attention(fixed, heads) {
+            let ours = match kernels::attention(fixed, heads, &no_dropout()) {
                 Ok(context) => context,
                 Err(_) => panic!("the kernel must run on Flex"),
             };
@@ -287,7 +291,7 @@ fn disentangled_attention_equals_burns_composition() {
             for bias in [None, Some(padding.clone())] {
                 let fixed = attention_inputs([batch, seq, heads, d], bias, rows, terms);
                 let expected = composed_attention(copy(&fixed), heads);
-                let Ok(ours) = kernels::attention(fixed, heads) else {
+                let Ok(ours) = kernels::attention(fixed, heads, &no_dropout()) else {
                     panic!("the kernel must run on Flex");
                 };
                 let diff = max_diff(ours, expected);
@@ -305,12 +309,12 @@ fn disentangled_attention_equals_burns_composition() {
 #[test]
 fn disentangled_attention_of_no_tokens() {
     let inputs = attention_inputs([2, 0, 2, 4], None, 16, [true, true]);
-    let Ok(context) = kernels::attention(inputs, 2) else {
+    let Ok(context) = kernels::attention(inputs, 2, &no_dropout()) else {
         panic!("the kernel must run on Flex");
     };
     assert_eq!(context.dims(), [2, 0, 8]);
     let inputs = attention_inputs([2, 0, 2, 4], None, 0, [false; 2]);
-    assert!(kernels::attention(inputs, 2).is_ok_and(|c| c.dims() == [2, 0, 8]));
+    assert!(kernels::attention(inputs, 2, &no_dropout()).is_ok_and(|c| c.dims() == [2, 0, 8]));
 }
 
 /// Position terms whose index points outside their tables go back to the caller.
@@ -322,12 +326,14 @@ fn disentangled_attention_declines_an_index_outside_its_tables() {
         index[7] = 16;
         terms.index = index.into();
     }
-    assert!(kernels::attention(inputs, 2).is_err());
+    assert!(kernels::attention(inputs, 2, &no_dropout()).is_err());
 }
 
-/// Training (Autodiff<Flex>) gets its inputs back for burn's composition, which keeps gradients.
+/// Training (Autodiff<Flex>) with DeBERTa's position terms gets its inputs back for burn's
+/// composition, which keeps gradients (BERT attention is an autodiff op of core's there:
+/// tests/tests/training_kernels.rs).
 #[test]
-fn attention_under_autodiff_hands_its_inputs_back() {
+fn disentangled_attention_under_autodiff_hands_its_inputs_back() {
     let device = Default::default();
     let x = || Tensor::<Autodiff<Flex>, 3>::random([2, 4, 6], Distribution::Default, &device);
     let inputs = kernels::AttentionInputs {
@@ -335,7 +341,11 @@ fn attention_under_autodiff_hands_its_inputs_back() {
         k: x(),
         v: x(),
         bias: None,
-        relative: None,
+        relative: Some(kernels::RelativeTerms {
+            pos_key: Some(Tensor::random([4, 6], Distribution::Default, &device)),
+            pos_query: None,
+            index: vec![1; 16].into(),
+        }),
     };
-    assert!(kernels::attention(inputs, 2).is_err());
+    assert!(kernels::attention(inputs, 2, &no_dropout()).is_err());
 }

@@ -311,3 +311,90 @@ fn dropout_masks_scales_and_repeats_from_the_seed() {
     let inference = max_diff(kernels::dropout(&layer, x.clone()), x);
     assert_eq!(inference, 0.0);
 }
+
+/// BERT attention as burn composes it, with the hashed dropout on the probabilities.
+fn composed_attention(
+    [q, k, v]: [Tensor<Training, 3>; 3],
+    bias: Option<Tensor<Training, 4>>,
+    heads: usize,
+    dropout: &burn::nn::Dropout,
+) -> Tensor<Training, 3> {
+    let [batch, seq, width] = q.dims();
+    let split = |t: Tensor<Training, 3>| {
+        t.reshape([batch, seq, heads, width / heads])
+            .swap_dims(1, 2)
+    };
+    let (q, k, v) = (split(q), split(k), split(v));
+    let mut scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / ((width / heads) as f64).sqrt());
+    if let Some(bias) = bias {
+        scores = scores + bias;
+    }
+    let probs = kernels::dropout(dropout, activation::softmax(scores, 3));
+    probs.matmul(v).swap_dims(1, 2).reshape([batch, seq, width])
+}
+
+/// The context and the gradients of q, k, v of Σ context·weights, through the attention op
+/// (`kernel`) or burn's composition; each run's dropout mask drawn from one seeded stream.
+fn attention_gradients(
+    qkv: &[Tensor<Flex, 3>; 3],
+    weights: &Tensor<Flex, 3>,
+    bias: Option<&Tensor<Flex, 4>>,
+    heads: usize,
+    prob: f64,
+    kernel: bool,
+) -> (Tensor<Flex, 3>, [Tensor<Flex, 3>; 3]) {
+    let device = Default::default();
+    let dropout = burn::nn::DropoutConfig::new(prob).init();
+    let inputs = qkv.each_ref().map(leaf);
+    let bias = bias.map(|b| Tensor::<Training, 4>::from_data(b.to_data(), &device));
+    kernels::seed_dropout(5);
+    let context = if kernel {
+        let inputs = kernels::AttentionInputs {
+            q: inputs[0].clone(),
+            k: inputs[1].clone(),
+            v: inputs[2].clone(),
+            bias,
+            relative: None,
+        };
+        let Ok(context) = kernels::attention(inputs, heads, &dropout) else {
+            panic!("the attention op must run while training on Flex");
+        };
+        context
+    } else {
+        composed_attention(inputs.clone(), bias, heads, &dropout)
+    };
+    let weights = Tensor::<Training, 3>::from_data(weights.to_data(), &device);
+    let grads = (context.clone() * weights).sum().backward();
+    let grad = |x: &Tensor<Training, 3>| x.grad(&grads).unwrap();
+    (context.inner(), inputs.each_ref().map(grad))
+}
+
+/// While training, BERT attention is one autodiff op of core's: context and the gradients of
+/// q, k and v as burn's composition (same dropout mask), on odd and length-1 shapes, with and
+/// without a key padding mask and dropout.
+#[test]
+fn attention_under_autodiff_matches_burns_output_and_gradients() {
+    let _generator = generator();
+    for (batch, seq, heads, d) in [(1, 1, 1, 1), (2, 7, 3, 5), (2, 33, 4, 16), (1, 130, 2, 64)] {
+        let qkv = [0, 1, 2].map(|_| random([batch, seq, heads * d]));
+        let weights = random([batch, seq, heads * d]);
+        let padded = random([batch, 1, 1, seq]).lower_elem(-1.2);
+        let padding = Tensor::<Flex, 4>::zeros([batch, 1, 1, seq], &Default::default())
+            .mask_fill(padded, f32::MIN);
+        for (bias, prob) in [(None, 0.0), (Some(&padding), 0.0), (Some(&padding), 0.3)] {
+            let (ours, our_grads) = attention_gradients(&qkv, &weights, bias, heads, prob, true);
+            let (theirs, their_grads) =
+                attention_gradients(&qkv, &weights, bias, heads, prob, false);
+            let case = format!("{batch}×{seq}, {heads} heads of {d}, dropout {prob}");
+            let diff = max_diff(ours, theirs);
+            assert!(diff < 1e-5, "{case}: context max |Δ| {diff:e}");
+            for (name, (ours, theirs)) in ["q", "k", "v"]
+                .iter()
+                .zip(our_grads.into_iter().zip(their_grads))
+            {
+                let diff = max_diff(ours, theirs);
+                assert!(diff < 1e-4, "{case}: gradient of {name} max |Δ| {diff:e}");
+            }
+        }
+    }
+}

@@ -10,9 +10,12 @@
 
 #[cfg(feature = "flex")]
 mod disentangled;
+#[cfg(feature = "autodiff")]
+pub(super) mod training;
 
 use std::sync::Arc;
 
+use burn::nn::Dropout;
 use burn::tensor::{Tensor, backend::Backend};
 
 /// The inputs of [`attention`], handed back when it does not run on the backend.
@@ -43,12 +46,21 @@ pub struct RelativeTerms<B: Backend> {
     pub index: Arc<[u32]>,
 }
 
-/// The context `[batch, seq, heads·d]`, or the inputs back for burn's composition (another
-/// backend, `Autodiff` while training — where dropout applies too — or a dtype other than f32).
+/// The context `[batch, seq, heads·d]`, with `probs_dropout` on the probabilities while
+/// training; or the inputs back for burn's composition (another backend, DeBERTa's position
+/// terms while training, or a dtype other than f32).
 pub fn attention<B: Backend>(
     inputs: AttentionInputs<B>,
     heads: usize,
+    probs_dropout: &Dropout,
 ) -> Result<Tensor<B, 3>, AttentionInputs<B>> {
+    #[cfg(feature = "autodiff")]
+    let inputs = match super::tracked::attention(inputs, heads, probs_dropout) {
+        Ok(context) => return Ok(context),
+        Err(inputs) => inputs,
+    };
+    // Outside training dropout is the identity, so the inference kernel ignores it.
+    let _ = probs_dropout;
     #[cfg(feature = "flex")]
     return on_flex::attention(inputs, heads);
     #[cfg(not(feature = "flex"))]
@@ -83,6 +95,7 @@ mod on_flex {
             || !fits
             || !relative_fits
             || heads == 0
+            || !width.is_multiple_of(heads)
         {
             return Err(inputs);
         }
@@ -129,16 +142,17 @@ mod on_flex {
     }
 
     /// Everything a (sequence, head) pair reads.
-    struct Operands<'a> {
-        q: &'a [f32],
-        k: &'a [f32],
-        v: &'a [f32],
-        bias: Option<&'a Broadcast>,
-        tables: Option<&'a PositionTables>,
+    pub(crate) struct Operands<'a> {
+        /// `[batch, seq, heads·d]` each.
+        pub q: &'a [f32],
+        pub k: &'a [f32],
+        pub v: &'a [f32],
+        pub bias: Option<&'a Broadcast>,
+        pub tables: Option<&'a PositionTables>,
     }
 
-    #[derive(Clone, Copy)]
-    pub(super) struct Shape {
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Shape {
         pub batch: usize,
         pub seq: usize,
         pub heads: usize,
@@ -150,37 +164,54 @@ mod on_flex {
             self.heads * self.d
         }
 
-        /// Every (sequence, head) pair's context, written into `[batch, seq, heads·d]`.
-        fn context(self, operands: &Operands<'_>) -> Vec<f32> {
+        /// Where head `h` of sequence `b` starts in the `[batch, seq, heads·d]` layout.
+        pub fn first(self, b: usize, h: usize) -> usize {
+            b * self.seq * self.width() + h * self.d
+        }
+
+        /// `one(b, h)` for every (sequence, head) pair, on rayon's pool with `threads`.
+        pub fn each_pair<T: Send>(self, one: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
             let pairs = self.batch * self.heads;
-            let one = |pair: usize| self.head(pair / self.heads, pair % self.heads, operands);
+            let one = |pair: usize| one(pair / self.heads, pair % self.heads);
             #[cfg(feature = "threads")]
-            let heads: Vec<Vec<f32>> = {
+            {
                 use rayon::prelude::*;
                 (0..pairs).into_par_iter().map(one).collect()
-            };
+            }
             #[cfg(not(feature = "threads"))]
-            let heads: Vec<Vec<f32>> = (0..pairs).map(one).collect();
+            (0..pairs).map(one).collect()
+        }
+
+        /// Each pair's `[seq, d]` rows written into one `[batch, seq, heads·d]` buffer.
+        pub fn merge(self, heads: &[Vec<f32>]) -> Vec<f32> {
             let mut out = vec![0f32; self.batch * self.seq * self.width()];
             for (pair, head) in heads.iter().enumerate() {
-                let (b, h) = (pair / self.heads, pair % self.heads);
+                let first = self.first(pair / self.heads, pair % self.heads);
                 for (i, row) in head.chunks_exact(self.d).enumerate() {
-                    let at = (b * self.seq + i) * self.width() + h * self.d;
+                    let at = first + i * self.width();
                     out[at..at + self.d].copy_from_slice(row);
                 }
             }
             out
         }
 
-        /// Head `h` of sequence `b`: `[seq, d]`.
-        fn head(self, b: usize, h: usize, operands: &Operands<'_>) -> Vec<f32> {
+        /// Every (sequence, head) pair's context, written into `[batch, seq, heads·d]`.
+        fn context(self, operands: &Operands<'_>) -> Vec<f32> {
+            let heads = self.each_pair(|b, h| {
+                let probs = self.probs(b, h, operands);
+                self.times_values(&probs, &operands.v[self.first(b, h)..])
+            });
+            self.merge(&heads)
+        }
+
+        /// The attention probabilities of head `h` of sequence `b`, `[seq, seq]`.
+        pub fn probs(self, b: usize, h: usize, operands: &Operands<'_>) -> Vec<f32> {
             let (seq, d, width) = (self.seq, self.d, self.width());
-            let first = b * seq * width + h * self.d;
+            let first = self.first(b, h);
             let (q, k) = (&operands.q[first..], &operands.k[first..]);
-            let terms = 1 + operands.tables.map_or(0, PositionTables::terms);
-            let scale = 1.0 / ((d * terms) as f32).sqrt();
             let mut scores = vec![0f32; seq * seq];
             // scores = q_h · k_hᵀ · scale: k_h read transposed through its strides.
+            let scale = self.scale(operands.tables);
             matmul(
                 Matrix {
                     values: &mut scores,
@@ -205,17 +236,28 @@ mod on_flex {
                     None => softmax_row_with_bias(row, &[]),
                 }
             }
-            let mut context = vec![0f32; seq * d];
+            scores
+        }
+
+        /// 1/√(d · terms): q·kᵀ and each position term.
+        pub fn scale(self, tables: Option<&PositionTables>) -> f32 {
+            let terms = 1 + tables.map_or(0, PositionTables::terms);
+            1.0 / ((self.d * terms) as f32).sqrt()
+        }
+
+        /// `probs [seq, seq] · v_h`, `v` starting at the pair's first element: `[seq, d]`.
+        pub fn times_values(self, probs: &[f32], v: &[f32]) -> Vec<f32> {
+            let mut context = vec![0f32; self.seq * self.d];
             matmul(
                 Matrix {
                     values: &mut context,
-                    rows: seq,
-                    cols: d,
-                    row_stride: d,
+                    rows: self.seq,
+                    cols: self.d,
+                    row_stride: self.d,
                 },
-                View::rows(&scores, seq),
-                View::rows(&operands.v[first..], width),
-                seq,
+                View::rows(probs, self.seq),
+                View::rows(v, self.width()),
+                self.seq,
                 Product::PLAIN,
             );
             context

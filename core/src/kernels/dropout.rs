@@ -21,8 +21,7 @@ pub fn dropout<B: Backend, const D: usize>(layer: &Dropout, x: Tensor<B, D>) -> 
         return layer.forward(x);
     }
     let shape = x.shape();
-    let seed = next_seed().unwrap_or_else(|| draw_seed::<B>(&device));
-    let mask = dropout_mask(shape.num_elements(), layer.prob, seed);
+    let mask = dropout_mask(shape.num_elements(), layer.prob, mask_seed::<B>(&device));
     x * Tensor::from_data(TensorData::new(mask, shape), &device)
 }
 
@@ -38,6 +37,11 @@ std::thread_local! {
 /// generator.
 pub fn seed_dropout(seed: u64) {
     STREAM.with(|stream| stream.set(Some((seed, 0))));
+}
+
+/// The next mask's seed: from this thread's stream, or else from the backend's generator.
+pub(crate) fn mask_seed<B: Backend>(device: &B::Device) -> u64 {
+    next_seed().unwrap_or_else(|| draw_seed::<B>(device))
 }
 
 fn next_seed() -> Option<u64> {
@@ -71,24 +75,43 @@ fn draw_seed<B: Backend>(device: &B::Device) -> u64 {
 /// `len` mask values: 0 with probability `prob`, else 1/(1 − prob).
 pub(crate) fn dropout_mask(len: usize, prob: f64, seed: u64) -> Vec<f32> {
     let mut mask = vec![0f32; len];
-    if prob >= 1.0 {
-        return mask;
-    }
-    // Keep when the hash's top 24 bits fall below keep·2²⁴ (the resolution of an f32 draw).
-    let threshold = ((1.0 - prob) * (1u64 << 24) as f64).round() as u32;
-    let scale = (1.0 / (1.0 - prob)) as f32;
-    let keys = (seed as u32, (seed >> 32) as u32);
-    super::for_each_rows(&mut mask, 1, |chunk, first| {
-        fill_mask(chunk, first, keys, threshold, scale)
-    });
+    let keep = Mask::new(prob, seed);
+    super::for_each_rows(&mut mask, 1, |chunk, first| keep.fill(chunk, first));
     mask
 }
 
-/// Element `first + i` of the mask into `chunk[i]`: a branch-free loop that vectorises.
-fn fill_mask(chunk: &mut [f32], first: usize, keys: (u32, u32), threshold: u32, scale: f32) {
-    for (i, value) in chunk.iter_mut().enumerate() {
-        let hash = mix(mix((first + i) as u32 ^ keys.0) ^ keys.1);
-        *value = if hash >> 8 < threshold { scale } else { 0.0 };
+/// One mask's draw: element n of the mask depends on (seed, n) alone, so any range of it can
+/// be filled on its own (the attention kernel's backward step refills each head's).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Mask {
+    keys: (u32, u32),
+    /// Keep when the hash's top 24 bits fall below keep·2²⁴ (the resolution of an f32 draw).
+    threshold: u32,
+    /// 1/(1 − prob), or 0 when everything is dropped.
+    scale: f32,
+}
+
+impl Mask {
+    pub(crate) fn new(prob: f64, seed: u64) -> Self {
+        let keep = (1.0 - prob).clamp(0.0, 1.0);
+        Self {
+            keys: (seed as u32, (seed >> 32) as u32),
+            threshold: (keep * (1u64 << 24) as f64).round() as u32,
+            scale: if keep > 0.0 { (1.0 / keep) as f32 } else { 0.0 },
+        }
+    }
+
+    /// Elements `first..first + chunk.len()` of the mask into `chunk`: a branch-free loop
+    /// that vectorises.
+    pub(crate) fn fill(&self, chunk: &mut [f32], first: usize) {
+        for (i, value) in chunk.iter_mut().enumerate() {
+            let hash = mix(mix((first + i) as u32 ^ self.keys.0) ^ self.keys.1);
+            *value = if hash >> 8 < self.threshold {
+                self.scale
+            } else {
+                0.0
+            };
+        }
     }
 }
 

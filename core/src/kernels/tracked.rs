@@ -11,11 +11,13 @@ use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::{Dropout, LayerNorm, Linear};
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend};
 use burn_flex::{Flex, FlexTensor};
 
 use super::as_backend;
+use super::attention::{AttentionInputs, training};
+use super::dropout::Mask;
 use super::softmax::{self, Broadcast};
 
 /// The backend the kernels below specialise: burn-flex under autodiff, as `distill` trains
@@ -189,6 +191,92 @@ pub(super) fn layer_norm<B: Backend, const D: usize>(
     })
 }
 
+/// softmax(q·kᵀ/√d + bias)·v with `probs_dropout` on the probabilities as one recorded op when
+/// `B` is the training backend (BERT's attention: no position terms; the bias a constant
+/// padding mask), or the inputs back. Forward and backward are kernels/attention's per-pair
+/// products (attention/training.rs).
+pub(super) fn attention<B: Backend>(
+    inputs: AttentionInputs<B>,
+    heads: usize,
+    probs_dropout: &Dropout,
+) -> Result<Tensor<B, 3>, AttentionInputs<B>> {
+    #[derive(Debug)]
+    struct AttentionBackward;
+
+    impl Backward<Flex, 3> for AttentionBackward {
+        /// q, k, v and the probabilities.
+        type State = ([FlexTensor; 3], training::Saved);
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let grad = contiguous(grads.consume::<Flex>(&ops.node));
+            let (inputs, saved) = ops.state;
+            let values = inputs
+                .each_ref()
+                .map(|x| x.as_slice::<f32>().unwrap_or_default());
+            let grad_values = grad.as_slice::<f32>().unwrap_or_default();
+            let shape = grad.layout().shape().clone();
+            let input_grads = training::backward(&saved, values, grad_values);
+            for (node, values) in ops.parents.into_iter().zip(input_grads) {
+                if let Some(node) = node {
+                    let grad = FlexTensor::from_data(TensorData::new(values, shape.clone()));
+                    grads.register::<Flex>(node.id, grad);
+                }
+            }
+        }
+    }
+
+    let Some(bias) = training_attention_bias(&inputs, heads) else {
+        return Err(inputs);
+    };
+    let dims = inputs.q.dims();
+    let device = inputs.q.device();
+    let dropout = (probs_dropout.prob > 0.0)
+        .then(|| Mask::new(probs_dropout.prob, super::dropout::mask_seed::<B>(&device)));
+    let [q, k, v] = [inputs.q, inputs.k, inputs.v].map(autodiff_tensor);
+    let primitives = [&q, &k, &v].map(|x| contiguous(x.primitive.clone()));
+    let values = primitives
+        .each_ref()
+        .map(|x| x.as_slice::<f32>().unwrap_or_default());
+    let (context, saved) = training::forward(values, dims, heads, bias.as_ref(), dropout);
+    let output = FlexTensor::from_data(TensorData::new(context, dims));
+    let parents = [q.node.clone(), k.node.clone(), v.node.clone()];
+    let output = match AttentionBackward
+        .prepare::<NoCheckpointing>(parents)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((primitives, saved), output),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    };
+    Ok(from_training(output))
+}
+
+/// `Some(bias)` (itself an option) when the attention op can record `inputs`: the training
+/// backend, f32, q, k, v of one non-empty `[batch, seq, heads·d]` shape, no position terms,
+/// and a constant bias that broadcasts over the scores.
+fn training_attention_bias<B: Backend>(
+    inputs: &AttentionInputs<B>,
+    heads: usize,
+) -> Option<Option<Broadcast>> {
+    let dims @ [batch, seq, width] = inputs.q.dims();
+    let fits = is_training::<B>()
+        && inputs.q.dtype() == DType::F32
+        && inputs.k.dims() == dims
+        && inputs.v.dims() == dims
+        && inputs.relative.is_none()
+        && batch * seq > 0
+        && heads > 0
+        && width.is_multiple_of(heads);
+    if !fits {
+        return None;
+    }
+    match &inputs.bias {
+        Some(bias) if is_tracked(bias) => None,
+        Some(bias) => Broadcast::over([batch, heads, seq, seq], bias.clone()).map(Some),
+        None => Some(None),
+    }
+}
+
 /// Attention scores and their optional additive bias, handed back where no kernel runs.
 pub(super) type ScoresAndBias<B> = (Tensor<B, 4>, Option<Tensor<B, 4>>);
 
@@ -285,16 +373,24 @@ fn map_training<B: Backend, const D: usize>(
     let Ok(x) = as_backend::<Training, _, D>(x) else {
         unreachable!("B is the training backend")
     };
-    let output = match x.into_primitive() {
-        TensorPrimitive::Float(x) => {
-            Tensor::<Training, D>::from_primitive(TensorPrimitive::Float(op(x)))
-        }
-        quantized => Tensor::from_primitive(quantized),
-    };
-    let Ok(output) = as_backend::<B, _, D>(output) else {
+    match x.into_primitive() {
+        TensorPrimitive::Float(x) => Ok(from_training(op(x))),
+        quantized => Err(from_training_tensor(Tensor::from_primitive(quantized))),
+    }
+}
+
+/// An autodiff tensor as `B`'s; `B` must be the training backend (checked by the caller).
+fn from_training<B: Backend, const D: usize>(x: TrainingTensor) -> Tensor<B, D> {
+    from_training_tensor(Tensor::<Training, D>::from_primitive(
+        TensorPrimitive::Float(x),
+    ))
+}
+
+fn from_training_tensor<B: Backend, const D: usize>(x: Tensor<Training, D>) -> Tensor<B, D> {
+    let Ok(x) = as_backend::<B, _, D>(x) else {
         unreachable!("B is the training backend")
     };
-    Ok(output)
+    x
 }
 
 /// `x` with its values as its whole buffer, in order (a view into a larger buffer is copied).

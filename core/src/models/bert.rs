@@ -188,16 +188,17 @@ impl<B: Backend> BertLayer<B> {
             bias: key_bias,
             relative: None,
         };
-        let context = kernels::attention(inputs, self.num_heads).unwrap_or_else(|inputs| {
-            let heads = |t: Tensor<B, 3>| split_heads(t, self.num_heads);
-            merge_heads(scaled_dot_product(
-                heads(inputs.q),
-                heads(inputs.k),
-                heads(inputs.v),
-                inputs.bias,
-                &self.attention_dropout,
-            ))
-        });
+        let context = kernels::attention(inputs, self.num_heads, &self.attention_dropout)
+            .unwrap_or_else(|inputs| {
+                let heads = |t: Tensor<B, 3>| split_heads(t, self.num_heads);
+                merge_heads(scaled_dot_product(
+                    heads(inputs.q),
+                    heads(inputs.k),
+                    heads(inputs.v),
+                    inputs.bias,
+                    &self.attention_dropout,
+                ))
+            });
         self.post_attention.forward(context, x)
     }
 }

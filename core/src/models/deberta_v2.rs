@@ -383,7 +383,7 @@ impl<B: Backend> DisentangledSelfAttention<B> {
             bias,
             relative: relative.map(|rel| self.position_terms(rel)),
         };
-        kernels::attention(inputs, self.num_heads)
+        kernels::attention(inputs, self.num_heads, &self.probs_dropout)
             .unwrap_or_else(|inputs| self.composed(inputs, relative))
     }
 

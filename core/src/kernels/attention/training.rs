@@ -1,0 +1,177 @@
+//! The attention kernel inside training (kernels/tracked.rs records it as one autodiff op, BERT
+//! attention without position terms): the forward pass keeps each (sequence, head) pair's
+//! probabilities; the backward pass refills dropout's mask from its seed and runs the pair's
+//! five products. burn's composition records about ten ops here, each writing a `[batch, heads,
+//! seq, seq]` or head-split tensor, and copies q, k, v and the context between layouts.
+
+use super::on_flex::{Operands, Shape};
+use crate::kernels::dropout::Mask;
+use crate::kernels::matmul::{Matrix, Product, View, matmul};
+use crate::kernels::softmax::{Broadcast, softmax_backward_rows};
+
+/// What the backward step needs besides q, k and v: every pair's probabilities before
+/// dropout, `[batch, heads, seq, seq]`, and the dropout mask's draw.
+#[derive(Clone, Debug)]
+pub(crate) struct Saved {
+    shape: Shape,
+    probs: Vec<f32>,
+    dropout: Option<Mask>,
+}
+
+/// The context `[batch, seq, heads·d]` of q, k, v (`[batch, seq, heads·d]` each, `dims`), with
+/// `bias` added to the scores. `dropout` multiplies the probabilities by its mask, element n of
+/// the `[batch, heads, seq, seq]` layout taking the mask's element n (burn's composition's
+/// order).
+pub(crate) fn forward(
+    [q, k, v]: [&[f32]; 3],
+    [batch, seq, width]: [usize; 3],
+    heads: usize,
+    bias: Option<&Broadcast>,
+    dropout: Option<Mask>,
+) -> (Vec<f32>, Saved) {
+    let shape = Shape {
+        batch,
+        seq,
+        heads,
+        d: width / heads,
+    };
+    let operands = Operands {
+        q,
+        k,
+        v,
+        bias,
+        tables: None,
+    };
+    let pairs = shape.each_pair(|b, h| {
+        let probs = shape.probs(b, h, &operands);
+        let v = &v[shape.first(b, h)..];
+        let context = match dropout {
+            Some(mask) => shape.times_values(&dropped(shape, &probs, mask, b, h), v),
+            None => shape.times_values(&probs, v),
+        };
+        (probs, context)
+    });
+    let (probs, contexts): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+    let saved = Saved {
+        shape,
+        probs: probs.concat(),
+        dropout,
+    };
+    (shape.merge(&contexts), saved)
+}
+
+/// The gradients of q, k and v, `[batch, seq, heads·d]` each, from the context's `grad`.
+pub(crate) fn backward(saved: &Saved, [q, k, v]: [&[f32]; 3], grad: &[f32]) -> [Vec<f32>; 3] {
+    let shape = saved.shape;
+    let pairs = shape.each_pair(|b, h| {
+        let first = shape.first(b, h);
+        let area = shape.seq * shape.seq;
+        let pair = b * shape.heads + h;
+        let probs = &saved.probs[pair * area..(pair + 1) * area];
+        let inputs = [&q[first..], &k[first..], &v[first..]];
+        let dropout = saved.dropout.map(|mask| (mask, pair));
+        pair_gradients(shape, inputs, probs, &grad[first..], dropout)
+    });
+    let mut merged = [0, 1, 2].map(|_| Vec::with_capacity(pairs.len()));
+    for [dq, dk, dv] in pairs {
+        merged[0].push(dq);
+        merged[1].push(dk);
+        merged[2].push(dv);
+    }
+    merged.map(|heads| shape.merge(&heads))
+}
+
+/// One pair's probabilities times its dropout mask.
+fn dropped(shape: Shape, probs: &[f32], mask: Mask, b: usize, h: usize) -> Vec<f32> {
+    let mut values = vec![0f32; probs.len()];
+    mask.fill(&mut values, (b * shape.heads + h) * probs.len());
+    values.iter_mut().zip(probs).for_each(|(m, p)| *m *= p);
+    values
+}
+
+/// dV = P'ᵀ·dC, dP = (dC·Vᵀ) ⊙ mask, dS = softmax backward of dP, dQ = scale·dS·K,
+/// dK = scale·dSᵀ·Q, with P' the probabilities after dropout; q, k, v and `grad` start at
+/// the pair's first element in the `[batch, seq, heads·d]` layout. `[seq, d]` each.
+fn pair_gradients(
+    shape: Shape,
+    [q, k, v]: [&[f32]; 3],
+    probs: &[f32],
+    grad: &[f32],
+    dropout: Option<(Mask, usize)>,
+) -> [Vec<f32>; 3] {
+    let (seq, d, width) = (shape.seq, shape.d, shape.width());
+    let mask = dropout.map(|(mask, pair)| {
+        let mut values = vec![0f32; seq * seq];
+        mask.fill(&mut values, pair * seq * seq);
+        values
+    });
+    let kept: Vec<f32> = match &mask {
+        Some(mask) => probs.iter().zip(mask).map(|(p, m)| p * m).collect(),
+        None => probs.to_vec(),
+    };
+    let rows = |values, cols| View::rows(values, cols);
+    let mut dv = vec![0f32; seq * d];
+    product(
+        &mut dv,
+        [seq, d],
+        rows(&kept, seq).transposed(),
+        rows(grad, width),
+        seq,
+        1.0,
+    );
+    let mut dp = vec![0f32; seq * seq];
+    product(
+        &mut dp,
+        [seq, seq],
+        rows(grad, width),
+        rows(v, width).transposed(),
+        d,
+        1.0,
+    );
+    if let Some(mask) = &mask {
+        dp.iter_mut().zip(mask).for_each(|(g, m)| *g *= m);
+    }
+    softmax_backward_rows(&mut dp, probs, seq);
+    let scale = shape.scale(None);
+    let mut dq = vec![0f32; seq * d];
+    product(
+        &mut dq,
+        [seq, d],
+        rows(&dp, seq),
+        rows(k, width),
+        seq,
+        scale,
+    );
+    let mut dk = vec![0f32; seq * d];
+    product(
+        &mut dk,
+        [seq, d],
+        rows(&dp, seq).transposed(),
+        rows(q, width),
+        seq,
+        scale,
+    );
+    [dq, dk, dv]
+}
+
+/// `out [rows, cols] = scale · lhs · rhs` on one thread (the pairs run in parallel).
+fn product(
+    out: &mut [f32],
+    [rows, cols]: [usize; 2],
+    lhs: View<'_>,
+    rhs: View<'_>,
+    inner: usize,
+    scale: f32,
+) {
+    let out = Matrix {
+        values: out,
+        rows,
+        cols,
+        row_stride: cols,
+    };
+    let how = Product {
+        scale,
+        ..Product::PLAIN
+    };
+    matmul(out, lhs, rhs, inner, how);
+}
