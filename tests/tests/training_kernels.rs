@@ -1,6 +1,7 @@
 //! core's kernels inside training (core/src/kernels/tracked.rs, dropout.rs): on
-//! `Autodiff<Flex>` linear layers, layer norms, GELU and the attention softmax are autodiff ops of core's
-//! and dropout draws a hashed mask; outputs and gradients against burn's own ops.
+//! `Autodiff<Flex>` linear layers, layer norms, GELU, BERT attention and the attention softmax
+//! are autodiff ops of core's and dropout draws a hashed mask; outputs and gradients against
+//! burn's own ops.
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::Param;
