@@ -247,6 +247,15 @@ fn copy(inputs: &kernels::AttentionInputs<Flex>) -> kernels::AttentionInputs<Fle
     }
 }
 
+/// Max |Δ| between the kernel's context and burn's composition of the same inputs.
+fn kernel_against_composition(inputs: kernels::AttentionInputs<Flex>, heads: usize) -> f32 {
+    let expected = composed_attention(copy(&inputs), heads);
+    let Ok(ours) = kernels::attention(inputs, heads, &no_dropout()) else {
+        panic!("the kernel must run on Flex");
+    };
+    max_diff(ours, expected)
+}
+
 fn no_dropout() -> burn::nn::Dropout {
     burn::nn::DropoutConfig::new(0.0).init()
 }
@@ -262,13 +271,8 @@ fn attention_equals_burns_composition() {
         );
         let per_query = random([batch, 1, seq, seq]);
         for bias in [None, Some(padding), Some(per_query)] {
-            let fixed = attention_inputs([batch, seq, heads, d], bias, 0, [false; 2]);
-            let expected = composed_attention(copy(&fixed), heads);
-            let ours = match kernels::attention(fixed, heads, &no_dropout()) {
-                Ok(context) => context,
-                Err(_) => panic!("the kernel must run on Flex"),
-            };
-            let diff = max_diff(ours, expected);
+            let inputs = attention_inputs([batch, seq, heads, d], bias, 0, [false; 2]);
+            let diff = kernel_against_composition(inputs, heads);
             assert!(
                 diff < 1e-4,
                 "{batch}×{seq}, {heads} heads of {d}: max |Δ| {diff:e}"
@@ -289,12 +293,8 @@ fn disentangled_attention_equals_burns_composition() {
             .mask_fill(masked, f32::MIN);
         for (rows, terms) in [(16, [true, true]), (16, [true, false]), (2, [false, true])] {
             for bias in [None, Some(padding.clone())] {
-                let fixed = attention_inputs([batch, seq, heads, d], bias, rows, terms);
-                let expected = composed_attention(copy(&fixed), heads);
-                let Ok(ours) = kernels::attention(fixed, heads, &no_dropout()) else {
-                    panic!("the kernel must run on Flex");
-                };
-                let diff = max_diff(ours, expected);
+                let inputs = attention_inputs([batch, seq, heads, d], bias, rows, terms);
+                let diff = kernel_against_composition(inputs, heads);
                 assert!(
                     diff < 1e-4,
                     "{batch}×{seq}, {heads} heads of {d}, {rows} rows {terms:?}: max |Δ| {diff:e}"

@@ -77,7 +77,7 @@ mod on_flex {
 
     use super::AttentionInputs;
     use super::disentangled::PositionTables;
-    use crate::kernels::matmul::{Matrix, Product, View, matmul};
+    use crate::kernels::matmul::{View, product};
     use crate::kernels::softmax::{Broadcast, softmax_row_with_bias};
 
     pub(super) fn attention<B: Backend>(
@@ -209,24 +209,10 @@ mod on_flex {
             let (seq, d, width) = (self.seq, self.d, self.width());
             let first = self.first(b, h);
             let (q, k) = (&operands.q[first..], &operands.k[first..]);
-            let mut scores = vec![0f32; seq * seq];
             // scores = q_h · k_hᵀ · scale: k_h read transposed through its strides.
             let scale = self.scale(operands.tables);
-            matmul(
-                Matrix {
-                    values: &mut scores,
-                    rows: seq,
-                    cols: seq,
-                    row_stride: seq,
-                },
-                View::rows(q, width),
-                View::rows(k, width).transposed(),
-                d,
-                Product {
-                    scale,
-                    ..Product::PLAIN
-                },
-            );
+            let (q_h, k_h) = (View::rows(q, width), View::rows(k, width).transposed());
+            let mut scores = product([seq, seq], q_h, k_h, d, scale);
             if let Some(tables) = operands.tables {
                 tables.add_terms(&mut scores, self, h, [q, k], scale);
             }
@@ -247,20 +233,8 @@ mod on_flex {
 
         /// `probs [seq, seq] · v_h`, `v` starting at the pair's first element: `[seq, d]`.
         pub fn times_values(self, probs: &[f32], v: &[f32]) -> Vec<f32> {
-            let mut context = vec![0f32; self.seq * self.d];
-            matmul(
-                Matrix {
-                    values: &mut context,
-                    rows: self.seq,
-                    cols: self.d,
-                    row_stride: self.d,
-                },
-                View::rows(probs, self.seq),
-                View::rows(v, self.width()),
-                self.seq,
-                Product::PLAIN,
-            );
-            context
+            let (probs, v) = (View::rows(probs, self.seq), View::rows(v, self.width()));
+            product([self.seq, self.d], probs, v, self.seq, 1.0)
         }
     }
 }

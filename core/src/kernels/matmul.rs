@@ -128,3 +128,27 @@ pub(super) fn matmul(out: Matrix<'_>, lhs: View<'_>, rhs: View<'_>, inner: usize
         );
     }
 }
+
+/// A new `[rows, cols]` matrix `scale · lhs · rhs`, on one thread (for callers that already run
+/// in parallel, such as the attention kernel's pairs).
+pub(super) fn product(
+    [rows, cols]: [usize; 2],
+    lhs: View<'_>,
+    rhs: View<'_>,
+    inner: usize,
+    scale: f32,
+) -> Vec<f32> {
+    let mut values = vec![0f32; rows * cols];
+    let out = Matrix {
+        values: &mut values,
+        rows,
+        cols,
+        row_stride: cols,
+    };
+    let how = Product {
+        scale,
+        ..Product::PLAIN
+    };
+    matmul(out, lhs, rhs, inner, how);
+    values
+}

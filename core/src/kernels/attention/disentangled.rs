@@ -10,7 +10,7 @@ use burn::tensor::{DType, backend::Backend};
 
 use super::RelativeTerms;
 use super::on_flex::{Shape, values};
-use crate::kernels::matmul::{Matrix, Product, View, matmul};
+use crate::kernels::matmul::{View, product};
 
 /// [`RelativeTerms`] read into plain buffers.
 pub(super) struct PositionTables {
@@ -69,13 +69,12 @@ impl PositionTables {
         [q, k]: [&[f32]; 2],
         scale: f32,
     ) {
-        let (seq, rows) = (shape.seq, self.rows);
-        let mut against = vec![0f32; seq * rows];
+        let seq = shape.seq;
         if let Some(pos_key) = &self.pos_key {
             // Query i meets key j at position row index(i, j) of query i's c2p row.
-            self.project(&mut against, q, pos_key, shape, h, scale);
+            let c2p = self.against(q, pos_key, shape, h, scale);
             for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
-                let c2p = &against[i * rows..(i + 1) * rows];
+                let c2p = &c2p[i * self.rows..(i + 1) * self.rows];
                 for (score, &r) in row.iter_mut().zip(self.index_row(i, seq)) {
                     *score += c2p[r as usize];
                 }
@@ -83,11 +82,11 @@ impl PositionTables {
         }
         if let Some(pos_query) = &self.pos_query {
             // ... and at the same position row of key j's p2c row.
-            self.project(&mut against, k, pos_query, shape, h, scale);
+            let p2c = self.against(k, pos_query, shape, h, scale);
             for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
                 let index = self.index_row(i, seq);
                 for (j, (score, &r)) in row.iter_mut().zip(index).enumerate() {
-                    *score += against[j * rows + r as usize];
+                    *score += p2c[j * self.rows + r as usize];
                 }
             }
         }
@@ -97,31 +96,16 @@ impl PositionTables {
         &self.index[i * seq..(i + 1) * seq]
     }
 
-    /// `out [seq, rows] = scale · x_h · table_hᵀ`.
-    fn project(
-        &self,
-        out: &mut [f32],
-        x: &[f32],
-        table: &[f32],
-        shape: Shape,
-        h: usize,
-        scale: f32,
-    ) {
+    /// `[seq, rows]`: `scale · x_h · table_hᵀ`.
+    fn against(&self, x: &[f32], table: &[f32], shape: Shape, h: usize, scale: f32) -> Vec<f32> {
         let width = shape.width();
-        matmul(
-            Matrix {
-                values: out,
-                rows: shape.seq,
-                cols: self.rows,
-                row_stride: self.rows,
-            },
+        let table_h = View::rows(&table[h * shape.d..], width).transposed();
+        product(
+            [shape.seq, self.rows],
             View::rows(x, width),
-            View::rows(&table[h * shape.d..], width).transposed(),
+            table_h,
             shape.d,
-            Product {
-                scale,
-                ..Product::PLAIN
-            },
-        );
+            scale,
+        )
     }
 }

@@ -6,7 +6,7 @@
 
 use super::on_flex::{Operands, Shape};
 use crate::kernels::dropout::Mask;
-use crate::kernels::matmul::{Matrix, Product, View, matmul};
+use crate::kernels::matmul::{View, product};
 use crate::kernels::softmax::{Broadcast, softmax_backward_rows};
 
 /// What the backward step needs besides q, k and v: every pair's probabilities before
@@ -110,18 +110,14 @@ fn pair_gradients(
         None => probs.to_vec(),
     };
     let rows = |values, cols| View::rows(values, cols);
-    let mut dv = vec![0f32; seq * d];
-    product(
-        &mut dv,
+    let dv = product(
         [seq, d],
         rows(&kept, seq).transposed(),
         rows(grad, width),
         seq,
         1.0,
     );
-    let mut dp = vec![0f32; seq * seq];
-    product(
-        &mut dp,
+    let mut dp = product(
         [seq, seq],
         rows(grad, width),
         rows(v, width).transposed(),
@@ -133,18 +129,8 @@ fn pair_gradients(
     }
     softmax_backward_rows(&mut dp, probs, seq);
     let scale = shape.scale(None);
-    let mut dq = vec![0f32; seq * d];
-    product(
-        &mut dq,
-        [seq, d],
-        rows(&dp, seq),
-        rows(k, width),
-        seq,
-        scale,
-    );
-    let mut dk = vec![0f32; seq * d];
-    product(
-        &mut dk,
+    let dq = product([seq, d], rows(&dp, seq), rows(k, width), seq, scale);
+    let dk = product(
         [seq, d],
         rows(&dp, seq).transposed(),
         rows(q, width),
@@ -152,26 +138,4 @@ fn pair_gradients(
         scale,
     );
     [dq, dk, dv]
-}
-
-/// `out [rows, cols] = scale · lhs · rhs` on one thread (the pairs run in parallel).
-fn product(
-    out: &mut [f32],
-    [rows, cols]: [usize; 2],
-    lhs: View<'_>,
-    rhs: View<'_>,
-    inner: usize,
-    scale: f32,
-) {
-    let out = Matrix {
-        values: out,
-        rows,
-        cols,
-        row_stride: cols,
-    };
-    let how = Product {
-        scale,
-        ..Product::PLAIN
-    };
-    matmul(out, lhs, rhs, inner, how);
 }
