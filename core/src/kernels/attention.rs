@@ -91,7 +91,9 @@ mod on_flex {
             .as_ref()
             .is_none_or(|terms| PositionTables::fit(terms, seq, width));
         if !crate::kernels::is_flex::<B>()
-            || inputs.q.dtype() != DType::F32
+            || [&inputs.q, &inputs.k, &inputs.v]
+                .iter()
+                .any(|x| x.dtype() != DType::F32)
             || !fits
             || !relative_fits
             || heads == 0

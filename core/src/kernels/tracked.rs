@@ -260,7 +260,9 @@ fn training_attention_bias<B: Backend>(
 ) -> Option<Option<Broadcast>> {
     let dims @ [batch, seq, width] = inputs.q.dims();
     let fits = is_training::<B>()
-        && inputs.q.dtype() == DType::F32
+        && [&inputs.q, &inputs.k, &inputs.v]
+            .iter()
+            .all(|x| x.dtype() == DType::F32)
         && inputs.k.dims() == dims
         && inputs.v.dims() == dims
         && inputs.relative.is_none()
