@@ -5,10 +5,12 @@
 #                                          eval export shipped report (no stage = all, in order);
 #                                          ablation (four students at one budget) on request
 #
-# The shipped guard is two stages of training (each within ~100 minutes on 2 cores): the
-# default run, then its student trained further on a new draw:
+# The shipped guard is three stages of training (78–119 minutes each on 2 cores, the third shared
+# with builds and tests): the default run, then its student trained further on a new draw, twice:
 #   recipes/default-model.sh
 #   WORK=~/.cache/harmaug/stage2 INIT=~/.cache/harmaug/default-model/student DRAW_SEED=8 \
+#       LR=3e-5 recipes/default-model.sh split mix student eval export shipped
+#   WORK=~/.cache/harmaug/stage3 INIT=~/.cache/harmaug/stage2/student DRAW_SEED=9 \
 #       LR=3e-5 recipes/default-model.sh split mix student eval export shipped
 #
 # Every stage is resumable: a killed recipe is rerun with the same command. Work files go to

@@ -13,6 +13,9 @@ mod disentangled;
 #[cfg(feature = "autodiff")]
 pub(super) mod training;
 
+#[cfg(feature = "autodiff")]
+pub(super) use on_flex::kernel_bias;
+
 use std::sync::Arc;
 
 use burn::nn::Dropout;
@@ -77,7 +80,7 @@ mod on_flex {
 
     use super::AttentionInputs;
     use super::disentangled::PositionTables;
-    use crate::kernels::matmul::{View, product};
+    use crate::kernels::matmul::{Product, View, product};
     use crate::kernels::softmax::{Broadcast, softmax_row_with_bias};
 
     pub(super) fn attention<B: Backend>(
@@ -85,39 +88,21 @@ mod on_flex {
         heads: usize,
     ) -> Result<Tensor<B, 3>, AttentionInputs<B>> {
         let [batch, seq, width] = inputs.q.dims();
-        let fits = inputs.k.dims() == [batch, seq, width] && inputs.v.dims() == [batch, seq, width];
         let relative_fits = inputs
             .relative
             .as_ref()
             .is_none_or(|terms| PositionTables::fit(terms, seq, width));
-        if !crate::kernels::is_flex::<B>()
-            || [&inputs.q, &inputs.k, &inputs.v]
-                .iter()
-                .any(|x| x.dtype() != DType::F32)
-            || !fits
-            || !relative_fits
-            || heads == 0
-            || !width.is_multiple_of(heads)
-        {
+        if !crate::kernels::is_flex::<B>() || !relative_fits {
             return Err(inputs);
         }
+        let Some(bias) = kernel_bias(&inputs, heads) else {
+            return Err(inputs);
+        };
         let shape = Shape {
             batch,
             seq,
             heads,
             d: width / heads,
-        };
-        let bias = match inputs.bias {
-            Some(bias) => match Broadcast::over([batch, heads, seq, seq], bias.clone()) {
-                Some(broadcast) => Some(broadcast),
-                None => {
-                    return Err(AttentionInputs {
-                        bias: Some(bias),
-                        ..inputs
-                    });
-                }
-            },
-            None => None,
         };
         let device = inputs.q.device();
         if batch * seq == 0 {
@@ -141,6 +126,28 @@ mod on_flex {
 
     pub(super) fn values<B: Backend, const D: usize>(x: Tensor<B, D>) -> Vec<f32> {
         x.into_data().into_vec::<f32>().unwrap_or_default()
+    }
+
+    /// The bias read for the kernel (`Some(None)` without one), or `None` when the kernel cannot
+    /// take `inputs`: q, k and v not f32 of one `[batch, seq, heads·d]` shape, or a bias that
+    /// does not broadcast over the scores. Inference and training (tracked.rs) both ask.
+    pub(crate) fn kernel_bias<B: Backend>(
+        inputs: &AttentionInputs<B>,
+        heads: usize,
+    ) -> Option<Option<Broadcast>> {
+        let dims @ [batch, seq, width] = inputs.q.dims();
+        let fits = [&inputs.q, &inputs.k, &inputs.v]
+            .iter()
+            .all(|x| x.dtype() == DType::F32 && x.dims() == dims)
+            && heads > 0
+            && width.is_multiple_of(heads);
+        if !fits {
+            return None;
+        }
+        match &inputs.bias {
+            Some(bias) => Broadcast::over([batch, heads, seq, seq], bias.clone()).map(Some),
+            None => Some(None),
+        }
     }
 
     /// Everything a (sequence, head) pair reads.
@@ -214,7 +221,7 @@ mod on_flex {
             // scores = q_h · k_hᵀ · scale: k_h read transposed through its strides.
             let scale = self.scale(operands.tables);
             let (q_h, k_h) = (View::rows(q, width), View::rows(k, width).transposed());
-            let mut scores = product([seq, seq], q_h, k_h, d, scale);
+            let mut scores = product([seq, seq], q_h, k_h, d, Product::scaled(scale));
             if let Some(tables) = operands.tables {
                 tables.add_terms(&mut scores, self, h, [q, k], scale);
             }
@@ -236,7 +243,7 @@ mod on_flex {
         /// `probs [seq, seq] · v_h`, `v` starting at the pair's first element: `[seq, d]`.
         pub fn times_values(self, probs: &[f32], v: &[f32]) -> Vec<f32> {
             let (probs, v) = (View::rows(probs, self.seq), View::rows(v, self.width()));
-            product([self.seq, self.d], probs, v, self.seq, 1.0)
+            product([self.seq, self.d], probs, v, self.seq, Product::PLAIN)
         }
     }
 }

@@ -98,15 +98,14 @@ pub(super) fn weight_grad(x: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
     new_product(x.transposed(), grad, [k, m, n])
 }
 
-/// `lhs·rhs` as a new `[rows, cols]` tensor, for `[rows, inner, cols]`.
+/// `lhs·rhs` as a new `[rows, cols]` tensor, for `[rows, inner, cols]`, split over the cores.
 #[cfg(feature = "autodiff")]
 fn new_product(lhs: View<'_>, rhs: View<'_>, [rows, inner, cols]: [usize; 3]) -> FlexTensor {
-    let mut out = vec![0f32; rows * cols];
     let how = Product {
         parallel: true,
         ..Product::PLAIN
     };
-    matmul(output(&mut out, rows, cols), lhs, rhs, inner, how);
+    let out = super::matmul::product([rows, cols], lhs, rhs, inner, how);
     FlexTensor::from_data(TensorData::new(out, [rows, cols]))
 }
 

@@ -66,6 +66,14 @@ impl Product {
         accumulate: false,
         parallel: false,
     };
+
+    /// `out = scale · lhs · rhs`, on one thread.
+    pub const fn scaled(scale: f32) -> Self {
+        Self {
+            scale,
+            ..Self::PLAIN
+        }
+    }
 }
 
 /// Products below this many multiply-adds stay on one thread. burn-flex splits from 192³; a
@@ -129,14 +137,14 @@ pub(super) fn matmul(out: Matrix<'_>, lhs: View<'_>, rhs: View<'_>, inner: usize
     }
 }
 
-/// A new `[rows, cols]` matrix `scale · lhs · rhs`, on one thread (for callers that already run
-/// in parallel, such as the attention kernel's pairs).
+/// A new `[rows, cols]` matrix `lhs · rhs`, written as `how` says (`accumulate` aside: the
+/// matrix starts at zero).
 pub(super) fn product(
     [rows, cols]: [usize; 2],
     lhs: View<'_>,
     rhs: View<'_>,
     inner: usize,
-    scale: f32,
+    how: Product,
 ) -> Vec<f32> {
     let mut values = vec![0f32; rows * cols];
     let out = Matrix {
@@ -144,10 +152,6 @@ pub(super) fn product(
         rows,
         cols,
         row_stride: cols,
-    };
-    let how = Product {
-        scale,
-        ..Product::PLAIN
     };
     matmul(out, lhs, rhs, inner, how);
     values

@@ -3,8 +3,8 @@
 //! (inference, f32) the kernel runs on the tensor's buffer; on `Autodiff<Flex>` (training) the
 //! linear layers, layer norms, GELU, BERT attention and the attention softmax are autodiff ops
 //! of their own (tracked.rs: forward and backward both kernels); on every other backend (GPUs)
-//! burn's own op runs. The choice is by type, so it costs nothing at run time and cannot change which
-//! values a GPU computes.
+//! burn's own op runs. The choice is by type, so it costs nothing at run time and cannot change
+//! which values a GPU computes.
 //!
 //! Kernels are written so the compiler vectorises them: no libm calls, no branches in the
 //! inner loop. With the `threads` feature (native builds) their rows are split over rayon's

@@ -16,7 +16,7 @@ use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend}
 use burn_flex::{Flex, FlexTensor};
 
 use super::as_backend;
-use super::attention::{AttentionInputs, training};
+use super::attention::{AttentionInputs, kernel_bias, training};
 use super::dropout::Mask;
 use super::softmax::{self, Broadcast};
 
@@ -251,32 +251,19 @@ pub(super) fn attention<B: Backend>(
     Ok(from_training(output))
 }
 
-/// `Some(bias)` (itself an option) when the attention op can record `inputs`: the training
-/// backend, f32, q, k, v of one non-empty `[batch, seq, heads·d]` shape, no position terms,
-/// and a constant bias that broadcasts over the scores.
+/// The bias read for the attention op (`Some(None)` without one) when it can record `inputs`:
+/// the training backend, BERT's attention (no position terms) over a non-empty batch, a
+/// constant bias, and what the inference kernel takes too.
 fn training_attention_bias<B: Backend>(
     inputs: &AttentionInputs<B>,
     heads: usize,
 ) -> Option<Option<Broadcast>> {
-    let dims @ [batch, seq, width] = inputs.q.dims();
+    let [batch, seq, _] = inputs.q.dims();
     let fits = is_training::<B>()
-        && [&inputs.q, &inputs.k, &inputs.v]
-            .iter()
-            .all(|x| x.dtype() == DType::F32)
-        && inputs.k.dims() == dims
-        && inputs.v.dims() == dims
         && inputs.relative.is_none()
         && batch * seq > 0
-        && heads > 0
-        && width.is_multiple_of(heads);
-    if !fits {
-        return None;
-    }
-    match &inputs.bias {
-        Some(bias) if is_tracked(bias) => None,
-        Some(bias) => Broadcast::over([batch, heads, seq, seq], bias.clone()).map(Some),
-        None => Some(None),
-    }
+        && inputs.bias.as_ref().is_none_or(|bias| !is_tracked(bias));
+    fits.then(|| kernel_bias(inputs, heads)).flatten()
 }
 
 /// Attention scores and their optional additive bias, handed back where no kernel runs.

@@ -4,6 +4,7 @@
 //! disentangled attention adds content→position (c2p) and position→content (p2c) terms from
 //! shared relative-position embeddings with log-bucketed distances.
 
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 use burn::module::Module;
@@ -295,18 +296,22 @@ struct RelativePositions<B: Backend> {
     index: Arc<[u32]>,
     batch: usize,
     heads: usize,
+    /// The c2p and p2c index tensors of burn's composition, built by the first layer that runs
+    /// it and shared by the rest (the kernel needs only `index`).
+    index_tensors: OnceCell<[Tensor<B, 4, Int>; 2]>,
 }
 
 impl<B: Backend> RelativePositions<B> {
-    /// `[batch, heads, seq, seq]` indices into the c2p scores' last axis.
-    fn c2p_index(&self) -> Tensor<B, 4, Int> {
-        self.index_tensor(|seq, i, j| self.index[i * seq + j])
-    }
-
-    /// `[batch, heads, seq, seq]` indices into the p2c scores' last axis (before transposing):
-    /// c2p's transposed, since the bucketed distance is odd.
-    fn p2c_index(&self) -> Tensor<B, 4, Int> {
-        self.index_tensor(|seq, i, j| self.index[j * seq + i])
+    /// `[batch, heads, seq, seq]` indices into the c2p scores' last axis, and into the p2c
+    /// scores' last axis before transposing: c2p's transposed, since the bucketed distance is
+    /// odd.
+    fn index_tensors(&self) -> &[Tensor<B, 4, Int>; 2] {
+        self.index_tensors.get_or_init(|| {
+            [
+                self.index_tensor(|seq, i, j| self.index[i * seq + j]),
+                self.index_tensor(|seq, i, j| self.index[j * seq + i]),
+            ]
+        })
     }
 
     fn index_tensor(&self, at: impl Fn(usize, usize, usize) -> u32) -> Tensor<B, 4, Int> {
@@ -423,13 +428,14 @@ impl<B: Backend> DisentangledSelfAttention<B> {
                 .swap_dims(0, 1)
         };
         if let (Some(terms), Some(rel)) = (inputs.relative, relative) {
+            let [c2p_index, p2c_index] = rel.index_tensors().clone();
             if let Some(pos_key) = terms.pos_key {
-                let c2p = against_positions(q, per_head(pos_key)).gather(3, rel.c2p_index());
+                let c2p = against_positions(q, per_head(pos_key)).gather(3, c2p_index);
                 scores = scores + c2p * scale;
             }
             if let Some(pos_query) = terms.pos_query {
                 let p2c = against_positions(k, per_head(pos_query))
-                    .gather(3, rel.p2c_index())
+                    .gather(3, p2c_index)
                     .swap_dims(2, 3);
                 scores = scores + p2c * scale;
             }
@@ -573,6 +579,7 @@ impl<B: Backend> DebertaV2<B> {
             index,
             batch: b,
             heads: self.num_heads,
+            index_tensors: OnceCell::new(),
         })
     }
 }

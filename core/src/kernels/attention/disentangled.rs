@@ -10,7 +10,7 @@ use burn::tensor::{DType, backend::Backend};
 
 use super::RelativeTerms;
 use super::on_flex::{Shape, values};
-use crate::kernels::matmul::{View, product};
+use crate::kernels::matmul::{Product, View, product};
 
 /// [`RelativeTerms`] read into plain buffers.
 pub(super) struct PositionTables {
@@ -105,7 +105,7 @@ impl PositionTables {
             View::rows(x, width),
             table_h,
             shape.d,
-            scale,
+            Product::scaled(scale),
         )
     }
 }

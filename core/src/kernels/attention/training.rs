@@ -6,7 +6,7 @@
 
 use super::on_flex::{Operands, Shape};
 use crate::kernels::dropout::Mask;
-use crate::kernels::matmul::{View, product};
+use crate::kernels::matmul::{Product, View, product};
 use crate::kernels::softmax::{Broadcast, softmax_backward_rows};
 
 /// What the backward step needs besides q, k and v: every pair's probabilities before
@@ -46,7 +46,10 @@ pub(crate) fn forward(
         let probs = shape.probs(b, h, &operands);
         let v = &v[shape.first(b, h)..];
         let context = match dropout {
-            Some(mask) => shape.times_values(&dropped(shape, &probs, mask, b, h), v),
+            Some(mask) => {
+                let mask = pair_mask(mask, b * shape.heads + h, probs.len());
+                shape.times_values(&times(&probs, &mask), v)
+            }
             None => shape.times_values(&probs, v),
         };
         (probs, context)
@@ -81,12 +84,16 @@ pub(crate) fn backward(saved: &Saved, [q, k, v]: [&[f32]; 3], grad: &[f32]) -> [
     merged.map(|heads| shape.merge(&heads))
 }
 
-/// One pair's probabilities times its dropout mask.
-fn dropped(shape: Shape, probs: &[f32], mask: Mask, b: usize, h: usize) -> Vec<f32> {
-    let mut values = vec![0f32; probs.len()];
-    mask.fill(&mut values, (b * shape.heads + h) * probs.len());
-    values.iter_mut().zip(probs).for_each(|(m, p)| *m *= p);
+/// Pair `pair`'s range of the mask, `area` values (its `[seq, seq]` probabilities).
+fn pair_mask(mask: Mask, pair: usize, area: usize) -> Vec<f32> {
+    let mut values = vec![0f32; area];
+    mask.fill(&mut values, pair * area);
     values
+}
+
+/// `a ⊙ b`.
+fn times(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(x, y)| x * y).collect()
 }
 
 /// dV = P'ᵀ·dC, dP = (dC·Vᵀ) ⊙ mask, dS = softmax backward of dP, dQ = scale·dS·K,
@@ -100,13 +107,9 @@ fn pair_gradients(
     dropout: Option<(Mask, usize)>,
 ) -> [Vec<f32>; 3] {
     let (seq, d, width) = (shape.seq, shape.d, shape.width());
-    let mask = dropout.map(|(mask, pair)| {
-        let mut values = vec![0f32; seq * seq];
-        mask.fill(&mut values, pair * seq * seq);
-        values
-    });
-    let kept: Vec<f32> = match &mask {
-        Some(mask) => probs.iter().zip(mask).map(|(p, m)| p * m).collect(),
+    let mask = dropout.map(|(mask, pair)| pair_mask(mask, pair, seq * seq));
+    let kept = match &mask {
+        Some(mask) => times(probs, mask),
         None => probs.to_vec(),
     };
     let rows = |values, cols| View::rows(values, cols);
@@ -115,27 +118,27 @@ fn pair_gradients(
         rows(&kept, seq).transposed(),
         rows(grad, width),
         seq,
-        1.0,
+        Product::PLAIN,
     );
     let mut dp = product(
         [seq, seq],
         rows(grad, width),
         rows(v, width).transposed(),
         d,
-        1.0,
+        Product::PLAIN,
     );
     if let Some(mask) = &mask {
         dp.iter_mut().zip(mask).for_each(|(g, m)| *g *= m);
     }
     softmax_backward_rows(&mut dp, probs, seq);
-    let scale = shape.scale(None);
-    let dq = product([seq, d], rows(&dp, seq), rows(k, width), seq, scale);
+    let scaled = Product::scaled(shape.scale(None));
+    let dq = product([seq, d], rows(&dp, seq), rows(k, width), seq, scaled);
     let dk = product(
         [seq, d],
         rows(&dp, seq).transposed(),
         rows(q, width),
         seq,
-        scale,
+        scaled,
     );
     [dq, dk, dv]
 }
