@@ -304,6 +304,35 @@ fn disentangled_attention_equals_burns_composition() {
     }
 }
 
+/// A classifier's last layer attends from the first token only: the kernel with one query row
+/// per sequence equals the first row of the whole attention, with and without DeBERTa's
+/// position terms, under a per-query padding bias cut to that row.
+#[test]
+fn attention_from_the_first_token_equals_the_first_row_of_the_whole() {
+    for (batch, seq, heads, d) in [(1, 1, 1, 1), (2, 7, 3, 5), (3, 33, 12, 32)] {
+        let masked = random([batch, 1, seq, seq]).lower_elem(-1.0);
+        let padding = Tensor::<Flex, 4>::zeros([batch, 1, seq, seq], &Default::default())
+            .mask_fill(masked, f32::MIN);
+        for (rows, terms) in [(0, [false; 2]), (16, [true, true]), (2, [false, true])] {
+            let whole =
+                attention_inputs([batch, seq, heads, d], Some(padding.clone()), rows, terms);
+            let expected = composed_attention(copy(&whole), heads).slice([0..batch, 0..1]);
+            let mut first = copy(&whole);
+            first.q = whole.q.slice([0..batch, 0..1]);
+            first.bias = Some(padding.clone().slice([0..batch, 0..1, 0..1, 0..seq]));
+            let Ok(ours) = kernels::attention(first, heads, &no_dropout()) else {
+                panic!("the kernel must run on Flex");
+            };
+            assert_eq!(ours.dims(), [batch, 1, heads * d]);
+            let diff = max_diff(ours, expected);
+            assert!(
+                diff < 1e-4,
+                "{batch}×{seq}, {heads} heads of {d}, {rows} rows {terms:?}: max |Δ| {diff:e}"
+            );
+        }
+    }
+}
+
 /// No tokens (burn's composition cannot expand an index over them): an empty context, with and
 /// without position terms.
 #[test]

@@ -23,11 +23,13 @@ use burn::tensor::{Tensor, backend::Backend};
 
 /// The inputs of [`attention`], handed back when it does not run on the backend.
 pub struct AttentionInputs<B: Backend> {
-    /// `[batch, seq, heads·d]` each.
+    /// `[batch, queries, heads·d]`: the first `queries ≤ seq` positions' (all of them, or the
+    /// first token's where only its output is read).
     pub q: Tensor<B, 3>,
+    /// `[batch, seq, heads·d]` each.
     pub k: Tensor<B, 3>,
     pub v: Tensor<B, 3>,
-    /// Added to the scores, broadcast over `[batch, heads, seq, seq]` (a key padding mask
+    /// Added to the scores, broadcast over `[batch, heads, queries, seq]` (a key padding mask
     /// `[batch, 1, 1, seq]`, say).
     pub bias: Option<Tensor<B, 4>>,
     /// DeBERTa's position terms; `None` for BERT's attention.
@@ -49,7 +51,7 @@ pub struct RelativeTerms<B: Backend> {
     pub index: Arc<[u32]>,
 }
 
-/// The context `[batch, seq, heads·d]`, with `probs_dropout` on the probabilities while
+/// The context `[batch, queries, heads·d]`, with `probs_dropout` on the probabilities while
 /// training; or the inputs back for burn's composition (another backend, DeBERTa's position
 /// terms while training, or a dtype other than f32).
 pub fn attention<B: Backend>(
@@ -87,7 +89,8 @@ mod on_flex {
         inputs: AttentionInputs<B>,
         heads: usize,
     ) -> Result<Tensor<B, 3>, AttentionInputs<B>> {
-        let [batch, seq, width] = inputs.q.dims();
+        let [batch, queries, width] = inputs.q.dims();
+        let [_, seq, _] = inputs.k.dims();
         let relative_fits = inputs
             .relative
             .as_ref()
@@ -100,14 +103,15 @@ mod on_flex {
         };
         let shape = Shape {
             batch,
+            queries,
             seq,
             heads,
             d: width / heads,
         };
         let device = inputs.q.device();
-        if batch * seq == 0 {
+        if batch * queries == 0 {
             // No pair has a row to read (slicing at a head's offset would be out of bounds).
-            return Ok(Tensor::zeros([batch, seq, width], &device));
+            return Ok(Tensor::zeros([batch, queries, width], &device));
         }
         let tables = inputs.relative.map(PositionTables::read);
         let [q, k, v] = [inputs.q, inputs.k, inputs.v].map(values);
@@ -119,7 +123,7 @@ mod on_flex {
             tables: tables.as_ref(),
         };
         Ok(Tensor::from_data(
-            TensorData::new(shape.context(&operands), [batch, seq, width]),
+            TensorData::new(shape.context(&operands), [batch, queries, width]),
             &device,
         ))
     }
@@ -129,31 +133,37 @@ mod on_flex {
     }
 
     /// The bias read for the kernel (`Some(None)` without one), or `None` when the kernel cannot
-    /// take `inputs`: q, k and v not f32 of one `[batch, seq, heads·d]` shape, or a bias that
-    /// does not broadcast over the scores. Inference and training (tracked.rs) both ask.
+    /// take `inputs`: q, k and v not f32, k and v not of one `[batch, seq, heads·d]` shape, q
+    /// not `[batch, queries ≤ seq, heads·d]`, or a bias that does not broadcast over the
+    /// scores. Inference and training (tracked.rs) both ask.
     pub(crate) fn kernel_bias<B: Backend>(
         inputs: &AttentionInputs<B>,
         heads: usize,
     ) -> Option<Option<Broadcast>> {
-        let dims @ [batch, seq, width] = inputs.q.dims();
+        let [batch, queries, width] = inputs.q.dims();
+        let kv @ [_, seq, _] = inputs.k.dims();
         let fits = [&inputs.q, &inputs.k, &inputs.v]
             .iter()
-            .all(|x| x.dtype() == DType::F32 && x.dims() == dims)
+            .all(|x| x.dtype() == DType::F32)
+            && inputs.v.dims() == kv
+            && kv == [batch, seq, width]
+            && queries <= seq
             && heads > 0
             && width.is_multiple_of(heads);
         if !fits {
             return None;
         }
         match &inputs.bias {
-            Some(bias) => Broadcast::over([batch, heads, seq, seq], bias.clone()).map(Some),
+            Some(bias) => Broadcast::over([batch, heads, queries, seq], bias.clone()).map(Some),
             None => Some(None),
         }
     }
 
     /// Everything a (sequence, head) pair reads.
     pub(crate) struct Operands<'a> {
-        /// `[batch, seq, heads·d]` each.
+        /// `[batch, queries, heads·d]`.
         pub q: &'a [f32],
+        /// `[batch, seq, heads·d]` each.
         pub k: &'a [f32],
         pub v: &'a [f32],
         pub bias: Option<&'a Broadcast>,
@@ -163,6 +173,9 @@ mod on_flex {
     #[derive(Clone, Copy, Debug)]
     pub(crate) struct Shape {
         pub batch: usize,
+        /// Query rows per sequence: its first positions (`seq`, or 1 for the first token's).
+        pub queries: usize,
+        /// Key and value rows per sequence.
         pub seq: usize,
         pub heads: usize,
         pub d: usize,
@@ -173,9 +186,14 @@ mod on_flex {
             self.heads * self.d
         }
 
-        /// Where head `h` of sequence `b` starts in the `[batch, seq, heads·d]` layout.
+        /// Where head `h` of sequence `b` starts in the `[batch, seq, heads·d]` layout (k, v).
         pub fn first(self, b: usize, h: usize) -> usize {
             b * self.seq * self.width() + h * self.d
+        }
+
+        /// ... and in the `[batch, queries, heads·d]` layout (q, the context).
+        pub fn first_query(self, b: usize, h: usize) -> usize {
+            b * self.queries * self.width() + h * self.d
         }
 
         /// `one(b, h)` for every (sequence, head) pair, on rayon's pool with `threads`.
@@ -191,11 +209,11 @@ mod on_flex {
             (0..pairs).map(one).collect()
         }
 
-        /// Each pair's `[seq, d]` rows written into one `[batch, seq, heads·d]` buffer.
+        /// Each pair's `[queries, d]` rows written into one `[batch, queries, heads·d]` buffer.
         pub fn merge(self, heads: &[Vec<f32>]) -> Vec<f32> {
-            let mut out = vec![0f32; self.batch * self.seq * self.width()];
+            let mut out = vec![0f32; self.batch * self.queries * self.width()];
             for (pair, head) in heads.iter().enumerate() {
-                let first = self.first(pair / self.heads, pair % self.heads);
+                let first = self.first_query(pair / self.heads, pair % self.heads);
                 for (i, row) in head.chunks_exact(self.d).enumerate() {
                     let at = first + i * self.width();
                     out[at..at + self.d].copy_from_slice(row);
@@ -204,7 +222,7 @@ mod on_flex {
             out
         }
 
-        /// Every (sequence, head) pair's context, written into `[batch, seq, heads·d]`.
+        /// Every (sequence, head) pair's context, written into `[batch, queries, heads·d]`.
         fn context(self, operands: &Operands<'_>) -> Vec<f32> {
             let heads = self.each_pair(|b, h| {
                 let probs = self.probs(b, h, operands);
@@ -213,24 +231,29 @@ mod on_flex {
             self.merge(&heads)
         }
 
-        /// The attention probabilities of head `h` of sequence `b`, `[seq, seq]`.
+        /// The attention probabilities of head `h` of sequence `b`, `[queries, seq]`.
         pub fn probs(self, b: usize, h: usize, operands: &Operands<'_>) -> Vec<f32> {
             let (seq, d, width) = (self.seq, self.d, self.width());
-            let first = self.first(b, h);
-            let (q, k) = (&operands.q[first..], &operands.k[first..]);
+            let q = &operands.q[self.first_query(b, h)..];
+            let k = &operands.k[self.first(b, h)..];
             // scores = q_h · k_hᵀ · scale: k_h read transposed through its strides.
             let scale = self.scale(operands.tables);
             let (q_h, k_h) = (View::rows(q, width), View::rows(k, width).transposed());
-            let mut scores = product([seq, seq], q_h, k_h, d, Product::scaled(scale));
+            let mut scores = product([self.queries, seq], q_h, k_h, d, Product::scaled(scale));
             if let Some(tables) = operands.tables {
                 tables.add_terms(&mut scores, self, h, [q, k], scale);
             }
-            for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
-                match operands.bias {
-                    Some(bias) => softmax_row_with_bias(row, bias.row([b, h, i], seq)),
-                    None => softmax_row_with_bias(row, &[]),
-                }
-            }
+            crate::kernels::simd::widest(
+                #[inline(always)]
+                || {
+                    for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
+                        match operands.bias {
+                            Some(bias) => softmax_row_with_bias(row, bias.row([b, h, i], seq)),
+                            None => softmax_row_with_bias(row, &[]),
+                        }
+                    }
+                },
+            );
             scores
         }
 
@@ -240,10 +263,11 @@ mod on_flex {
             1.0 / ((self.d * terms) as f32).sqrt()
         }
 
-        /// `probs [seq, seq] · v_h`, `v` starting at the pair's first element: `[seq, d]`.
+        /// `probs [queries, seq] · v_h`, `v` starting at the pair's first element:
+        /// `[queries, d]`.
         pub fn times_values(self, probs: &[f32], v: &[f32]) -> Vec<f32> {
             let (probs, v) = (View::rows(probs, self.seq), View::rows(v, self.width()));
-            product([self.seq, self.d], probs, v, self.seq, Product::PLAIN)
+            product([self.queries, self.d], probs, v, self.seq, Product::PLAIN)
         }
     }
 }

@@ -100,14 +100,20 @@ impl Int8Linear {
             let first = index * rows_per_chunk;
             let count = chunk.len() / self.d_out;
             let x = &x[first * self.d_in..(first + count) * self.d_in];
-            let (u, row_scales) = self.quantise_rows(x, count);
-            self.rows_into(dot, &u, &row_scales, chunk);
+            super::simd::widest(
+                #[inline(always)]
+                || {
+                    let (u, row_scales) = self.quantise_rows(x, count);
+                    self.rows_into(dot, &u, &row_scales, chunk);
+                },
+            )
         });
         y
     }
 
     /// Each row as u8 = round(x / scale) + 128, padded to whole micro-tiles and k-groups (the
     /// padding meets zero weights or is never read back), and its scale max|x| / 127.
+    #[inline(always)]
     fn quantise_rows(&self, x: &[f32], rows: usize) -> (Vec<u8>, Vec<f32>) {
         let stride = self.groups * DEPTH;
         let mut quantised = vec![128u8; rows.next_multiple_of(ROWS) * stride];
@@ -130,6 +136,7 @@ impl Int8Linear {
     /// The outputs of `row_scales.len()` rows whose quantised values start `u`. Each column
     /// block is done in slices of [`SLICE_GROUPS`] k-groups whose weights (16 KB) stay in L1
     /// while every micro-tile of rows passes over them, the sums carried in `sums`.
+    #[inline(always)]
     fn rows_into(&self, dot: DotKernel, u: &[u8], row_scales: &[f32], y: &mut [f32]) {
         let stride = self.groups * DEPTH;
         let block_len = (self.groups * COLS * DEPTH).max(1);
@@ -157,6 +164,7 @@ impl Int8Linear {
     }
 
     /// One row's i32 sums of a column block, rescaled to f32 plus the bias.
+    #[inline(always)]
     fn finish_row(&self, block: usize, sums: &[i32], row_scale: f32, y: &mut [f32]) {
         let first = block * COLS;
         let columns = first..(first + COLS).min(self.d_out);
@@ -171,6 +179,7 @@ impl Int8Linear {
 /// so the FPU's own rounding does it and the integer sits in the low bits. Integer operations
 /// only, so the loop vectorises (`round_ties_even` is a libm call on x86-64's baseline, and a
 /// float → int `as` is a saturating scalar conversion: together half of a layer's time).
+#[inline(always)]
 fn shifted_round(v: f32) -> u8 {
     const SHIFT: f32 = 12_582_912.0;
     ((v + SHIFT).to_bits() as i32 - SHIFT.to_bits() as i32 + 128) as u8
@@ -179,6 +188,7 @@ fn shifted_round(v: f32) -> u8 {
 /// max |v| over `values`, in 16 independent lanes: one running maximum is a chain of dependent
 /// `maxss` the compiler may not reorder (a quarter of a layer's time before). `a > m` rather
 /// than `f32::max`, whose NaN rules keep it scalar.
+#[inline(always)]
 fn max_abs(values: &[f32]) -> f32 {
     let mut lanes = [0f32; 16];
     let mut chunks = values.chunks_exact(16);

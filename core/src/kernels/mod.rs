@@ -20,6 +20,7 @@ mod layer_norm;
 mod linear;
 #[cfg(feature = "flex")]
 mod matmul;
+mod simd;
 mod softmax;
 #[cfg(feature = "autodiff")]
 mod tracked;

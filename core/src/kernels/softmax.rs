@@ -93,11 +93,16 @@ fn biased_softmax_chunk(
     [heads, rows, cols]: [usize; 3],
     bias: &Broadcast,
 ) {
-    for (local, row) in values.chunks_exact_mut(cols).enumerate() {
-        let index = first_row + local;
-        let at = [index / (heads * rows), index / rows % heads, index % rows];
-        softmax_row_with_bias(row, bias.row(at, cols));
-    }
+    super::simd::widest(
+        #[inline(always)]
+        || {
+            for (local, row) in values.chunks_exact_mut(cols).enumerate() {
+                let index = first_row + local;
+                let at = [index / (heads * rows), index / rows % heads, index % rows];
+                softmax_row_with_bias(row, bias.row(at, cols));
+            }
+        },
+    )
 }
 
 /// Lanes of the partial maxima and sums: wide enough for AVX2, and a fixed width so LLVM
@@ -107,7 +112,10 @@ const LANES: usize = 8;
 
 pub(super) fn softmax_rows(values: &mut [f32], row: usize) {
     super::for_each_rows(values, row, |chunk, _| {
-        chunk.chunks_exact_mut(row).for_each(softmax_row)
+        super::simd::widest(
+            #[inline(always)]
+            || chunk.chunks_exact_mut(row).for_each(softmax_row),
+        )
     });
 }
 
@@ -115,6 +123,14 @@ pub(super) fn softmax_rows(values: &mut [f32], row: usize) {
 /// gᵢ ← pᵢ·(gᵢ − Σⱼ gⱼ·pⱼ) for the probabilities `probs` and the output's gradient `grad`.
 #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
 pub(super) fn softmax_backward_rows(grad: &mut [f32], probs: &[f32], row: usize) {
+    super::simd::widest(
+        #[inline(always)]
+        || softmax_backward_rows_here(grad, probs, row),
+    )
+}
+
+#[inline(always)]
+fn softmax_backward_rows_here(grad: &mut [f32], probs: &[f32], row: usize) {
     for (g, p) in grad.chunks_exact_mut(row).zip(probs.chunks_exact(row)) {
         let mut partial = [0f32; LANES];
         let (mut gs, mut ps) = (g.chunks_exact(LANES), p.chunks_exact(LANES));
@@ -244,6 +260,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// As GELU's: the dispatched rows equal the baseline build's bit for bit.
+    #[test]
+    fn every_vector_width_gives_the_same_bits() {
+        let row = 211;
+        let inputs: Vec<f32> = (0..row * 9)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.13)
+            .collect();
+        let (mut baseline, mut dispatched) = (inputs.clone(), inputs);
+        baseline.chunks_exact_mut(row).for_each(softmax_row);
+        softmax_rows(&mut dispatched, row);
+        assert!(
+            baseline
+                .iter()
+                .zip(&dispatched)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
     }
 
     #[test]

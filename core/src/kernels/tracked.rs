@@ -259,8 +259,10 @@ fn training_attention_bias<B: Backend>(
     heads: usize,
 ) -> Option<Option<Broadcast>> {
     let [batch, seq, _] = inputs.q.dims();
+    // Training's kernel computes every query row (its backward assumes q shaped like k).
     let fits = is_training::<B>()
         && inputs.relative.is_none()
+        && inputs.q.dims() == inputs.k.dims()
         && batch * seq > 0
         && inputs.bias.as_ref().is_none_or(|bias| !is_tracked(bias));
     fits.then(|| kernel_bias(inputs, heads)).flatten()

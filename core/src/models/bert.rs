@@ -13,8 +13,8 @@ use super::norm::Norm;
 use super::post_attention::{PostAttention, PostAttentionSpec};
 use super::projection::Projection;
 use super::{
-    ArchitectureConfig, BatchTensors, Classifier, FreshParts, merge_heads, position_ids, project,
-    split_heads,
+    ArchitectureConfig, BatchTensors, Classifier, FreshParts, Rows, merge_heads, position_ids,
+    project, split_heads,
 };
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::config::{
@@ -179,13 +179,14 @@ impl<B: Backend> BertLayer<B> {
         })
     }
 
-    /// `key_bias`: see [`BatchTensors::attention_bias`].
-    fn forward(&self, x: Tensor<B, 3>, key_bias: Option<Tensor<B, 4>>) -> Tensor<B, 3> {
+    /// `key_bias`: see [`BatchTensors::attention_bias`]; `rows`: the positions to compute.
+    fn forward(&self, x: Tensor<B, 3>, key_bias: Option<Tensor<B, 4>>, rows: Rows) -> Tensor<B, 3> {
+        let queries = rows.of(x.clone());
         let inputs = AttentionInputs {
-            q: project(&self.query, x.clone()),
+            q: project(&self.query, queries.clone()),
             k: project(&self.key, x.clone()),
-            v: project(&self.value, x.clone()),
-            bias: key_bias,
+            v: project(&self.value, x),
+            bias: rows.of_bias(key_bias),
             relative: None,
         };
         let context = kernels::attention(inputs, self.num_heads, &self.attention_dropout)
@@ -199,7 +200,7 @@ impl<B: Backend> BertLayer<B> {
                     &self.attention_dropout,
                 ))
             });
-        self.post_attention.forward(context, x)
+        self.post_attention.forward(context, queries)
     }
 }
 
@@ -241,14 +242,16 @@ impl<B: Backend> Bert<B> {
         })
     }
 
-    /// Last hidden states, `[batch, seq, hidden]`.
-    pub fn forward(&self, batch: &BatchTensors<B>) -> Tensor<B, 3> {
+    /// Last hidden states, `[batch, seq, hidden]`, or `[batch, 1, hidden]` (the first token's)
+    /// when `last` is [`Rows::First`].
+    pub fn forward(&self, batch: &BatchTensors<B>, last: Rows) -> Tensor<B, 3> {
         let key_bias = batch.attention_bias(self.num_heads, false);
         let mut x = self
             .embeddings
             .forward(batch.input_ids.clone(), batch.token_type_ids.clone());
-        for layer in &self.layers {
-            x = layer.forward(x, key_bias.clone());
+        for (n, layer) in self.layers.iter().enumerate() {
+            let rows = Rows::for_layer(n, self.layers.len(), last);
+            x = layer.forward(x, key_bias.clone(), rows);
         }
         x
     }
@@ -292,10 +295,10 @@ impl<B: Backend> Classifier<B> for BertForSequenceClassification<B> {
     }
 
     fn logits(&self, batch: &BatchTensors<B>) -> Tensor<B, 2> {
-        self.head.forward(self.bert.forward(batch))
+        self.head.forward(self.bert.forward(batch, Rows::First))
     }
 
     fn hidden_states(&self, batch: &BatchTensors<B>) -> Tensor<B, 3> {
-        self.bert.forward(batch)
+        self.bert.forward(batch, Rows::All)
     }
 }

@@ -18,8 +18,8 @@ use super::norm::Norm;
 use super::post_attention::{PostAttention, PostAttentionSpec};
 use super::projection::Projection;
 use super::{
-    ArchitectureConfig, BatchTensors, Classifier, FreshParts, merge_heads, position_ids, project,
-    split_heads,
+    ArchitectureConfig, BatchTensors, Classifier, FreshParts, Rows, merge_heads, position_ids,
+    project, split_heads,
 };
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::config::{
@@ -374,15 +374,17 @@ impl<B: Backend> DisentangledSelfAttention<B> {
         })
     }
 
+    /// `queries`: the rows of `x` to attend from (all, or the first token's).
     fn forward(
         &self,
+        queries: Tensor<B, 3>,
         x: Tensor<B, 3>,
         bias: Option<Tensor<B, 4>>,
         relative: Option<&RelativePositions<B>>,
     ) -> Tensor<B, 3> {
         let relative = relative.filter(|_| self.relative);
         let inputs = AttentionInputs {
-            q: project(&self.query, x.clone()),
+            q: project(&self.query, queries),
             k: project(&self.key, x.clone()),
             v: project(&self.value, x),
             bias,
@@ -428,7 +430,13 @@ impl<B: Backend> DisentangledSelfAttention<B> {
                 .swap_dims(0, 1)
         };
         if let (Some(terms), Some(rel)) = (inputs.relative, relative) {
+            // Queries are the first rows: their indices are the first rows of c2p's and the
+            // first columns of p2c's (before its transpose).
             let [c2p_index, p2c_index] = rel.index_tensors().clone();
+            let [batch, heads, queries, _] = q.dims();
+            let [.., keys, _] = k.dims();
+            let c2p_index = c2p_index.slice([0..batch, 0..heads, 0..queries, 0..keys]);
+            let p2c_index = p2c_index.slice([0..batch, 0..heads, 0..keys, 0..queries]);
             if let Some(pos_key) = terms.pos_key {
                 let c2p = against_positions(q, per_head(pos_key)).gather(3, c2p_index);
                 scores = scores + c2p * scale;
@@ -492,9 +500,12 @@ impl<B: Backend> DebertaV2Layer<B> {
         x: Tensor<B, 3>,
         bias: Option<Tensor<B, 4>>,
         relative: Option<&RelativePositions<B>>,
+        rows: Rows,
     ) -> Tensor<B, 3> {
-        let context = self.attention.forward(x.clone(), bias, relative);
-        self.post_attention.forward(context, x)
+        let queries = rows.of(x.clone());
+        let bias = rows.of_bias(bias);
+        let context = self.attention.forward(queries.clone(), x, bias, relative);
+        self.post_attention.forward(context, queries)
     }
 }
 
@@ -546,14 +557,16 @@ impl<B: Backend> DebertaV2<B> {
         })
     }
 
-    /// Last hidden states, `[batch, seq, hidden]`.
-    pub fn forward(&self, batch: &BatchTensors<B>) -> Tensor<B, 3> {
+    /// Last hidden states, `[batch, seq, hidden]`, or `[batch, 1, hidden]` (the first token's)
+    /// when `last` is [`Rows::First`].
+    pub fn forward(&self, batch: &BatchTensors<B>, last: Rows) -> Tensor<B, 3> {
         let mask = batch.attention_mask.clone().float();
         let mut x = self.embeddings.forward(batch, mask);
         let bias = batch.attention_bias(self.num_heads, true);
         let relative = self.relative_positions(batch);
-        for layer in &self.layers {
-            x = layer.forward(x, bias.clone(), relative.as_ref());
+        for (n, layer) in self.layers.iter().enumerate() {
+            let rows = Rows::for_layer(n, self.layers.len(), last);
+            x = layer.forward(x, bias.clone(), relative.as_ref(), rows);
         }
         x
     }
@@ -643,10 +656,10 @@ impl<B: Backend> Classifier<B> for DebertaV2ForSequenceClassification<B> {
     }
 
     fn logits(&self, batch: &BatchTensors<B>) -> Tensor<B, 2> {
-        self.head.forward(self.deberta.forward(batch))
+        self.head.forward(self.deberta.forward(batch, Rows::First))
     }
 
     fn hidden_states(&self, batch: &BatchTensors<B>) -> Tensor<B, 3> {
-        self.deberta.forward(batch)
+        self.deberta.forward(batch, Rows::All)
     }
 }

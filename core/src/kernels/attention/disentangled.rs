@@ -59,8 +59,8 @@ impl PositionTables {
         usize::from(self.pos_key.is_some()) + usize::from(self.pos_query.is_some())
     }
 
-    /// Adds `scale` times the c2p and p2c terms of head `h` to its `[seq, seq]` scores; `q`
-    /// and `k` start at the pair's first element in the `[batch, seq, heads·d]` layout.
+    /// Adds `scale` times the c2p and p2c terms of head `h` to its `[queries, seq]` scores;
+    /// `q` and `k` start at the pair's first element in their layouts.
     pub(super) fn add_terms(
         &self,
         scores: &mut [f32],
@@ -72,7 +72,7 @@ impl PositionTables {
         let seq = shape.seq;
         if let Some(pos_key) = &self.pos_key {
             // Query i meets key j at position row index(i, j) of query i's c2p row.
-            let c2p = self.against(q, pos_key, shape, h, scale);
+            let c2p = self.against(q, shape.queries, pos_key, shape, h, scale);
             for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
                 let c2p = &c2p[i * self.rows..(i + 1) * self.rows];
                 for (score, &r) in row.iter_mut().zip(self.index_row(i, seq)) {
@@ -82,7 +82,7 @@ impl PositionTables {
         }
         if let Some(pos_query) = &self.pos_query {
             // ... and at the same position row of key j's p2c row.
-            let p2c = self.against(k, pos_query, shape, h, scale);
+            let p2c = self.against(k, seq, pos_query, shape, h, scale);
             for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
                 let index = self.index_row(i, seq);
                 for (j, (score, &r)) in row.iter_mut().zip(index).enumerate() {
@@ -96,12 +96,20 @@ impl PositionTables {
         &self.index[i * seq..(i + 1) * seq]
     }
 
-    /// `[seq, rows]`: `scale · x_h · table_hᵀ`.
-    fn against(&self, x: &[f32], table: &[f32], shape: Shape, h: usize, scale: f32) -> Vec<f32> {
+    /// `[x_rows, rows]`: `scale · x_h · table_hᵀ`.
+    fn against(
+        &self,
+        x: &[f32],
+        x_rows: usize,
+        table: &[f32],
+        shape: Shape,
+        h: usize,
+        scale: f32,
+    ) -> Vec<f32> {
         let width = shape.width();
         let table_h = View::rows(&table[h * shape.d..], width).transposed();
         product(
-            [shape.seq, self.rows],
+            [x_rows, self.rows],
             View::rows(x, width),
             table_h,
             shape.d,

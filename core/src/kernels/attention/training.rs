@@ -31,6 +31,7 @@ pub(crate) fn forward(
 ) -> (Vec<f32>, Saved) {
     let shape = Shape {
         batch,
+        queries: seq,
         seq,
         heads,
         d: width / heads,
