@@ -230,6 +230,7 @@ fn attention_inputs(
         v: random([batch, seq, width]),
         bias,
         relative,
+        packed: None,
     }
 }
 
@@ -244,6 +245,7 @@ fn copy(inputs: &kernels::AttentionInputs<Flex>) -> kernels::AttentionInputs<Fle
             pos_query: t.pos_query.clone(),
             index: t.index.clone(),
         }),
+        packed: inputs.packed.clone(),
     }
 }
 
@@ -333,6 +335,89 @@ fn attention_from_the_first_token_equals_the_first_row_of_the_whole() {
     }
 }
 
+/// Packed sequences (no padding, one after another on the token axis) equal each sequence
+/// attended alone: BERT's attention and DeBERTa's position terms (one index for the longest
+/// sequence, read block by block), every query row or each sequence's first only.
+#[test]
+fn packed_sequences_equal_each_sequence_attended_alone() {
+    let (heads, d, lengths) = (3, 5, [7usize, 1, 4, 7, 2]);
+    let longest = 7;
+    for (rows, terms) in [(0, [false; 2]), (16, [true, true]), (2, [false, true])] {
+        let shared = attention_inputs([1, longest, heads, d], None, rows, terms).relative;
+        let alone: Vec<_> = lengths
+            .iter()
+            .map(|&n| {
+                let mut inputs = attention_inputs([1, n, heads, d], None, rows, terms);
+                if let (Some(own), Some(shared)) = (inputs.relative.as_mut(), shared.as_ref()) {
+                    own.pos_key = shared.pos_key.clone();
+                    own.pos_query = shared.pos_query.clone();
+                }
+                inputs
+            })
+            .collect();
+        for first_only in [false, true] {
+            let cat = |part: fn(&kernels::AttentionInputs<Flex>) -> Tensor<Flex, 3>| {
+                Tensor::cat(alone.iter().map(part).collect(), 1)
+            };
+            let packed = kernels::AttentionInputs {
+                q: match first_only {
+                    true => cat(|x| x.q.clone().slice([0..1, 0..1])),
+                    false => cat(|x| x.q.clone()),
+                },
+                k: cat(|x| x.k.clone()),
+                v: cat(|x| x.v.clone()),
+                bias: None,
+                relative: shared.as_ref().map(|t| kernels::RelativeTerms {
+                    pos_key: t.pos_key.clone(),
+                    pos_query: t.pos_query.clone(),
+                    index: t.index.clone(),
+                }),
+                packed: Some(kernels::Packed {
+                    lengths: lengths.to_vec().into(),
+                    first_only,
+                }),
+            };
+            let expected = Tensor::cat(
+                alone
+                    .iter()
+                    .map(|inputs| {
+                        let context = composed_attention(copy(inputs), heads);
+                        let [_, n, width] = context.dims();
+                        let queries = if first_only { 1 } else { n };
+                        context.slice([0..1, 0..queries, 0..width])
+                    })
+                    .collect(),
+                1,
+            );
+            let Ok(ours) = kernels::attention(packed, heads, &no_dropout()) else {
+                panic!("the kernel must take packed sequences on Flex");
+            };
+            assert_eq!(ours.dims(), expected.dims());
+            let diff = max_diff(ours, expected);
+            assert!(
+                diff < 1e-4,
+                "{rows} rows {terms:?}, first only {first_only}: {diff:e}"
+            );
+        }
+    }
+}
+
+/// Packed sequences that do not add up to the token axis, or with a bias, go back.
+#[test]
+fn packed_sequences_that_do_not_fit_go_back() {
+    let packed = |lengths: Vec<usize>, bias: Option<Tensor<Flex, 4>>| {
+        let mut inputs = attention_inputs([1, 6, 2, 4], bias, 0, [false; 2]);
+        inputs.packed = Some(kernels::Packed {
+            lengths: lengths.into(),
+            first_only: false,
+        });
+        kernels::attention(inputs, 2, &no_dropout())
+    };
+    assert!(packed(vec![2, 4], None).is_ok());
+    assert!(packed(vec![2, 3], None).is_err());
+    assert!(packed(vec![2, 4], Some(random([1, 1, 1, 6]))).is_err());
+}
+
 /// No tokens (burn's composition cannot expand an index over them): an empty context, with and
 /// without position terms.
 #[test]
@@ -375,6 +460,7 @@ fn disentangled_attention_under_autodiff_hands_its_inputs_back() {
             pos_query: None,
             index: vec![1; 16].into(),
         }),
+        packed: None,
     };
     assert!(kernels::attention(inputs, 2, &no_dropout()).is_err());
 }

@@ -356,6 +356,7 @@ fn attention_gradients(
             v: inputs[2].clone(),
             bias,
             relative: None,
+            packed: None,
         };
         let Ok(context) = kernels::attention(inputs, heads, &dropout) else {
             panic!("the attention op must run while training on Flex");

@@ -14,7 +14,7 @@ mod disentangled;
 pub(super) mod training;
 
 #[cfg(feature = "autodiff")]
-pub(super) use on_flex::kernel_bias;
+pub(super) use on_flex::{Shape, kernel_shape};
 
 use std::sync::Arc;
 
@@ -34,6 +34,20 @@ pub struct AttentionInputs<B: Backend> {
     pub bias: Option<Tensor<B, 4>>,
     /// DeBERTa's position terms; `None` for BERT's attention.
     pub relative: Option<RelativeTerms<B>>,
+    /// Sequences packed without padding (see [`Packed`]); `None` for `[batch, seq, ·]`.
+    pub packed: Option<Packed>,
+}
+
+/// Sequences laid one after another on the token axis, without padding: k and v are
+/// `[1, tokens, heads·d]`, q the same or `[1, sequences, heads·d]` (each sequence's first
+/// token), and no bias is needed. Only the kernel reads this layout; where it does not run the
+/// caller pads (models/mod.rs, `Layout`).
+#[derive(Clone, Debug)]
+pub struct Packed {
+    /// Tokens per sequence, in order; they sum to the token axis.
+    pub lengths: Arc<[usize]>,
+    /// Whether q holds each sequence's first token only.
+    pub first_only: bool,
 }
 
 /// DeBERTa's disentangled attention terms, added to the content scores q·kᵀ: content to
@@ -45,13 +59,13 @@ pub struct RelativeTerms<B: Backend> {
     pub pos_key: Option<Tensor<B, 2>>,
     /// The relative embeddings through the query projection, `[2·span, heads·d]` (p2c).
     pub pos_query: Option<Tensor<B, 2>>,
-    /// `[seq, seq]`: the row of the position tables that query i and key j meet at, its bucketed
-    /// relative position shifted by the span. The p2c term reads it too: position buckets are
+    /// `[n, n]`, `n` ≥ every sequence's length: the row of the position tables that query i and
+    /// key j meet at, its bucketed relative position shifted by the span. The p2c term reads it too: position buckets are
     /// odd in the distance, so HF's p2c index at (j, i) equals this one at (i, j).
     pub index: Arc<[u32]>,
 }
 
-/// The context `[batch, queries, heads·d]`, with `probs_dropout` on the probabilities while
+/// The context, shaped like q, with `probs_dropout` on the probabilities while
 /// training; or the inputs back for burn's composition (another backend, DeBERTa's position
 /// terms while training, or a dtype other than f32).
 pub fn attention<B: Backend>(
@@ -80,8 +94,8 @@ pub fn attention<B: Backend>(
 mod on_flex {
     use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 
-    use super::AttentionInputs;
     use super::disentangled::PositionTables;
+    use super::{AttentionInputs, Packed};
     use crate::kernels::matmul::{Product, View, product};
     use crate::kernels::softmax::{Broadcast, softmax_row_with_bias};
 
@@ -89,29 +103,24 @@ mod on_flex {
         inputs: AttentionInputs<B>,
         heads: usize,
     ) -> Result<Tensor<B, 3>, AttentionInputs<B>> {
-        let [batch, queries, width] = inputs.q.dims();
-        let [_, seq, _] = inputs.k.dims();
+        if !crate::kernels::is_flex::<B>() {
+            return Err(inputs);
+        }
+        let Some((shape, bias)) = kernel_shape(&inputs, heads) else {
+            return Err(inputs);
+        };
         let relative_fits = inputs
             .relative
             .as_ref()
-            .is_none_or(|terms| PositionTables::fit(terms, seq, width));
-        if !crate::kernels::is_flex::<B>() || !relative_fits {
+            .is_none_or(|terms| PositionTables::fit(terms, shape.longest(), shape.width()));
+        if !relative_fits {
             return Err(inputs);
         }
-        let Some(bias) = kernel_bias(&inputs, heads) else {
-            return Err(inputs);
-        };
-        let shape = Shape {
-            batch,
-            queries,
-            seq,
-            heads,
-            d: width / heads,
-        };
+        let dims = inputs.q.dims();
         let device = inputs.q.device();
-        if batch * queries == 0 {
+        if shape.query_rows() == 0 {
             // No pair has a row to read (slicing at a head's offset would be out of bounds).
-            return Ok(Tensor::zeros([batch, queries, width], &device));
+            return Ok(Tensor::zeros(dims, &device));
         }
         let tables = inputs.relative.map(PositionTables::read);
         let [q, k, v] = [inputs.q, inputs.k, inputs.v].map(values);
@@ -123,7 +132,7 @@ mod on_flex {
             tables: tables.as_ref(),
         };
         Ok(Tensor::from_data(
-            TensorData::new(shape.context(&operands), [batch, queries, width]),
+            TensorData::new(shape.context(&operands), dims),
             &device,
         ))
     }
@@ -132,14 +141,16 @@ mod on_flex {
         x.into_data().into_vec::<f32>().unwrap_or_default()
     }
 
-    /// The bias read for the kernel (`Some(None)` without one), or `None` when the kernel cannot
-    /// take `inputs`: q, k and v not f32, k and v not of one `[batch, seq, heads·d]` shape, q
-    /// not `[batch, queries ≤ seq, heads·d]`, or a bias that does not broadcast over the
-    /// scores. Inference and training (tracked.rs) both ask.
-    pub(crate) fn kernel_bias<B: Backend>(
+    /// The pairs' shape and the bias read for the kernel (`None` inside without one), or `None`
+    /// when the kernel cannot take `inputs`: q, k and v not f32; k and v not of one
+    /// `[batch, seq, heads·d]` shape, q not `[batch, queries ≤ seq, heads·d]` (or packed
+    /// sequences that do not add up to the token axes); a bias that does not broadcast over
+    /// the scores, or any bias with packed sequences. Inference and training (tracked.rs)
+    /// both ask.
+    pub(crate) fn kernel_shape<B: Backend>(
         inputs: &AttentionInputs<B>,
         heads: usize,
-    ) -> Option<Option<Broadcast>> {
+    ) -> Option<(Shape, Option<Broadcast>)> {
         let [batch, queries, width] = inputs.q.dims();
         let kv @ [_, seq, _] = inputs.k.dims();
         let fits = [&inputs.q, &inputs.k, &inputs.v]
@@ -147,58 +158,139 @@ mod on_flex {
             .all(|x| x.dtype() == DType::F32)
             && inputs.v.dims() == kv
             && kv == [batch, seq, width]
-            && queries <= seq
             && heads > 0
             && width.is_multiple_of(heads);
         if !fits {
             return None;
         }
-        match &inputs.bias {
-            Some(bias) => Broadcast::over([batch, heads, queries, seq], bias.clone()).map(Some),
-            None => Some(None),
+        let d = width / heads;
+        match (&inputs.packed, &inputs.bias) {
+            (Some(packed), None) => {
+                Shape::packed(packed, [batch, queries, seq], heads, d).map(|shape| (shape, None))
+            }
+            (Some(_), Some(_)) => None,
+            (None, bias) => {
+                let shape =
+                    (queries <= seq).then(|| Shape::padded(batch, queries, seq, heads, d))?;
+                let bias = match bias {
+                    Some(bias) => {
+                        Some(Broadcast::over([batch, heads, queries, seq], bias.clone())?)
+                    }
+                    None => None,
+                };
+                Some((shape, bias))
+            }
         }
     }
 
     /// Everything a (sequence, head) pair reads.
     pub(crate) struct Operands<'a> {
-        /// `[batch, queries, heads·d]`.
+        /// The queries' `[·, heads·d]` rows.
         pub q: &'a [f32],
-        /// `[batch, seq, heads·d]` each.
+        /// The keys' and values' `[·, heads·d]` rows.
         pub k: &'a [f32],
         pub v: &'a [f32],
         pub bias: Option<&'a Broadcast>,
         pub tables: Option<&'a PositionTables>,
     }
 
+    /// Where one sequence's rows lie: its queries are its first `queries` positions, starting
+    /// at row `queries_at` of q; its keys and values start at row `keys_at` of k and v.
     #[derive(Clone, Copy, Debug)]
-    pub(crate) struct Shape {
-        pub batch: usize,
-        /// Query rows per sequence: its first positions (`seq`, or 1 for the first token's).
+    pub(crate) struct Span {
+        pub queries_at: usize,
         pub queries: usize,
-        /// Key and value rows per sequence.
-        pub seq: usize,
+        pub keys_at: usize,
+        pub keys: usize,
+    }
+
+    /// The (sequence, head) pairs of one attention.
+    #[derive(Clone, Debug)]
+    pub(crate) struct Shape {
         pub heads: usize,
         pub d: usize,
+        spans: Vec<Span>,
     }
 
     impl Shape {
-        pub fn width(self) -> usize {
+        /// `[batch, queries, ·]` queries against `[batch, seq, ·]` keys.
+        pub fn padded(batch: usize, queries: usize, seq: usize, heads: usize, d: usize) -> Self {
+            let span = |b: usize| Span {
+                queries_at: b * queries,
+                queries,
+                keys_at: b * seq,
+                keys: seq,
+            };
+            Self {
+                heads,
+                d,
+                spans: (0..batch).map(span).collect(),
+            }
+        }
+
+        /// Packed sequences, or `None` when they do not add up to q's and k's token axes.
+        fn packed(
+            packed: &Packed,
+            [batch, queries, seq]: [usize; 3],
+            heads: usize,
+            d: usize,
+        ) -> Option<Self> {
+            let (mut keys_at, mut spans) = (0, Vec::with_capacity(packed.lengths.len()));
+            for (b, &keys) in packed.lengths.iter().enumerate() {
+                if packed.first_only && keys == 0 {
+                    return None; // no first token to attend from
+                }
+                let (queries_at, queries) = match packed.first_only {
+                    true => (b, keys.min(1)),
+                    false => (keys_at, keys),
+                };
+                spans.push(Span {
+                    queries_at,
+                    queries,
+                    keys_at,
+                    keys,
+                });
+                keys_at += keys;
+            }
+            let query_rows = match packed.first_only {
+                true => packed.lengths.len(),
+                false => keys_at,
+            };
+            let fits = batch == 1 && seq == keys_at && queries == query_rows;
+            fits.then_some(Self { heads, d, spans })
+        }
+
+        pub fn width(&self) -> usize {
             self.heads * self.d
         }
 
-        /// Where head `h` of sequence `b` starts in the `[batch, seq, heads·d]` layout (k, v).
-        pub fn first(self, b: usize, h: usize) -> usize {
-            b * self.seq * self.width() + h * self.d
+        pub fn span(&self, b: usize) -> Span {
+            self.spans[b]
         }
 
-        /// ... and in the `[batch, queries, heads·d]` layout (q, the context).
-        pub fn first_query(self, b: usize, h: usize) -> usize {
-            b * self.queries * self.width() + h * self.d
+        /// The most keys of any sequence.
+        fn longest(&self) -> usize {
+            self.spans.iter().map(|s| s.keys).max().unwrap_or(0)
+        }
+
+        /// Query rows over all sequences (the context's rows).
+        fn query_rows(&self) -> usize {
+            self.spans.iter().map(|s| s.queries).sum()
+        }
+
+        /// Where head `h` of sequence `b`'s keys (and values) start.
+        pub fn first(&self, b: usize, h: usize) -> usize {
+            self.spans[b].keys_at * self.width() + h * self.d
+        }
+
+        /// ... and its queries (and context).
+        pub fn first_query(&self, b: usize, h: usize) -> usize {
+            self.spans[b].queries_at * self.width() + h * self.d
         }
 
         /// `one(b, h)` for every (sequence, head) pair, on rayon's pool with `threads`.
-        pub fn each_pair<T: Send>(self, one: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
-            let pairs = self.batch * self.heads;
+        pub fn each_pair<T: Send>(&self, one: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
+            let pairs = self.spans.len() * self.heads;
             let one = |pair: usize| one(pair / self.heads, pair % self.heads);
             #[cfg(feature = "threads")]
             {
@@ -209,46 +301,50 @@ mod on_flex {
             (0..pairs).map(one).collect()
         }
 
-        /// Each pair's `[queries, d]` rows written into one `[batch, queries, heads·d]` buffer.
-        pub fn merge(self, heads: &[Vec<f32>]) -> Vec<f32> {
-            let mut out = vec![0f32; self.batch * self.queries * self.width()];
+        /// Each pair's `[queries, d]` rows written into one buffer laid out like q.
+        pub fn merge(&self, heads: &[Vec<f32>]) -> Vec<f32> {
+            let width = self.width();
+            let mut out = vec![0f32; self.query_rows() * width];
             for (pair, head) in heads.iter().enumerate() {
                 let first = self.first_query(pair / self.heads, pair % self.heads);
                 for (i, row) in head.chunks_exact(self.d).enumerate() {
-                    let at = first + i * self.width();
+                    let at = first + i * width;
                     out[at..at + self.d].copy_from_slice(row);
                 }
             }
             out
         }
 
-        /// Every (sequence, head) pair's context, written into `[batch, queries, heads·d]`.
-        fn context(self, operands: &Operands<'_>) -> Vec<f32> {
+        /// Every (sequence, head) pair's context, laid out like q.
+        fn context(&self, operands: &Operands<'_>) -> Vec<f32> {
             let heads = self.each_pair(|b, h| {
                 let probs = self.probs(b, h, operands);
-                self.times_values(&probs, &operands.v[self.first(b, h)..])
+                self.times_values(b, &probs, &operands.v[self.first(b, h)..])
             });
             self.merge(&heads)
         }
 
-        /// The attention probabilities of head `h` of sequence `b`, `[queries, seq]`.
-        pub fn probs(self, b: usize, h: usize, operands: &Operands<'_>) -> Vec<f32> {
-            let (seq, d, width) = (self.seq, self.d, self.width());
+        /// The attention probabilities of head `h` of sequence `b`, `[queries, keys]`.
+        pub fn probs(&self, b: usize, h: usize, operands: &Operands<'_>) -> Vec<f32> {
+            let (span, width) = (self.spans[b], self.width());
             let q = &operands.q[self.first_query(b, h)..];
             let k = &operands.k[self.first(b, h)..];
             // scores = q_h · k_hᵀ · scale: k_h read transposed through its strides.
             let scale = self.scale(operands.tables);
             let (q_h, k_h) = (View::rows(q, width), View::rows(k, width).transposed());
-            let mut scores = product([self.queries, seq], q_h, k_h, d, Product::scaled(scale));
+            let dims = [span.queries, span.keys];
+            let mut scores = product(dims, q_h, k_h, self.d, Product::scaled(scale));
             if let Some(tables) = operands.tables {
-                tables.add_terms(&mut scores, self, h, [q, k], scale);
+                tables.add_terms(&mut scores, self, span, h, [q, k], scale);
             }
             crate::kernels::simd::widest(
                 #[inline(always)]
                 || {
-                    for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
+                    for (i, row) in scores.chunks_exact_mut(span.keys).enumerate() {
                         match operands.bias {
-                            Some(bias) => softmax_row_with_bias(row, bias.row([b, h, i], seq)),
+                            Some(bias) => {
+                                softmax_row_with_bias(row, bias.row([b, h, i], span.keys))
+                            }
                             None => softmax_row_with_bias(row, &[]),
                         }
                     }
@@ -258,16 +354,17 @@ mod on_flex {
         }
 
         /// 1/√(d · terms): q·kᵀ and each position term.
-        pub fn scale(self, tables: Option<&PositionTables>) -> f32 {
+        pub fn scale(&self, tables: Option<&PositionTables>) -> f32 {
             let terms = 1 + tables.map_or(0, PositionTables::terms);
             1.0 / ((self.d * terms) as f32).sqrt()
         }
 
-        /// `probs [queries, seq] · v_h`, `v` starting at the pair's first element:
-        /// `[queries, d]`.
-        pub fn times_values(self, probs: &[f32], v: &[f32]) -> Vec<f32> {
-            let (probs, v) = (View::rows(probs, self.seq), View::rows(v, self.width()));
-            product([self.queries, self.d], probs, v, self.seq, Product::PLAIN)
+        /// `probs [queries, keys] · v_h` of sequence `b`, `v` starting at the pair's first
+        /// element: `[queries, d]`.
+        pub fn times_values(&self, b: usize, probs: &[f32], v: &[f32]) -> Vec<f32> {
+            let span = self.spans[b];
+            let (probs, v) = (View::rows(probs, span.keys), View::rows(v, self.width()));
+            product([span.queries, self.d], probs, v, span.keys, Product::PLAIN)
         }
     }
 }

@@ -25,7 +25,7 @@ mod softmax;
 #[cfg(feature = "autodiff")]
 mod tracked;
 
-pub use attention::{AttentionInputs, RelativeTerms, attention};
+pub use attention::{AttentionInputs, Packed, RelativeTerms, attention};
 pub use dropout::{dropout, seed_dropout};
 pub use gelu::gelu;
 pub use int8_linear::Int8Linear;
@@ -83,6 +83,12 @@ pub fn linear<B: Backend>(layer: &burn::nn::Linear<B>, x: Tensor<B, 2>) -> Tenso
 
 /// Whether [`int8_linear`] runs on `B` (so loading packs int8 weights for it).
 pub fn runs_int8<B: Backend>() -> bool {
+    is_flex::<B>()
+}
+
+/// Whether the attention kernel takes packed sequences ([`Packed`]) on `B`: burn-flex
+/// inference (training records BERT attention as an op of its own, over padded batches).
+pub fn packs_sequences<B: Backend>() -> bool {
     is_flex::<B>()
 }
 

@@ -16,7 +16,7 @@ use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend}
 use burn_flex::{Flex, FlexTensor};
 
 use super::as_backend;
-use super::attention::{AttentionInputs, kernel_bias, training};
+use super::attention::{AttentionInputs, Shape, kernel_shape, training};
 use super::dropout::Mask;
 use super::softmax::{self, Broadcast};
 
@@ -225,7 +225,7 @@ pub(super) fn attention<B: Backend>(
         }
     }
 
-    let Some(bias) = training_attention_bias(&inputs, heads) else {
+    let Some((shape, bias)) = training_attention_shape(&inputs, heads) else {
         return Err(inputs);
     };
     let dims = inputs.q.dims();
@@ -237,7 +237,7 @@ pub(super) fn attention<B: Backend>(
     let values = primitives
         .each_ref()
         .map(|x| x.as_slice::<f32>().unwrap_or_default());
-    let (context, saved) = training::forward(values, dims, heads, bias.as_ref(), dropout);
+    let (context, saved) = training::forward(values, shape, bias.as_ref(), dropout);
     let output = FlexTensor::from_data(TensorData::new(context, dims));
     let parents = [q.node.clone(), k.node.clone(), v.node.clone()];
     let output = match AttentionBackward
@@ -251,21 +251,22 @@ pub(super) fn attention<B: Backend>(
     Ok(from_training(output))
 }
 
-/// The bias read for the attention op (`Some(None)` without one) when it can record `inputs`:
-/// the training backend, BERT's attention (no position terms) over a non-empty batch, a
+/// The pairs' shape and bias (see `kernel_shape`) when the attention op can record `inputs`:
+/// the training backend, BERT's attention (no position terms) over a non-empty padded batch, a
 /// constant bias, and what the inference kernel takes too.
-fn training_attention_bias<B: Backend>(
+fn training_attention_shape<B: Backend>(
     inputs: &AttentionInputs<B>,
     heads: usize,
-) -> Option<Option<Broadcast>> {
+) -> Option<(Shape, Option<Broadcast>)> {
     let [batch, seq, _] = inputs.q.dims();
     // Training's kernel computes every query row (its backward assumes q shaped like k).
     let fits = is_training::<B>()
         && inputs.relative.is_none()
+        && inputs.packed.is_none()
         && inputs.q.dims() == inputs.k.dims()
         && batch * seq > 0
         && inputs.bias.as_ref().is_none_or(|bias| !is_tracked(bias));
-    fits.then(|| kernel_bias(inputs, heads)).flatten()
+    fits.then(|| kernel_shape(inputs, heads)).flatten()
 }
 
 /// Attention scores and their optional additive bias, handed back where no kernel runs.

@@ -13,15 +13,15 @@ use super::norm::Norm;
 use super::post_attention::{PostAttention, PostAttentionSpec};
 use super::projection::Projection;
 use super::{
-    ArchitectureConfig, BatchTensors, Classifier, FreshParts, Rows, merge_heads, position_ids,
-    project, split_heads,
+    ArchitectureConfig, BatchTensors, Classifier, FreshParts, Layout, Rows, merge_heads,
+    position_ids, project, split_heads,
 };
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::config::{
     check_dropout, check_heads, default_dropout, default_hidden_act, default_initializer_range,
     parse,
 };
-use crate::kernels::{self, AttentionInputs};
+use crate::kernels::AttentionInputs;
 use crate::{Error, Result};
 
 /// `BertConfig` fields that change the forward pass (dropout only while training).
@@ -180,26 +180,33 @@ impl<B: Backend> BertLayer<B> {
     }
 
     /// `key_bias`: see [`BatchTensors::attention_bias`]; `rows`: the positions to compute.
-    fn forward(&self, x: Tensor<B, 3>, key_bias: Option<Tensor<B, 4>>, rows: Rows) -> Tensor<B, 3> {
-        let queries = rows.of(x.clone());
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        key_bias: Option<Tensor<B, 4>>,
+        rows: Rows,
+        layout: &Layout<B>,
+    ) -> Tensor<B, 3> {
+        let queries = layout.queries(x.clone(), rows);
         let inputs = AttentionInputs {
             q: project(&self.query, queries.clone()),
             k: project(&self.key, x.clone()),
             v: project(&self.value, x),
-            bias: rows.of_bias(key_bias),
+            bias: None,
             relative: None,
+            packed: None,
         };
-        let context = kernels::attention(inputs, self.num_heads, &self.attention_dropout)
-            .unwrap_or_else(|inputs| {
-                let heads = |t: Tensor<B, 3>| split_heads(t, self.num_heads);
-                merge_heads(scaled_dot_product(
-                    heads(inputs.q),
-                    heads(inputs.k),
-                    heads(inputs.v),
-                    inputs.bias,
-                    &self.attention_dropout,
-                ))
-            });
+        let attention = (self.num_heads, &self.attention_dropout);
+        let context = layout.attend(inputs, rows, key_bias, attention, |inputs| {
+            let heads = |t: Tensor<B, 3>| split_heads(t, self.num_heads);
+            merge_heads(scaled_dot_product(
+                heads(inputs.q),
+                heads(inputs.k),
+                heads(inputs.v),
+                inputs.bias,
+                &self.attention_dropout,
+            ))
+        });
         self.post_attention.forward(context, queries)
     }
 }
@@ -246,14 +253,16 @@ impl<B: Backend> Bert<B> {
     /// when `last` is [`Rows::First`].
     pub fn forward(&self, batch: &BatchTensors<B>, last: Rows) -> Tensor<B, 3> {
         let key_bias = batch.attention_bias(self.num_heads, false);
-        let mut x = self
-            .embeddings
-            .forward(batch.input_ids.clone(), batch.token_type_ids.clone());
+        let layout = Layout::for_batch(batch, last);
+        let mut x = layout.pack(
+            self.embeddings
+                .forward(batch.input_ids.clone(), batch.token_type_ids.clone()),
+        );
         for (n, layer) in self.layers.iter().enumerate() {
             let rows = Rows::for_layer(n, self.layers.len(), last);
-            x = layer.forward(x, key_bias.clone(), rows);
+            x = layer.forward(x, key_bias.clone(), rows, &layout);
         }
-        x
+        layout.first_tokens(x)
     }
 }
 

@@ -18,8 +18,8 @@ use super::norm::Norm;
 use super::post_attention::{PostAttention, PostAttentionSpec};
 use super::projection::Projection;
 use super::{
-    ArchitectureConfig, BatchTensors, Classifier, FreshParts, Rows, merge_heads, position_ids,
-    project, split_heads,
+    ArchitectureConfig, BatchTensors, Classifier, FreshParts, Layout, Rows, merge_heads,
+    position_ids, project, split_heads,
 };
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::config::{
@@ -374,24 +374,27 @@ impl<B: Backend> DisentangledSelfAttention<B> {
         })
     }
 
-    /// `queries`: the rows of `x` to attend from (all, or the first token's).
+    /// `queries`: the rows of `x` to attend from (`rows` of it, in `layout`).
     fn forward(
         &self,
-        queries: Tensor<B, 3>,
-        x: Tensor<B, 3>,
+        [queries, x]: [Tensor<B, 3>; 2],
         bias: Option<Tensor<B, 4>>,
         relative: Option<&RelativePositions<B>>,
+        (rows, layout): (Rows, &Layout<B>),
     ) -> Tensor<B, 3> {
         let relative = relative.filter(|_| self.relative);
         let inputs = AttentionInputs {
             q: project(&self.query, queries),
             k: project(&self.key, x.clone()),
             v: project(&self.value, x),
-            bias,
+            bias: None,
             relative: relative.map(|rel| self.position_terms(rel)),
+            packed: None,
         };
-        kernels::attention(inputs, self.num_heads, &self.probs_dropout)
-            .unwrap_or_else(|inputs| self.composed(inputs, relative))
+        let attention = (self.num_heads, &self.probs_dropout);
+        layout.attend(inputs, rows, bias, attention, |inputs| {
+            self.composed(inputs, relative)
+        })
     }
 
     /// The relative embeddings projected like content, `[2·span, heads·d]` per term.
@@ -500,11 +503,12 @@ impl<B: Backend> DebertaV2Layer<B> {
         x: Tensor<B, 3>,
         bias: Option<Tensor<B, 4>>,
         relative: Option<&RelativePositions<B>>,
-        rows: Rows,
+        (rows, layout): (Rows, &Layout<B>),
     ) -> Tensor<B, 3> {
-        let queries = rows.of(x.clone());
-        let bias = rows.of_bias(bias);
-        let context = self.attention.forward(queries.clone(), x, bias, relative);
+        let queries = layout.queries(x.clone(), rows);
+        let context = self
+            .attention
+            .forward([queries.clone(), x], bias, relative, (rows, layout));
         self.post_attention.forward(context, queries)
     }
 }
@@ -561,14 +565,15 @@ impl<B: Backend> DebertaV2<B> {
     /// when `last` is [`Rows::First`].
     pub fn forward(&self, batch: &BatchTensors<B>, last: Rows) -> Tensor<B, 3> {
         let mask = batch.attention_mask.clone().float();
-        let mut x = self.embeddings.forward(batch, mask);
+        let layout = Layout::for_batch(batch, last);
+        let mut x = layout.pack(self.embeddings.forward(batch, mask));
         let bias = batch.attention_bias(self.num_heads, true);
         let relative = self.relative_positions(batch);
         for (n, layer) in self.layers.iter().enumerate() {
             let rows = Rows::for_layer(n, self.layers.len(), last);
-            x = layer.forward(x, bias.clone(), relative.as_ref(), rows);
+            x = layer.forward(x, bias.clone(), relative.as_ref(), (rows, &layout));
         }
-        x
+        layout.first_tokens(x)
     }
 
     fn relative_positions(&self, batch: &BatchTensors<B>) -> Option<RelativePositions<B>> {

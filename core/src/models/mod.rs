@@ -12,6 +12,7 @@ pub mod activation;
 pub mod bert;
 pub mod deberta_v2;
 pub mod head;
+pub mod layout;
 pub mod norm;
 pub mod post_attention;
 pub mod projection;
@@ -25,6 +26,8 @@ use crate::config::ModelConfig;
 use crate::tokenize::EncodedBatch;
 use bert::{BertConfig, BertForSequenceClassification};
 use deberta_v2::{DebertaV2Config, DebertaV2ForSequenceClassification};
+pub(crate) use layout::Layout;
+pub use layout::Rows;
 use projection::Projection;
 
 /// An encoded batch moved onto the device: `[batch, seq]` ids, token types and attention mask.
@@ -86,45 +89,6 @@ impl<B: Backend> BatchTensors<B> {
         } else {
             bias.repeat_dim(1, heads)
         })
-    }
-}
-
-/// The positions a layer computes outputs for. A classifier's head reads only the first
-/// token's last state, so the last layer needs that row alone: its queries, attention output
-/// and feed-forward block run for one token per sequence, while keys and values still cover
-/// every token (a sixth of MiniLM's work per forward pass, a 24th of DeBERTa-v3-large's).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rows {
-    All,
-    First,
-}
-
-impl Rows {
-    /// The rows of a layer's input `[batch, seq, hidden]` that become queries and residuals.
-    pub(crate) fn of<B: Backend>(self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        match self {
-            Rows::All => x,
-            Rows::First => {
-                let [batch, _, hidden] = x.dims();
-                x.slice([0..batch, 0..1, 0..hidden])
-            }
-        }
-    }
-
-    /// The attention bias's query rows to match (a bias of one row broadcasts already).
-    pub(crate) fn of_bias<B: Backend>(self, bias: Option<Tensor<B, 4>>) -> Option<Tensor<B, 4>> {
-        match (self, bias) {
-            (Rows::First, Some(bias)) if bias.dims()[2] > 1 => {
-                let [batch, heads, _, keys] = bias.dims();
-                Some(bias.slice([0..batch, 0..heads, 0..1, 0..keys]))
-            }
-            (_, bias) => bias,
-        }
-    }
-
-    /// What layer `n` of `layers` computes when the stack ends in `last`.
-    pub(crate) fn for_layer(n: usize, layers: usize, last: Rows) -> Rows {
-        if n + 1 == layers { last } else { Rows::All }
     }
 }
 

@@ -10,7 +10,8 @@ use crate::kernels::matmul::{Product, View, product};
 use crate::kernels::softmax::{Broadcast, softmax_backward_rows};
 
 /// What the backward step needs besides q, k and v: every pair's probabilities before
-/// dropout, `[batch, heads, seq, seq]`, and the dropout mask's draw.
+/// dropout, `[batch, heads, seq, seq]`, and the dropout mask's draw. Training's shapes are
+/// padded with q shaped like k (tracked.rs asks for that), so every pair is `[seq, seq]`.
 #[derive(Clone, Debug)]
 pub(crate) struct Saved {
     shape: Shape,
@@ -18,24 +19,16 @@ pub(crate) struct Saved {
     dropout: Option<Mask>,
 }
 
-/// The context `[batch, seq, heads·d]` of q, k, v (`[batch, seq, heads·d]` each, `dims`), with
+/// The context `[batch, seq, heads·d]` of q, k, v (`[batch, seq, heads·d]` each, `shape`), with
 /// `bias` added to the scores. `dropout` multiplies the probabilities by its mask, element n of
 /// the `[batch, heads, seq, seq]` layout taking the mask's element n (burn's composition's
 /// order).
 pub(crate) fn forward(
     [q, k, v]: [&[f32]; 3],
-    [batch, seq, width]: [usize; 3],
-    heads: usize,
+    shape: Shape,
     bias: Option<&Broadcast>,
     dropout: Option<Mask>,
 ) -> (Vec<f32>, Saved) {
-    let shape = Shape {
-        batch,
-        queries: seq,
-        seq,
-        heads,
-        d: width / heads,
-    };
     let operands = Operands {
         q,
         k,
@@ -49,32 +42,34 @@ pub(crate) fn forward(
         let context = match dropout {
             Some(mask) => {
                 let mask = pair_mask(mask, b * shape.heads + h, probs.len());
-                shape.times_values(&times(&probs, &mask), v)
+                shape.times_values(b, &times(&probs, &mask), v)
             }
-            None => shape.times_values(&probs, v),
+            None => shape.times_values(b, &probs, v),
         };
         (probs, context)
     });
     let (probs, contexts): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+    let context = shape.merge(&contexts);
     let saved = Saved {
         shape,
         probs: probs.concat(),
         dropout,
     };
-    (shape.merge(&contexts), saved)
+    (context, saved)
 }
 
 /// The gradients of q, k and v, `[batch, seq, heads·d]` each, from the context's `grad`.
 pub(crate) fn backward(saved: &Saved, [q, k, v]: [&[f32]; 3], grad: &[f32]) -> [Vec<f32>; 3] {
-    let shape = saved.shape;
+    let shape = &saved.shape;
     let pairs = shape.each_pair(|b, h| {
         let first = shape.first(b, h);
-        let area = shape.seq * shape.seq;
+        let seq = shape.span(b).keys;
+        let area = seq * seq;
         let pair = b * shape.heads + h;
         let probs = &saved.probs[pair * area..(pair + 1) * area];
         let inputs = [&q[first..], &k[first..], &v[first..]];
         let dropout = saved.dropout.map(|mask| (mask, pair));
-        pair_gradients(shape, inputs, probs, &grad[first..], dropout)
+        pair_gradients(shape, seq, inputs, probs, &grad[first..], dropout)
     });
     let mut merged = [0, 1, 2].map(|_| Vec::with_capacity(pairs.len()));
     for [dq, dk, dv] in pairs {
@@ -101,13 +96,14 @@ fn times(a: &[f32], b: &[f32]) -> Vec<f32> {
 /// dK = scale·dSᵀ·Q, with P' the probabilities after dropout; q, k, v and `grad` start at
 /// the pair's first element in the `[batch, seq, heads·d]` layout. `[seq, d]` each.
 fn pair_gradients(
-    shape: Shape,
+    shape: &Shape,
+    seq: usize,
     [q, k, v]: [&[f32]; 3],
     probs: &[f32],
     grad: &[f32],
     dropout: Option<(Mask, usize)>,
 ) -> [Vec<f32>; 3] {
-    let (seq, d, width) = (shape.seq, shape.d, shape.width());
+    let (d, width) = (shape.d, shape.width());
     let mask = dropout.map(|(mask, pair)| pair_mask(mask, pair, seq * seq));
     let kept = match &mask {
         Some(mask) => times(probs, mask),
