@@ -11,9 +11,14 @@ With --int8, a second table: PyTorch's dynamic int8 (`quantize_dynamic` on every
 harmaug on the same model exported as an int8 bundle, run with `--precision int8` (dynamic int8
 kernels) and `--precision f32` (the bundle dequantised), |Δscore| against PyTorch f32.
 
+On a noisy machine, `--rounds R` repeats every measurement R times (engines alternating within
+each round) and ends with the median of each engine's per-round ratio; `--binary` may be given
+several times (a build before and after a change, say: `--binary OLD --binary NEW`).
+
     pip install torch transformers
     cargo build --release -p harmaug --features ndarray,candle
     python3 bench/score_minilm.py [--backends flex,ndarray,candle] [--n 1000] [--int8]
+                                  [--rounds R] [--binary B ...]
 """
 import argparse
 import json
@@ -21,6 +26,7 @@ import os
 import pathlib
 import platform
 import re
+import statistics
 import subprocess
 import tempfile
 import time
@@ -76,37 +82,66 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", default="flex,ndarray,candle")
     parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--binary", default=str(ROOT / "target/release/harmaug"))
+    parser.add_argument("--binary", action="append",
+                        help="harmaug binary (repeat to compare builds; default target/release/harmaug)")
     parser.add_argument("--int8", action="store_true", help="also compare the int8 paths")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat everything, then print medians")
     args = parser.parse_args()
+    binaries = args.binary or [str(ROOT / "target/release/harmaug")]
 
     with open(DATA) as f:
         prompts = [json.loads(line)["prompt"] for _, line in zip(range(args.n), f)]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads); {len(prompts)} prompts from {DATA.name}")
+    ratios = {}  # (table, batch, engine) -> per-round ratios
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         model_dir = tmp / "minilm-head"
         make_model(model_dir)
         input_path = tmp / "prompts.jsonl"
         input_path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
-        print("| batch | engine | seconds | prompts/s | × PyTorch | max abs Δscore vs PyTorch | process wall s |")
-        print("|---|---|---|---|---|---|---|")
-        for batch_size in [1, 32]:
-            t_torch, s_torch = torch_scores(model_dir, prompts, batch_size)
-            print(f"| {batch_size} | PyTorch {torch.__version__} | {t_torch:.2f} | {len(prompts) / t_torch:.1f} | 1.00 | 0 | |", flush=True)
+        bundle = export_int8(binaries[0], model_dir, tmp) if args.int8 else None
+        for round_ in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                print(f"\nround {round_} of {args.rounds}")
+            f32_table(args, binaries, model_dir, input_path, prompts, ratios)
+            if bundle:
+                int8_table(binaries, model_dir, bundle, input_path, prompts, ratios)
+    if args.rounds > 1:
+        print("\n| table | batch | engine | median × PyTorch | per round |")
+        print("|---|---|---|---|---|")
+        for (table, batch, engine), values in ratios.items():
+            rounds = " / ".join(f"{v:.2f}" for v in values)
+            print(f"| {table} | {batch} | {engine} | {statistics.median(values):.2f} | {rounds} |")
+
+
+def engine_name(binaries, binary, what):
+    return what if len(binaries) == 1 else f"{what} ({pathlib.Path(binary).name})"
+
+
+def f32_table(args, binaries, model_dir, input_path, prompts, ratios):
+    print("| batch | engine | seconds | prompts/s | × PyTorch | max abs Δscore vs PyTorch | process wall s |")
+    print("|---|---|---|---|---|---|---|")
+    for batch_size in [1, 32]:
+        t_torch, s_torch = torch_scores(model_dir, prompts, batch_size)
+        print(f"| {batch_size} | PyTorch {torch.__version__} | {t_torch:.2f} | {len(prompts) / t_torch:.1f} | 1.00 | 0 | |", flush=True)
+        for binary in binaries:
             for backend in args.backends.split(","):
-                t, wall, s = harmaug_scores(args.binary, model_dir, input_path, batch_size, backend)
+                t, wall, s = harmaug_scores(binary, model_dir, input_path, batch_size, backend)
                 diff = max(abs(a - b) for a, b in zip(s, s_torch))
-                print(f"| {batch_size} | harmaug {backend} | {t:.2f} | {len(prompts) / t:.1f} | {t_torch / t:.2f} | {diff:.1e} | {wall:.2f} |", flush=True)
-        if args.int8:
-            int8_table(args.binary, model_dir, tmp, input_path, prompts)
+                name = engine_name(binaries, binary, f"harmaug {backend}")
+                ratios.setdefault(("f32 vs PyTorch f32", batch_size, name), []).append(t_torch / t)
+                print(f"| {batch_size} | {name} | {t:.2f} | {len(prompts) / t:.1f} | {t_torch / t:.2f} | {diff:.1e} | {wall:.2f} |", flush=True)
 
 
-def int8_table(binary, model_dir, tmp, input_path, prompts):
+def export_int8(binary, model_dir, tmp):
     bundle = tmp / "minilm-head-int8"
     subprocess.run([binary, "export", "--model", str(model_dir), "--out", str(bundle), "--dtype", "int8"],
                    capture_output=True, check=True)
+    return bundle
+
+
+def int8_table(binaries, model_dir, bundle, input_path, prompts, ratios):
     print("\n| batch | engine | seconds | prompts/s | × PyTorch f32 | × PyTorch int8 | max abs Δscore vs PyTorch f32 |")
     print("|---|---|---|---|---|---|---|")
     for batch_size in [1, 32]:
@@ -115,11 +150,14 @@ def int8_table(binary, model_dir, tmp, input_path, prompts):
         diff = max(abs(a - b) for a, b in zip(s_q, s_f32))
         print(f"| {batch_size} | PyTorch f32 | {t_f32:.2f} | {len(prompts) / t_f32:.1f} | 1.00 | {t_q / t_f32:.2f} | 0 |")
         print(f"| {batch_size} | PyTorch dynamic int8 | {t_q:.2f} | {len(prompts) / t_q:.1f} | {t_f32 / t_q:.2f} | 1.00 | {diff:.1e} |", flush=True)
-        for precision in ["int8", "f32"]:
-            t, _, s = harmaug_scores(binary, bundle, input_path, batch_size, "flex", precision)
-            diff = max(abs(a - b) for a, b in zip(s, s_f32))
-            print(f"| {batch_size} | harmaug int8 bundle, --precision {precision} | {t:.2f} | {len(prompts) / t:.1f} | "
-                  f"{t_f32 / t:.2f} | {t_q / t:.2f} | {diff:.1e} |", flush=True)
+        for binary in binaries:
+            for precision in ["int8", "f32"]:
+                t, _, s = harmaug_scores(binary, bundle, input_path, batch_size, "flex", precision)
+                diff = max(abs(a - b) for a, b in zip(s, s_f32))
+                name = engine_name(binaries, binary, f"harmaug int8 bundle, --precision {precision}")
+                ratios.setdefault(("int8 bundle vs PyTorch dynamic int8", batch_size, name), []).append(t_q / t)
+                print(f"| {batch_size} | {name} | {t:.2f} | {len(prompts) / t:.1f} | "
+                      f"{t_f32 / t:.2f} | {t_q / t:.2f} | {diff:.1e} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ throughput for that long: errors and resident-memory growth after warm-up.
 
     pip install torch transformers fastapi uvicorn
     cargo build --release -p harmaug --bins --example serve_load
-    python3 bench/serve_load.py [--n 1000] [--soak-s 600]
+    python3 bench/serve_load.py [--n 1000] [--soak-s 600] [--binary B]
 """
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -51,8 +52,8 @@ def wait_ready(port, process, seconds=180):
     raise SystemExit("the server never became ready")
 
 
-def start_harmaug(model_dir, port):
-    command = [str(RELEASE / "harmaug"), "serve", "--model", str(model_dir), "--port", str(port),
+def start_harmaug(model_dir, port, binary=RELEASE / "harmaug"):
+    command = [str(binary), "serve", "--model", str(model_dir), "--port", str(port),
                "--batch-size", "32", "--max-wait-ms", "5"]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -110,7 +111,9 @@ def main():
     parser.add_argument("--soak-s", type=float, default=0)
     parser.add_argument("--soak-load", type=float, default=0.8)
     parser.add_argument("--soak-rate", type=float, help="soak alone at this many req/s (no comparison)")
+    parser.add_argument("--binary", default=str(RELEASE / "harmaug"), help="the harmaug binary to serve")
     args = parser.parse_args()
+    start_ours = functools.partial(start_harmaug, binary=args.binary)
     levels = [int(c) for c in args.levels.split(",")]
     with open(DATA) as f:
         prompts = [json.loads(line)["prompt"] for _, line in zip(range(args.n), f)]
@@ -123,7 +126,7 @@ def main():
         if args.soak_rate:
             return report_soak(soak(model_dir, prompts_file, args.soak_rate, args.soak_s), args.soak_rate, args)
         sample = prompts[:16]
-        ours, our_scores = measure("harmaug", start_harmaug, model_dir, prompts_file, levels, sample)
+        ours, our_scores = measure("harmaug", start_ours, model_dir, prompts_file, levels, sample)
         ref, ref_scores = measure("reference", start_reference, model_dir, prompts_file, levels, sample)
         drift = max(abs(a - b) for a, b in zip(our_scores, ref_scores))
         print(f"max |Δscore| harmaug vs reference on {len(sample)} prompts: {drift:.2e}\n")

@@ -3,10 +3,12 @@
 //! composition builds `[batch, heads, seq, seq]` tensors — 400 MB at 32 × 512 tokens, whose page
 //! faults, fills and copies cost more than the softmax itself (measured: a third of a batch-32
 //! forward pass). q, k and v are read in place from the projections' `[batch, seq, heads·d]`
-//! layout and the context is written in it, so the four head split/merge copies go too. Pairs
-//! run in parallel over rayon (feature `threads`; one after another in the browser); the
-//! per-pair matmuls are the `gemm` crate's, the GEMM burn-flex calls. DeBERTa's disentangled
-//! position terms are added to each pair's scores in the same pass (disentangled.rs).
+//! layout and the context is written in it, so the four head split/merge copies go too. It also
+//! reads packed sequences (no padding) and attends from the first token only where that is all
+//! a classifier reads (models/layout.rs). Pairs run in parallel over rayon (feature `threads`;
+//! one after another in the browser); the per-pair matmuls are the `gemm` crate's, the GEMM
+//! burn-flex calls. DeBERTa's disentangled position terms are added to each pair's scores in
+//! the same pass (disentangled.rs).
 
 #[cfg(feature = "flex")]
 mod disentangled;
@@ -41,7 +43,7 @@ pub struct AttentionInputs<B: Backend> {
 /// Sequences laid one after another on the token axis, without padding: k and v are
 /// `[1, tokens, heads·d]`, q the same or `[1, sequences, heads·d]` (each sequence's first
 /// token), and no bias is needed. Only the kernel reads this layout; where it does not run the
-/// caller pads (models/mod.rs, `Layout`).
+/// caller pads (models/layout.rs).
 #[derive(Clone, Debug)]
 pub struct Packed {
     /// Tokens per sequence, in order; they sum to the token axis.
@@ -59,9 +61,11 @@ pub struct RelativeTerms<B: Backend> {
     pub pos_key: Option<Tensor<B, 2>>,
     /// The relative embeddings through the query projection, `[2·span, heads·d]` (p2c).
     pub pos_query: Option<Tensor<B, 2>>,
-    /// `[n, n]`, `n` ≥ every sequence's length: the row of the position tables that query i and
-    /// key j meet at, its bucketed relative position shifted by the span. The p2c term reads it too: position buckets are
-    /// odd in the distance, so HF's p2c index at (j, i) equals this one at (i, j).
+    /// `[n, n]`, `n` ≥ every sequence's length: the row of the position tables that query i
+    /// and key j meet at, its bucketed relative position shifted by the span (positions are
+    /// relative, so a sequence of any length reads the top-left block). The p2c term reads it
+    /// too: position buckets are odd in the distance, so HF's p2c index at (j, i) equals this
+    /// one at (i, j).
     pub index: Arc<[u32]>,
 }
 
@@ -264,6 +268,8 @@ mod on_flex {
             self.heads * self.d
         }
 
+        /// Training's pairs read their sizes here.
+        #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
         pub fn span(&self, b: usize) -> Span {
             self.spans[b]
         }
