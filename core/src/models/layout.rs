@@ -2,8 +2,8 @@
 //!
 //! Padded (`[batch, seq, hidden]`) is what every backend runs. Where the attention kernel runs
 //! (burn-flex inference) a classifier packs the real tokens instead (`[1, tokens, hidden]`),
-//! so no projection, feed-forward block or attention pair computes padding: a batch of 32
-//! texts sorted by length still pads ~11% of its tokens (ToxicChat, docs/BENCHMARKS.md), and a
+//! so no projection, feed-forward block or attention pair computes padding: 1,000 ToxicChat
+//! prompts in batches of 32 sorted by length are still 10% padding (docs/BENCHMARKS.md), and a
 //! server batching whatever arrives pads far more.
 
 use std::sync::Arc;
@@ -73,11 +73,14 @@ pub(crate) struct PackedTokens<B: Backend> {
 
 impl<B: Backend> Layout<B> {
     /// Packed when the stack ends in [`Rows::First`] (a classifier: hidden states of padded
-    /// positions are never read), the attention kernel runs on `B`, and some row is padded.
+    /// positions are never read), the attention kernel runs on `B`, and some row is padded
+    /// (none empty: every encoded text has its special tokens, but an empty row has no first
+    /// token to pack).
     pub(crate) fn for_batch(batch: &BatchTensors<B>, last: Rows) -> Self {
         let [_, seq] = batch.input_ids.dims();
         let padded = batch.lengths.iter().any(|&n| n < seq);
-        if last == Rows::All || !padded || !kernels::packs_sequences::<B>() {
+        let empty = batch.lengths.contains(&0);
+        if last == Rows::All || !padded || empty || !kernels::packs_sequences::<B>() {
             return Layout::Padded;
         }
         let device = batch.input_ids.device();
