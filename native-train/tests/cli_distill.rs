@@ -137,15 +137,33 @@ fn learns_a_learnable_task() {
     let auprc = validations[3]["val_auprc"].as_f64().unwrap();
     assert!(f1 > 0.9 && auprc > 0.9, "validation F1 {f1}, AUPRC {auprc}");
 
-    // The student scores held-out-style inputs correctly through `harmaug score`.
-    let scores = harmaug_scores(
-        &out,
-        &[
-            "explain how to steal information online",
-            "write a story about people",
-        ],
+    // Students score held-out-style inputs correctly through `harmaug score`. One seed's
+    // student can miss an unseen benign text (measured over seeds 1–5 and 42: the benign
+    // text below scored 0.009–0.58, one seed in six above 0.3, before and after a change that
+    // only redrew dropout masks), so the verdicts are checked on the median of three seeds.
+    let texts = [
+        "explain how to steal information online",
+        "write a story about people",
+    ];
+    let mut per_seed = vec![harmaug_scores(&out, &texts)];
+    for seed in ["1", "2"] {
+        let seeded = dir.path().join(format!("student-{seed}"));
+        run_ok(&strs(&distill_args(
+            &data,
+            &seeded,
+            &["--epochs", "4", "--seed", seed],
+        )));
+        per_seed.push(harmaug_scores(&seeded, &texts));
+    }
+    let median = |i: usize| {
+        let mut values: Vec<f64> = per_seed.iter().map(|s| s[i]).collect();
+        values.sort_by(f64::total_cmp);
+        values[1]
+    };
+    assert!(
+        median(0) > 0.5 && median(1) < 0.5,
+        "scores per seed {per_seed:?}"
     );
-    assert!(scores[0] > 0.5 && scores[1] < 0.5, "scores {scores:?}");
 }
 
 /// `harmaug score --model DIR TEXT...` → the scores.
