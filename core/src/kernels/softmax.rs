@@ -125,27 +125,29 @@ pub(super) fn softmax_rows(values: &mut [f32], row: usize) {
 pub(super) fn softmax_backward_rows(grad: &mut [f32], probs: &[f32], row: usize) {
     super::simd::widest(
         #[inline(always)]
-        || softmax_backward_rows_here(grad, probs, row),
+        || {
+            for (g, p) in grad.chunks_exact_mut(row).zip(probs.chunks_exact(row)) {
+                softmax_backward_row(g, p);
+            }
+        },
     )
 }
 
 #[inline(always)]
-fn softmax_backward_rows_here(grad: &mut [f32], probs: &[f32], row: usize) {
-    for (g, p) in grad.chunks_exact_mut(row).zip(probs.chunks_exact(row)) {
-        let mut partial = [0f32; LANES];
-        let (mut gs, mut ps) = (g.chunks_exact(LANES), p.chunks_exact(LANES));
-        for (gc, pc) in (&mut gs).zip(&mut ps) {
-            for lane in 0..LANES {
-                partial[lane] += gc[lane] * pc[lane];
-            }
+fn softmax_backward_row(g: &mut [f32], p: &[f32]) {
+    let mut partial = [0f32; LANES];
+    let (mut gs, mut ps) = (g.chunks_exact(LANES), p.chunks_exact(LANES));
+    for (gc, pc) in (&mut gs).zip(&mut ps) {
+        for lane in 0..LANES {
+            partial[lane] += gc[lane] * pc[lane];
         }
-        for (lane, (&gv, &pv)) in gs.remainder().iter().zip(ps.remainder()).enumerate() {
-            partial[lane] += gv * pv;
-        }
-        let dot: f32 = partial.iter().sum();
-        for (gv, &pv) in g.iter_mut().zip(p) {
-            *gv = pv * (*gv - dot);
-        }
+    }
+    for (lane, (&gv, &pv)) in gs.remainder().iter().zip(ps.remainder()).enumerate() {
+        partial[lane] += gv * pv;
+    }
+    let dot: f32 = partial.iter().sum();
+    for (gv, &pv) in g.iter_mut().zip(p) {
+        *gv = pv * (*gv - dot);
     }
 }
 
