@@ -17,7 +17,8 @@ use crate::kernels::{self, AttentionInputs, Packed};
 /// The positions a layer computes outputs for. A classifier's head reads only the first
 /// token's last state, so the last layer needs that row alone: its queries, attention output
 /// and feed-forward block run for one token per sequence, while keys and values still cover
-/// every token (a sixth of MiniLM's work per forward pass, a 24th of DeBERTa-v3-large's).
+/// every token: 10 of the 12·d² multiply-adds per token of a layer's linear parts go (14% of
+/// MiniLM's six layers, 3.5% of DeBERTa-v3-large's 24).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rows {
     All,
