@@ -433,13 +433,17 @@ impl<B: Backend> DisentangledSelfAttention<B> {
                 .swap_dims(0, 1)
         };
         if let (Some(terms), Some(rel)) = (inputs.relative, relative) {
-            // Queries are the first rows: their indices are the first rows of c2p's and the
-            // first columns of p2c's (before its transpose).
-            let [c2p_index, p2c_index] = rel.index_tensors().clone();
+            let [mut c2p_index, mut p2c_index] = rel.index_tensors().clone();
             let [batch, heads, queries, _] = q.dims();
             let [.., keys, _] = k.dims();
-            let c2p_index = c2p_index.slice([0..batch, 0..heads, 0..queries, 0..keys]);
-            let p2c_index = p2c_index.slice([0..batch, 0..heads, 0..keys, 0..queries]);
+            if queries < keys {
+                // The last layer of a classifier: its queries are the first rows, whose indices
+                // are the first rows of c2p's and the first columns of p2c's (before its
+                // transpose). Other layers keep the shared tensors as they are (burn has no
+                // shortcut for a full-range slice: it would be one more op per layer).
+                c2p_index = c2p_index.slice([0..batch, 0..heads, 0..queries, 0..keys]);
+                p2c_index = p2c_index.slice([0..batch, 0..heads, 0..keys, 0..queries]);
+            }
             if let Some(pos_key) = terms.pos_key {
                 let c2p = against_positions(q, per_head(pos_key)).gather(3, c2p_index);
                 scores = scores + c2p * scale;
