@@ -211,9 +211,11 @@ impl<B: Backend> Guard<B> {
     ) -> Result<Scores> {
         let mut scores = ScoreSheet::new(encoded, &self.parts.config.labels);
         for batch in length_batches(encoded, batch_size) {
-            let probabilities = self.label_probability_tensor(self.logits(&batch.rows));
-            let probabilities = read_floats(probabilities.into_data())?;
-            scores.fill(&batch.indices, probabilities);
+            let probabilities = crate::kernels::on_kernel_threads::<B, _>(|| {
+                self.label_probability_tensor(self.logits(&batch.rows))
+                    .into_data()
+            });
+            scores.fill(&batch.indices, read_floats(probabilities)?);
             progress(batch.indices.len());
         }
         Ok(scores.finish())

@@ -1,6 +1,9 @@
 //! f32 GEMM throughput at the guard's layer shapes ([rows, in] · [in, out]): the `gemm` crate
 //! as burn-flex calls it (row-major, rayon over all cores) against OpenBLAS's `cblas_sgemm`
 //! with as many threads, best of three timed loops each, interleaved so both see the same load.
+//! First it measures the machine's f32 peak: a loop of nothing but independent fused
+//! multiply-adds on registers (AVX-512 where the CPU has it, else AVX2), on one thread and on
+//! every core at once, which is what a GEMM's share of the peak is stated against.
 
 use std::time::Instant;
 
@@ -114,8 +117,86 @@ fn best_of_three(reps: usize, mut run: impl FnMut()) -> f64 {
         .fold(f64::MAX, f64::min)
 }
 
+/// Rounds of the FMA loop per measurement and thread: ~0.1 s at these machines' clocks.
+const PEAK_ROUNDS: usize = 8_000_000;
+
+/// f32 FLOP/s of the FMA loop on each of `threads` threads at once, best of three.
+fn peak_flops(threads: usize) -> f64 {
+    let rounds = std::hint::black_box(PEAK_ROUNDS);
+    let flops_each = fma_loop(1).1 * rounds as f64;
+    let seconds = best_of_three(1, || {
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| std::hint::black_box(fma_loop(rounds)));
+            }
+        })
+    });
+    threads as f64 * flops_each / seconds
+}
+
+/// `rounds` of independent vector FMAs (one per accumulator, so neither their latency nor
+/// memory limits the loop) on the widest vector unit, AVX-512 or else AVX2: (a checksum that
+/// keeps the work, FLOPs per round).
+fn fma_loop(rounds: usize) -> (f32, f64) {
+    // SAFETY: each version runs only where the CPU has its features (checked here).
+    unsafe {
+        if is_x86_feature_detected!("avx512f") {
+            (fma::avx512(rounds), 16.0 * 16.0 * 2.0)
+        } else {
+            assert!(is_x86_feature_detected!("fma"), "no FMA unit to measure");
+            (fma::avx2(rounds), 12.0 * 8.0 * 2.0)
+        }
+    }
+}
+
+/// Opaque multipliers with no fixed point: with 0.999·1 + 0.001 = 1 the compiler folded the
+/// loop away.
+mod fma {
+    use std::arch::x86_64::*;
+    use std::hint::black_box;
+
+    /// 16 accumulators: 8 would cover 2 FMA units × 4 cycles of latency; more than 16 made the
+    /// compiler spill.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn avx512(rounds: usize) -> f32 {
+        let (b, c) = black_box((_mm512_set1_ps(1.000_000_1), _mm512_set1_ps(1e-7)));
+        let mut acc = black_box([_mm512_set1_ps(1.0); 16]);
+        for _ in 0..rounds {
+            for a in acc.iter_mut() {
+                *a = _mm512_fmadd_ps(*a, b, c);
+            }
+        }
+        acc.iter().map(|a| _mm512_reduce_add_ps(*a)).sum()
+    }
+
+    /// 12 accumulators: AVX2 has 16 registers.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn avx2(rounds: usize) -> f32 {
+        let (b, c) = black_box((_mm256_set1_ps(1.000_000_1), _mm256_set1_ps(1e-7)));
+        let mut acc = black_box([_mm256_set1_ps(1.0); 12]);
+        for _ in 0..rounds {
+            for a in acc.iter_mut() {
+                *a = _mm256_fmadd_ps(*a, b, c);
+            }
+        }
+        let mut lanes = [0f32; 8];
+        acc.iter()
+            .map(|a| {
+                // SAFETY: 8 lanes into 8 floats.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *a) };
+                lanes.iter().sum::<f32>()
+            })
+            .sum()
+    }
+}
+
 fn main() {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "f32 peak (FMA loop): {:.1} GFLOP/s on 1 thread, {:.1} GFLOP/s on {threads}\n",
+        peak_flops(1) / 1e9,
+        peak_flops(threads) / 1e9
+    );
     // SAFETY: a plain setter of OpenBLAS's thread count.
     unsafe { openblas_set_num_threads(threads as i32) };
     println!("| m × k · k × n | gemm crate GFLOP/s | OpenBLAS GFLOP/s | gemm ÷ OpenBLAS time |");

@@ -35,6 +35,21 @@ pub use softmax::{softmax_last, softmax_last_with_bias};
 
 use burn::tensor::{Tensor, backend::Backend};
 
+/// `work()` on a thread of the kernels' pool (rayon's global pool) when `B` is burn-flex and
+/// the build has `threads` (native); elsewhere on this thread (the browser, GPU backends, whose
+/// devices stay with their callers). Called from outside the pool, each op that the kernels
+/// (and burn-flex) split over the cores injects its halves into the pool, wakes its threads
+/// and sleeps until they finish; from inside, the calling thread runs one half itself and the
+/// other thread takes the rest. Those wake-ups were ~20% of a one-text forward pass (perf,
+/// docs/BENCHMARKS.md).
+pub fn on_kernel_threads<B: Backend, R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    #[cfg(feature = "threads")]
+    if is_flex_device::<B>() {
+        return rayon::scope(|_| work());
+    }
+    work()
+}
+
 /// `x` `[rows, d_in]` through `layer` in int8 on burn-flex (f32 activations), or `x` back
 /// where `layer` cannot run (another backend or dtype: the caller runs its f32 layer).
 pub fn int8_linear<B: Backend>(
@@ -180,4 +195,23 @@ fn for_each_rows(values: &mut [f32], row: usize, kernel: impl Fn(&mut [f32], usi
         return;
     }
     kernel(values, 0)
+}
+
+#[cfg(all(test, feature = "threads"))]
+mod tests {
+    /// The work runs on a pool thread, where the kernels' splits fork instead of waking the pool
+    /// from outside; its result comes back.
+    #[test]
+    fn work_runs_on_a_kernel_thread() {
+        assert_eq!(
+            rayon::current_thread_index(),
+            None,
+            "the test thread is outside the pool"
+        );
+        let on_flex = super::on_kernel_threads::<burn_flex::Flex, _>(|| {
+            (rayon::current_thread_index(), 2 + 2)
+        });
+        assert!(on_flex.0.is_some(), "ran outside the pool");
+        assert_eq!(on_flex.1, 4);
+    }
 }
