@@ -64,21 +64,15 @@ pub(super) fn forward(
     let (x, weight) = (readable(x), readable(weight));
     let ((x, m, k), (weight, k_w, n)) = (view(&x), view(&weight));
     assert_eq!(k, k_w, "x·W: inner dimensions");
-    let mut out = vec![0f32; m * n];
-    if let Some(bias) = bias {
-        let bias = bias.to_contiguous();
-        let row = bias.as_slice::<f32>().expect("an f32 bias");
-        assert_eq!(row.len(), n, "one bias per output");
-        // Over the cores: the first write to a fresh output also faults its pages in, and on
-        // one thread that (with the copy) left the other core idle for ~8% of a batch-32
-        // forward pass (perf, docs/BENCHMARKS.md).
-        if n > 0 {
-            super::for_each_rows(&mut out, n, |rows, _| {
-                rows.chunks_exact_mut(n)
-                    .for_each(|r| r.copy_from_slice(row))
-            });
+    let mut out = match bias {
+        Some(bias) => {
+            let bias = bias.to_contiguous();
+            let row = bias.as_slice::<f32>().expect("an f32 bias");
+            assert_eq!(row.len(), n, "one bias per output");
+            row.repeat(m)
         }
-    }
+        None => vec![0f32; m * n],
+    };
     let how = Product {
         accumulate: bias.is_some(),
         parallel: true,
