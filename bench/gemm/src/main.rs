@@ -43,18 +43,23 @@ const SHAPES: [(usize, usize, usize); 7] = [
     (4096, 4096, 1024),
 ];
 
-struct Problem {
+/// One product's operands, row-major: `a` is m×k, `b` is k×n.
+#[derive(Clone, Copy)]
+struct Problem<'a> {
     m: usize,
     n: usize,
     k: usize,
-    a: Vec<f32>,
-    b: Vec<f32>,
+    a: &'a [f32],
+    b: &'a [f32],
 }
 
-impl Problem {
-    fn gemm_crate(&self, c: &mut [f32]) {
+impl Problem<'_> {
+    /// `c = a·b`, or `c += a·b` with `accumulate` (c holding bias rows, as core's linear
+    /// kernel writes them).
+    fn gemm_crate(&self, c: &mut [f32], accumulate: bool) {
         let (m, n, k) = (self.m, self.n, self.k);
-        // SAFETY: a is m×k, b is k×n, c is m×n, all row-major and exactly that long.
+        assert!(self.a.len() >= m * k && self.b.len() >= k * n && c.len() >= m * n);
+        // SAFETY: a is m×k, b is k×n, c is m×n, all row-major and at least that long.
         unsafe {
             gemm::gemm(
                 m,
@@ -63,14 +68,14 @@ impl Problem {
                 c.as_mut_ptr(),
                 1,
                 n as isize,
-                false,
+                accumulate,
                 self.a.as_ptr(),
                 1,
                 k as isize,
                 self.b.as_ptr(),
                 1,
                 n as isize,
-                0.0,
+                1.0,
                 1.0,
                 false,
                 false,
@@ -80,8 +85,11 @@ impl Problem {
         }
     }
 
-    fn openblas(&self, c: &mut [f32]) {
+    fn openblas(&self, c: &mut [f32], accumulate: bool) {
+        assert!(self.a.len() >= self.m * self.k && self.b.len() >= self.k * self.n);
+        assert!(c.len() >= self.m * self.n);
         let (m, n, k) = (self.m as i32, self.n as i32, self.k as i32);
+        let beta = if accumulate { 1.0 } else { 0.0 };
         // SAFETY: as above; OpenBLAS reads and writes only within those extents.
         unsafe {
             cblas_sgemm(
@@ -96,7 +104,7 @@ impl Problem {
                 k,
                 self.b.as_ptr(),
                 n,
-                0.0,
+                beta,
                 c.as_mut_ptr(),
                 n,
             )
@@ -202,28 +210,91 @@ fn main() {
     println!("| m × k · k × n | gemm crate GFLOP/s | OpenBLAS GFLOP/s | gemm ÷ OpenBLAS time |");
     println!("|---|---|---|---|");
     for (m, n, k) in SHAPES {
+        let (a, b) = (values(m * k, 7), values(k * n, 5));
         let problem = Problem {
             m,
             n,
             k,
-            a: (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect(),
-            b: (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect(),
+            a: &a,
+            b: &b,
         };
         let (mut c1, mut c2) = (vec![0f32; m * n], vec![0f32; m * n]);
         let flops = 2.0 * (m * n * k) as f64;
         let reps = ((2e10 / flops) as usize).clamp(3, 200);
-        let gemm_s = best_of_three(reps, || problem.gemm_crate(&mut c1));
-        let blas_s = best_of_three(reps, || problem.openblas(&mut c2));
-        let differ = c1
-            .iter()
-            .zip(&c2)
-            .any(|(x, y)| (x - y).abs() > 1e-4 * (1.0 + y.abs()));
-        assert!(!differ, "the two GEMMs disagree at {m}×{k}·{k}×{n}");
+        let gemm_s = best_of_three(reps, || problem.gemm_crate(&mut c1, false));
+        let blas_s = best_of_three(reps, || problem.openblas(&mut c2, false));
+        assert_agree(&c1, &c2, [m, n, k]);
         println!(
             "| {m} × {k} · {k} × {n} | {:.1} | {:.1} | {:.2} |",
             flops / gemm_s / 1e9,
             flops / blas_s / 1e9,
             gemm_s / blas_s
         );
+    }
+    layer_sequence();
+}
+
+/// `n` values that repeat every `period` (exact in f32 products of these sizes).
+fn values(n: usize, period: usize) -> Vec<f32> {
+    (0..n).map(|i| (i % period) as f32 * 0.1).collect()
+}
+
+fn assert_agree(c1: &[f32], c2: &[f32], [m, n, k]: [usize; 3]) {
+    let differ = c1
+        .iter()
+        .zip(c2)
+        .any(|(x, y)| (x - y).abs() > 1e-4 * (1.0 + y.abs()));
+    assert!(!differ, "the two GEMMs disagree at {m}×{k}·{k}×{n}");
+}
+
+/// A MiniLM layer's products as (k, n): query, key, value and output projections, then the
+/// feed-forward block up and down.
+const LAYER: [(usize, usize); 6] = [
+    (384, 384),
+    (384, 384),
+    (384, 384),
+    (384, 384),
+    (384, 1536),
+    (1536, 384),
+];
+
+/// Token rows: a batch of 32 of the benchmark's prompts (1,744 on average, sorted by length)
+/// and one prompt (56).
+const SEQUENCE_ROWS: [usize; 2] = [1744, 56];
+
+/// The products of MiniLM's six layers in turn, as `harmaug score` meets them: 36 distinct
+/// weight matrices (42 MB, so each comes from L3 rather than from a cache the same product
+/// left warm, which the table above measures), each product accumulated into bias rows
+/// written just before it, as core's linear kernel does. GFLOP/s over the whole sequence.
+fn layer_sequence() {
+    let weights: Vec<Vec<f32>> = (0..6)
+        .flat_map(|layer| LAYER.map(|(k, n)| values(k * n, 5 + layer)))
+        .collect();
+    let bias: Vec<f32> = values(1536, 3);
+    println!("\n| six MiniLM layers (36 weight matrices), rows | gemm crate GFLOP/s | OpenBLAS GFLOP/s |");
+    println!("|---|---|---|");
+    for m in SEQUENCE_ROWS {
+        let x = values(m * 1536, 7);
+        let mut out = vec![0f32; m * 1536];
+        let products: Vec<Problem<'_>> = weights
+            .iter()
+            .zip(LAYER.iter().cycle())
+            .map(|(b, &(k, n))| Problem { m, n, k, a: &x, b })
+            .collect();
+        let flops: f64 = products.iter().map(|p| 2.0 * (p.m * p.n * p.k) as f64).sum();
+        let reps = ((2e10 / flops) as usize).clamp(1, 200);
+        let mut run = |blas: bool| {
+            for p in &products {
+                let c = &mut out[..m * p.n];
+                c.chunks_exact_mut(p.n).for_each(|row| row.copy_from_slice(&bias[..p.n]));
+                match blas {
+                    false => p.gemm_crate(c, true),
+                    true => p.openblas(c, true),
+                }
+            }
+        };
+        let gemm_s = best_of_three(reps, || run(false));
+        let blas_s = best_of_three(reps, || run(true));
+        println!("| {m} | {:.1} | {:.1} |", flops / gemm_s / 1e9, flops / blas_s / 1e9);
     }
 }

@@ -96,12 +96,14 @@ pub fn attention<B: Backend>(
 /// The kernel itself, on burn-flex's buffers.
 #[cfg(feature = "flex")]
 mod on_flex {
+    use std::cell::RefCell;
+
     use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 
     use super::disentangled::PositionTables;
     use super::{AttentionInputs, Packed};
-    use crate::kernels::matmul::{Product, View, product};
-    use crate::kernels::softmax::{Broadcast, softmax_row_with_bias};
+    use crate::kernels::matmul::{Matrix, Product, View, matmul, matmul_into, product};
+    use crate::kernels::softmax::{Broadcast, exponentiate_row_with_bias, scale_row};
 
     pub(super) fn attention<B: Backend>(
         inputs: AttentionInputs<B>,
@@ -184,6 +186,34 @@ mod on_flex {
                 };
                 Some((shape, bias))
             }
+        }
+    }
+
+    thread_local! {
+        /// Each thread's scores of the pair it runs, kept between pairs and calls (as large as
+        /// the longest sequence's `[seq, seq]` it has seen). A pair's products run on its own
+        /// thread (no split), so no other pair can borrow it meanwhile.
+        static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// The context buffer as the pairs write it, all at once: each its own block (its query
+    /// rows, its head's `d` columns).
+    struct HeadBlocks {
+        first: *mut f32,
+        len: usize,
+    }
+
+    // SAFETY: the pairs write disjoint blocks (`Shape::pair_context`), and the buffer outlives
+    // them.
+    unsafe impl Sync for HeadBlocks {}
+
+    impl HeadBlocks {
+        /// The first element of the `[rows, cols]` block at `first`, rows `stride` apart,
+        /// checked to lie inside the buffer.
+        fn block(&self, first: usize, [rows, cols, stride]: [usize; 3]) -> *mut f32 {
+            let inside = rows == 0 || cols == 0 || first + (rows - 1) * stride + cols <= self.len;
+            assert!(inside, "a head's block inside the context");
+            self.first.wrapping_add(first)
         }
     }
 
@@ -308,6 +338,7 @@ mod on_flex {
         }
 
         /// Each pair's `[queries, d]` rows written into one buffer laid out like q.
+        #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
         pub fn merge(&self, heads: &[Vec<f32>]) -> Vec<f32> {
             let width = self.width();
             let mut out = vec![0f32; self.query_rows() * width];
@@ -321,42 +352,116 @@ mod on_flex {
             out
         }
 
-        /// Every (sequence, head) pair's context, laid out like q.
+        /// Every (sequence, head) pair's context, laid out like q. Each pair's scores go to a
+        /// scratch buffer of its thread and are exponentiated there; `· v` writes straight
+        /// into the pair's block of the output, and those rows, not the scores, are divided by
+        /// the softmax's sums: one pass over the scores fewer than normalising them, and no
+        /// zeroed buffer per pair nor serial merge of the heads afterwards (docs/BENCHMARKS.md).
         fn context(&self, operands: &Operands<'_>) -> Vec<f32> {
-            let heads = self.each_pair(|b, h| {
-                let probs = self.probs(b, h, operands);
-                self.times_values(b, &probs, &operands.v[self.first(b, h)..])
+            let width = self.width();
+            let mut out = vec![0f32; self.query_rows() * width];
+            let blocks = HeadBlocks {
+                first: out.as_mut_ptr(),
+                len: out.len(),
+            };
+            self.each_pair(|b, h| {
+                SCORES.with_borrow_mut(|scores| self.pair_context(b, h, operands, scores, &blocks))
             });
-            self.merge(&heads)
+            out
+        }
+
+        /// Pair (b, h)'s context rows, written into its block of `blocks`.
+        fn pair_context(
+            &self,
+            b: usize,
+            h: usize,
+            operands: &Operands<'_>,
+            scores: &mut Vec<f32>,
+            blocks: &HeadBlocks,
+        ) {
+            let (span, width) = (self.spans[b], self.width());
+            if span.queries == 0 {
+                return;
+            }
+            let sums = self.exponentials(b, h, operands, scores);
+            let (first, dims) = (self.first_query(b, h), [span.queries, self.d, width]);
+            let probs = View::rows(scores, span.keys);
+            let v = View::rows(&operands.v[self.first(b, h)..], width);
+            // SAFETY: `blocks` holds every pair's block, and pair (b, h) is the only one to
+            // write rows `first_query(b, h)..` at columns `h·d..(h+1)·d`.
+            unsafe {
+                let out = blocks.block(first, dims);
+                matmul_into(out, dims, probs, v, span.keys, Product::PLAIN);
+                for (i, sum) in sums.into_iter().enumerate() {
+                    scale_row(
+                        std::slice::from_raw_parts_mut(out.add(i * width), self.d),
+                        1.0 / sum,
+                    );
+                }
+            }
         }
 
         /// The attention probabilities of head `h` of sequence `b`, `[queries, keys]`.
+        #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
         pub fn probs(&self, b: usize, h: usize, operands: &Operands<'_>) -> Vec<f32> {
+            let mut probs = Vec::new();
+            let sums = self.exponentials(b, h, operands, &mut probs);
+            let keys = self.spans[b].keys.max(1);
+            crate::kernels::simd::widest(
+                #[inline(always)]
+                || {
+                    for (row, sum) in probs.chunks_exact_mut(keys).zip(sums) {
+                        scale_row(row, 1.0 / sum);
+                    }
+                },
+            );
+            probs
+        }
+
+        /// Pair (b, h)'s scores, `[queries, keys]` in the first values of `scores` (grown as
+        /// needed), replaced by the softmax's numerators; returns each row's sum.
+        fn exponentials(
+            &self,
+            b: usize,
+            h: usize,
+            operands: &Operands<'_>,
+            scores: &mut Vec<f32>,
+        ) -> Vec<f32> {
             let (span, width) = (self.spans[b], self.width());
             let q = &operands.q[self.first_query(b, h)..];
             let k = &operands.k[self.first(b, h)..];
+            if scores.len() < span.queries * span.keys {
+                scores.resize(span.queries * span.keys, 0.0);
+            }
+            let scores = &mut scores[..span.queries * span.keys];
             // scores = q_h · k_hᵀ · scale: k_h read transposed through its strides.
             let scale = self.scale(operands.tables);
             let (q_h, k_h) = (View::rows(q, width), View::rows(k, width).transposed());
-            let dims = [span.queries, span.keys];
-            let mut scores = product(dims, q_h, k_h, self.d, Product::scaled(scale));
+            let out = Matrix {
+                values: scores,
+                rows: span.queries,
+                cols: span.keys,
+                row_stride: span.keys,
+            };
+            matmul(out, q_h, k_h, self.d, Product::scaled(scale));
             if let Some(tables) = operands.tables {
-                tables.add_terms(&mut scores, self, span, h, [q, k], scale);
+                tables.add_terms(scores, self, span, h, [q, k], scale);
             }
             crate::kernels::simd::widest(
                 #[inline(always)]
                 || {
-                    for (i, row) in scores.chunks_exact_mut(span.keys).enumerate() {
-                        match operands.bias {
-                            Some(bias) => {
-                                softmax_row_with_bias(row, bias.row([b, h, i], span.keys))
-                            }
-                            None => softmax_row_with_bias(row, &[]),
-                        }
+                    // A loop, not an iterator's `map`: its closure would be compiled out of
+                    // line, without the vector unit's features (simd.rs).
+                    let mut sums = Vec::with_capacity(span.queries);
+                    for (i, row) in scores.chunks_exact_mut(span.keys.max(1)).enumerate() {
+                        let bias = operands
+                            .bias
+                            .map_or(&[][..], |all| all.row([b, h, i], span.keys));
+                        sums.push(exponentiate_row_with_bias(row, bias));
                     }
+                    sums
                 },
-            );
-            scores
+            )
         }
 
         /// 1/√(d · terms): q·kᵀ and each position term.
@@ -367,6 +472,7 @@ mod on_flex {
 
         /// `probs [queries, keys] · v_h` of sequence `b`, `v` starting at the pair's first
         /// element: `[queries, d]`.
+        #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
         pub fn times_values(&self, b: usize, probs: &[f32], v: &[f32]) -> Vec<f32> {
             let span = self.spans[b];
             let (probs, v) = (View::rows(probs, span.keys), View::rows(v, self.width()));

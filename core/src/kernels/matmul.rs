@@ -102,24 +102,55 @@ pub(super) fn matmul(out: Matrix<'_>, lhs: View<'_>, rhs: View<'_>, inner: usize
         return;
     }
     assert!(
-        lhs.fits(m, inner) && rhs.fits(inner, n),
-        "operands inside their slices"
-    );
-    assert!(
         (m - 1) * out.row_stride + n <= out.values.len(),
         "output inside its slice"
     );
+    // SAFETY: the assert above bounds every element written; `out` is borrowed mutably, so
+    // nothing else reads or writes it meanwhile.
+    unsafe {
+        matmul_into(
+            out.values.as_mut_ptr(),
+            [m, n, out.row_stride],
+            lhs,
+            rhs,
+            inner,
+            how,
+        )
+    }
+}
+
+/// [`matmul`] into the `rows × cols` block at `out`, rows `row_stride` apart: for products
+/// that write disjoint blocks of one buffer from several threads at once (attention's heads).
+///
+/// # Safety
+/// Every element of the block lies in one live allocation, and no other thread reads or writes
+/// any of them during the call.
+pub(super) unsafe fn matmul_into(
+    out: *mut f32,
+    [m, n, row_stride]: [usize; 3],
+    lhs: View<'_>,
+    rhs: View<'_>,
+    inner: usize,
+    how: Product,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        lhs.fits(m, inner) && rhs.fits(inner, n),
+        "operands inside their slices"
+    );
     let parallelism = parallelism(how.parallel && m * n * inner >= PARALLEL_MIN_WORK);
-    // SAFETY: the asserts above bound every element gemm reads or writes; `out` is borrowed
-    // mutably, so nothing else reads it meanwhile.
+    // SAFETY: the assert above bounds every element gemm reads; the caller, every element it
+    // writes.
     unsafe {
         gemm::gemm(
             m,
             n,
             inner,
-            out.values.as_mut_ptr(),
+            out,
             1,
-            out.row_stride as isize,
+            row_stride as isize,
             how.accumulate,
             lhs.values.as_ptr(),
             lhs.col_stride as isize,
