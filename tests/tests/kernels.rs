@@ -32,6 +32,79 @@ fn gelu_of_a_view_and_of_a_held_tensor() {
     assert_eq!(before, after, "the caller's tensor was overwritten");
 }
 
+/// A linear layer `[d_in, d_out]` of burn-flex, with a bias or without.
+fn linear_layer(d_in: usize, d_out: usize, bias: bool) -> burn::nn::Linear<Flex> {
+    burn::nn::Linear {
+        weight: burn::module::Param::from_tensor(random([d_in, d_out])),
+        bias: bias.then(|| burn::module::Param::from_tensor(random([d_out]))),
+    }
+}
+
+/// `x·W + b` sums `d_in` products of N(0, 3²) values: the tolerance grows with their scale.
+fn linear_tolerance(d_in: usize) -> f32 {
+    1e-5 * 9.0 * (d_in.max(1) as f32).sqrt()
+}
+
+/// The feed-forward block's fused layers: GELU taken with the bias, and the residual added with
+/// it, on odd, empty, length-1 and thread-splitting shapes, with and without a bias, and on
+/// views (a transposed input, a transposed residual) — each as burn's composition.
+#[test]
+fn linear_with_gelu_or_a_residual_equals_burns_composition() {
+    let shapes = [
+        (0, 5, 3),
+        (1, 1, 1),
+        (7, 13, 5),
+        (3, 4, 0),
+        (5, 0, 3),
+        (300, 384, 1536),
+    ];
+    for ((rows, d_in, d_out), bias) in shapes.into_iter().flat_map(|s| [(s, true), (s, false)]) {
+        let (layer, x) = (linear_layer(d_in, d_out, bias), random([rows, d_in]));
+        let tolerance = linear_tolerance(d_in);
+        let Ok(ours) = kernels::linear_gelu(&layer, x.clone()) else {
+            panic!("linear_gelu must run on Flex");
+        };
+        let diff = max_diff(ours, activation::gelu(layer.forward(x.clone())));
+        assert!(
+            diff <= 1.2 * tolerance,
+            "gelu {rows}×{d_in}→{d_out}: max |Δ| {diff:e}"
+        );
+        let residual = random([rows, d_out]);
+        let Ok(ours) = kernels::linear_add(&layer, x.clone(), residual.clone()) else {
+            panic!("linear_add must run on Flex");
+        };
+        let diff = max_diff(ours, layer.forward(x) + residual);
+        assert!(
+            diff <= tolerance,
+            "add {rows}×{d_in}→{d_out}: max |Δ| {diff:e}"
+        );
+    }
+    let (layer, x, residual) = (linear_layer(9, 4, true), random([9, 6]), random([4, 6]));
+    let composed = layer.forward(x.clone().transpose()) + residual.clone().transpose();
+    let Ok(ours) = kernels::linear_add(&layer, x.clone().transpose(), residual.transpose()) else {
+        panic!("linear_add must run on views");
+    };
+    assert!(max_diff(ours, composed) <= linear_tolerance(9), "views");
+    let composed = activation::gelu(layer.forward(x.clone().transpose()));
+    let ours = kernels::linear_gelu(&layer, x.transpose()).ok();
+    assert!(ours.is_some_and(|ours| max_diff(ours, composed) <= linear_tolerance(9)));
+}
+
+/// A residual of another shape, and training (Autodiff<Flex>, where dropout sits between the
+/// layer and the sum), hand the inputs back for the composition.
+#[test]
+fn linear_add_hands_back_what_it_does_not_fuse() {
+    let layer = linear_layer(4, 3, true);
+    let declined = kernels::linear_add(&layer, random([2, 4]), random([2, 4]));
+    assert!(declined.is_err_and(|[x, residual]| x.dims() == [2, 4] && residual.dims() == [2, 4]));
+    let device = Default::default();
+    let training = burn::nn::LinearConfig::new(4, 3).init::<Autodiff<Flex>>(&device);
+    let x = Tensor::<Autodiff<Flex>, 2>::random([2, 4], Distribution::Default, &device);
+    let residual = Tensor::random([2, 3], Distribution::Default, &device);
+    assert!(kernels::linear_add(&training, x.clone(), residual).is_err());
+    assert!(kernels::linear_gelu(&training, x).is_err());
+}
+
 #[test]
 fn softmax_equals_burns_on_every_shape() {
     for shape in [

@@ -60,11 +60,37 @@ pub(super) fn gelu_rows(values: &mut [f32]) {
     })
 }
 
+/// GELU of every value plus its column's bias (rows of `bias.len()` values), in place: a
+/// linear layer's bias and activation in one pass over its product (kernels/linear.rs).
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
+pub(super) fn gelu_rows_with_bias(values: &mut [f32], bias: &[f32]) {
+    if bias.is_empty() {
+        return;
+    }
+    super::for_each_rows(values, bias.len(), |chunk, _| {
+        super::simd::widest(
+            #[inline(always)]
+            || {
+                for row in chunk.chunks_exact_mut(bias.len()) {
+                    for (x, &b) in row.iter_mut().zip(bias) {
+                        *x = gelu_of(*x + b);
+                    }
+                }
+            },
+        )
+    })
+}
+
 #[inline(always)]
 fn gelu_in_place(values: &mut [f32]) {
     for x in values {
-        *x = 0.5 * *x * (1.0 + erf(*x * core::f32::consts::FRAC_1_SQRT_2));
+        *x = gelu_of(*x);
     }
+}
+
+#[inline(always)]
+fn gelu_of(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// `grad` times GELU's derivative at `input`, in place: Φ(x) + x·φ(x), the normal

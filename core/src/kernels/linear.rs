@@ -10,7 +10,8 @@ use burn::nn::Linear;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend};
 use burn_flex::{Flex, FlexTensor};
 
-use super::matmul::{Matrix, Product, View, matmul};
+use super::gelu::{gelu_rows, gelu_rows_with_bias};
+use super::matmul::{Matrix, Product, View, matmul, matmul_into};
 
 /// `layer` on `x` `[rows, d_in]` → `[rows, d_out]`: the kernel on burn-flex (inference) and
 /// burn-flex under autodiff (training), burn's op elsewhere.
@@ -28,23 +29,77 @@ pub fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
 }
 
 fn on_flex<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
+    let Some((weight, bias)) = flex_parts(layer, &x) else {
+        return Err(x);
+    };
+    Ok(from_flex(forward(
+        &flex_primitive(x),
+        &weight,
+        bias.as_ref(),
+    )))
+}
+
+/// `gelu(layer(x))` on burn-flex (inference, f32), in one pass over the product: it is
+/// written without its bias, then the bias and GELU go in together, where `linear` would
+/// first write `[rows, d_out]` bias rows (the feed-forward block's widest output) and GELU
+/// read it all again. `x` back elsewhere.
+pub fn linear_gelu<B: Backend>(
+    layer: &Linear<B>,
+    x: Tensor<B, 2>,
+) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
+    let Some((weight, bias)) = flex_parts(layer, &x) else {
+        return Err(x);
+    };
+    let (mut out, dims) = bare_product(&flex_primitive(x), &weight);
+    match bias.map(|b| b.to_contiguous()) {
+        Some(bias) => gelu_rows_with_bias(&mut out, bias_row(&bias, dims[1])),
+        None => gelu_rows(&mut out),
+    }
+    Ok(from_flex(FlexTensor::from_data(TensorData::new(out, dims))))
+}
+
+/// `layer(x) + residual` on burn-flex (inference, f32), in one pass over the product: the
+/// bias and the residual are added together, where `linear` would first write bias rows and
+/// burn-flex's add make a third buffer. The inputs back elsewhere, or when `residual` is not
+/// `[rows, d_out]` f32.
+pub fn linear_add<B: Backend>(
+    layer: &Linear<B>,
+    x: Tensor<B, 2>,
+    residual: Tensor<B, 2>,
+) -> Result<Tensor<B, 2>, [Tensor<B, 2>; 2]> {
+    let [rows, _] = x.dims();
+    let [_, d_out] = layer.weight.dims();
+    let parts = flex_parts(layer, &x)
+        .filter(|_| residual.dtype() == DType::F32 && residual.dims() == [rows, d_out]);
+    let Some((weight, bias)) = parts else {
+        return Err([x, residual]);
+    };
+    let (mut out, dims) = bare_product(&flex_primitive(x), &weight);
+    let residual = flex_primitive(residual).to_contiguous();
+    let residual = residual.as_slice::<f32>().expect("f32, checked above");
+    let bias = bias.map(|b| b.to_contiguous());
+    add_rows(
+        &mut out,
+        bias.as_ref().map(|b| bias_row(b, d_out)),
+        residual,
+        d_out,
+    );
+    Ok(from_flex(FlexTensor::from_data(TensorData::new(out, dims))))
+}
+
+/// The layer's weight and bias on burn-flex, when `B` is burn-flex and they and `x` are f32.
+fn flex_parts<B: Backend>(
+    layer: &Linear<B>,
+    x: &Tensor<B, 2>,
+) -> Option<(FlexTensor, Option<FlexTensor>)> {
     let weight = layer.weight.val();
     let bias = layer.bias.as_ref().map(|b| b.val());
     let f32_bias = bias.as_ref().is_none_or(|b| b.dtype() == DType::F32);
-    if !super::is_flex::<B>()
-        || x.dtype() != DType::F32
-        || weight.dtype() != DType::F32
-        || !f32_bias
-    {
-        return Err(x);
-    }
-    let bias = bias.map(flex_primitive);
-    let y = forward(&flex_primitive(x), &flex_primitive(weight), bias.as_ref());
-    let y = Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(y));
-    let Ok(y) = super::as_backend::<B, _, 2>(y) else {
-        unreachable!("B is burn-flex")
-    };
-    Ok(y)
+    let fits = super::is_flex::<B>()
+        && x.dtype() == DType::F32
+        && weight.dtype() == DType::F32
+        && f32_bias;
+    fits.then(|| (flex_primitive(weight), bias.map(flex_primitive)))
 }
 
 /// `x`'s burn-flex tensor; `B` must be burn-flex (checked by the caller).
@@ -53,6 +108,63 @@ fn flex_primitive<B: Backend, const D: usize>(x: Tensor<B, D>) -> FlexTensor {
         unreachable!("B is burn-flex")
     };
     x.into_primitive().tensor()
+}
+
+/// A burn-flex result as a tensor of `B`, which is burn-flex (checked by the caller).
+fn from_flex<B: Backend>(y: FlexTensor) -> Tensor<B, 2> {
+    let y = Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(y));
+    let Ok(y) = super::as_backend::<B, _, 2>(y) else {
+        unreachable!("B is burn-flex")
+    };
+    y
+}
+
+/// A contiguous bias's values, one per output.
+fn bias_row(bias: &FlexTensor, n: usize) -> &[f32] {
+    let row = bias.as_slice::<f32>().expect("an f32 bias");
+    assert_eq!(row.len(), n, "one bias per output");
+    row
+}
+
+/// `x·weight`, `[m, k]·[k, n]`, in a new buffer that the product writes whole (never zeroed
+/// or filled first), with its `[m, n]`.
+fn bare_product(x: &FlexTensor, weight: &FlexTensor) -> (Vec<f32>, [usize; 2]) {
+    let (x, weight) = (readable(x), readable(weight));
+    let ((x, m, k), (weight, k_w, n)) = (view(&x), view(&weight));
+    assert_eq!(k, k_w, "x·W: inner dimensions");
+    let mut out = Vec::with_capacity(m * n);
+    let how = Product {
+        parallel: true,
+        ..Product::PLAIN
+    };
+    // SAFETY: the buffer holds m·n values; without `accumulate` gemm writes every one of them
+    // (zeros when k is 0) and reads none, so the length covers only written values.
+    unsafe {
+        matmul_into(out.as_mut_ptr(), [m, n, n], x, weight, k, how);
+        out.set_len(m * n);
+    }
+    (out, [m, n])
+}
+
+/// `values += bias + residual`, rows of `n` values (the bias per column), over the cores.
+fn add_rows(values: &mut [f32], bias: Option<&[f32]>, residual: &[f32], n: usize) {
+    if n == 0 {
+        return;
+    }
+    super::for_each_rows(values, n, |chunk, first_row| {
+        let residual = &residual[first_row * n..first_row * n + chunk.len()];
+        super::simd::widest(
+            #[inline(always)]
+            || {
+                for (row, residual) in chunk.chunks_exact_mut(n).zip(residual.chunks_exact(n)) {
+                    if let Some(bias) = bias {
+                        row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+                    }
+                    row.iter_mut().zip(residual).for_each(|(x, r)| *x += r);
+                }
+            },
+        )
+    });
 }
 
 /// `x·weight + bias`: `[m, k]·[k, n]` → `[m, n]`.
@@ -65,12 +177,7 @@ pub(super) fn forward(
     let ((x, m, k), (weight, k_w, n)) = (view(&x), view(&weight));
     assert_eq!(k, k_w, "x·W: inner dimensions");
     let mut out = match bias {
-        Some(bias) => {
-            let bias = bias.to_contiguous();
-            let row = bias.as_slice::<f32>().expect("an f32 bias");
-            assert_eq!(row.len(), n, "one bias per output");
-            row.repeat(m)
-        }
+        Some(bias) => bias_row(&bias.to_contiguous(), n).repeat(m),
         None => vec![0f32; m * n],
     };
     let how = Product {

@@ -30,7 +30,7 @@ pub use dropout::{dropout, seed_dropout};
 pub use gelu::gelu;
 pub use int8_linear::Int8Linear;
 #[cfg(feature = "flex")]
-pub use linear::linear;
+pub use linear::{linear, linear_add, linear_gelu};
 pub use softmax::{softmax_last, softmax_last_with_bias};
 
 use burn::tensor::{Tensor, backend::Backend};
@@ -94,6 +94,25 @@ pub fn layer_norm<B: Backend, const D: usize>(
 #[cfg(not(feature = "flex"))]
 pub fn linear<B: Backend>(layer: &burn::nn::Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
     layer.forward(x)
+}
+
+/// `gelu(layer(x))` in one pass: without burn-flex, never (`x` back for the composition).
+#[cfg(not(feature = "flex"))]
+pub fn linear_gelu<B: Backend>(
+    _: &burn::nn::Linear<B>,
+    x: Tensor<B, 2>,
+) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
+    Err(x)
+}
+
+/// `layer(x) + residual` in one pass: without burn-flex, never (the inputs back).
+#[cfg(not(feature = "flex"))]
+pub fn linear_add<B: Backend>(
+    _: &burn::nn::Linear<B>,
+    x: Tensor<B, 2>,
+    residual: Tensor<B, 2>,
+) -> Result<Tensor<B, 2>, [Tensor<B, 2>; 2]> {
+    Err([x, residual])
 }
 
 /// Whether [`int8_linear`] runs on `B` (so loading packs int8 weights for it).

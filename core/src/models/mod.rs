@@ -24,6 +24,7 @@ use crate::Result;
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::tokenize::EncodedBatch;
+use activation::Activation;
 use bert::{BertConfig, BertForSequenceClassification};
 use deberta_v2::{DebertaV2Config, DebertaV2ForSequenceClassification};
 pub(crate) use layout::Layout;
@@ -110,6 +111,34 @@ pub(crate) fn project<B: Backend>(linear: &Projection<B>, x: Tensor<B, 3>) -> Te
     let y = linear.forward(x.reshape([batch * seq, d_in]));
     let [_, d_out] = y.dims();
     y.reshape([batch, seq, d_out])
+}
+
+/// [`project`] then `activation` ([`Projection::forward_activated`]).
+pub(crate) fn project_activated<B: Backend>(
+    linear: &Projection<B>,
+    x: Tensor<B, 3>,
+    activation: Activation,
+) -> Tensor<B, 3> {
+    let [batch, seq, d_in] = x.dims();
+    let y = linear.forward_activated(x.reshape([batch * seq, d_in]), activation);
+    let [_, d_out] = y.dims();
+    y.reshape([batch, seq, d_out])
+}
+
+/// `between(project(x)) + residual` ([`Projection::forward_add`]); `residual` is shaped like
+/// the output.
+pub(crate) fn project_add<B: Backend>(
+    linear: &Projection<B>,
+    x: Tensor<B, 3>,
+    residual: Tensor<B, 3>,
+    between: impl FnOnce(Tensor<B, 2>) -> Tensor<B, 2>,
+) -> Tensor<B, 3> {
+    let [batch, seq, d_in] = x.dims();
+    let dims = residual.dims();
+    let residual = residual.reshape([dims[0] * dims[1], dims[2]]);
+    linear
+        .forward_add(x.reshape([batch * seq, d_in]), residual, between)
+        .reshape(dims)
 }
 
 /// `[batch, seq, heads·d]` → `[batch, heads, seq, d]`.

@@ -8,8 +8,8 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use super::activation::Activation;
 use super::norm::Norm;
-use super::project;
 use super::projection::Projection;
+use super::{project_activated, project_add};
 use crate::Result;
 use crate::checkpoint::Weights;
 
@@ -61,13 +61,11 @@ impl<B: Backend> PostAttention<B> {
 
     /// `context`: the attention's output with its heads merged; `x`: the layer's input.
     pub(crate) fn forward(&self, context: Tensor<B, 3>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let attended =
-            crate::kernels::dropout(&self.dropout, project(&self.attention_out, context));
-        let x = self.attention_norm.forward(attended + x);
-        let inner = self
-            .activation
-            .forward(project(&self.intermediate, x.clone()));
-        let out = crate::kernels::dropout(&self.dropout, project(&self.output, inner));
-        self.output_norm.forward(out + x)
+        let dropout = |y| crate::kernels::dropout(&self.dropout, y);
+        let x = project_add(&self.attention_out, context, x, dropout);
+        let x = self.attention_norm.forward(x);
+        let inner = project_activated(&self.intermediate, x.clone(), self.activation);
+        self.output_norm
+            .forward(project_add(&self.output, inner, x, dropout))
     }
 }
