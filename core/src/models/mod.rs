@@ -107,10 +107,7 @@ pub(crate) fn position_ids<B: Backend>(
 /// A linear layer over every token of `[batch, seq, d_in]` as one `[batch·seq, d_in]` matmul:
 /// burn's 3-D `linear` broadcasts the weight and runs one small matmul per sequence.
 pub(crate) fn project<B: Backend>(linear: &Projection<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let [batch, seq, d_in] = x.dims();
-    let y = linear.forward(x.reshape([batch * seq, d_in]));
-    let [_, d_out] = y.dims();
-    y.reshape([batch, seq, d_out])
+    over_tokens(x, |x| linear.forward(x))
 }
 
 /// [`project`] then `activation` ([`Projection::forward_activated`]).
@@ -119,8 +116,16 @@ pub(crate) fn project_activated<B: Backend>(
     x: Tensor<B, 3>,
     activation: Activation,
 ) -> Tensor<B, 3> {
+    over_tokens(x, |x| linear.forward_activated(x, activation))
+}
+
+/// `layer` on `[batch, seq, d_in]` as one `[batch·seq, d_in]` matrix.
+fn over_tokens<B: Backend>(
+    x: Tensor<B, 3>,
+    layer: impl FnOnce(Tensor<B, 2>) -> Tensor<B, 2>,
+) -> Tensor<B, 3> {
     let [batch, seq, d_in] = x.dims();
-    let y = linear.forward_activated(x.reshape([batch * seq, d_in]), activation);
+    let y = layer(x.reshape([batch * seq, d_in]));
     let [_, d_out] = y.dims();
     y.reshape([batch, seq, d_out])
 }
