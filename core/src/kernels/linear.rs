@@ -11,7 +11,7 @@ use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend}
 use burn_flex::{Flex, FlexTensor};
 
 use super::gelu::{gelu_rows, gelu_rows_with_bias};
-use super::matmul::{Matrix, Product, View, matmul, matmul_into};
+use super::matmul::{Product, View, matmul_into};
 
 /// `layer` on `x` `[rows, d_in]` → `[rows, d_out]`: the kernel on burn-flex (inference) and
 /// burn-flex under autodiff (training), burn's op elsewhere.
@@ -50,7 +50,7 @@ pub fn linear_gelu<B: Backend>(
     let Some((weight, bias)) = flex_parts(layer, &x) else {
         return Err(x);
     };
-    let (mut out, dims) = bare_product(&flex_primitive(x), &weight);
+    let (mut out, dims) = layer_product(&flex_primitive(x), &weight, None);
     match bias.map(|b| b.to_contiguous()) {
         Some(bias) => gelu_rows_with_bias(&mut out, bias_row(&bias, dims[1])),
         None => gelu_rows(&mut out),
@@ -74,7 +74,7 @@ pub fn linear_add<B: Backend>(
     let Some((weight, bias)) = parts else {
         return Err([x, residual]);
     };
-    let (mut out, dims) = bare_product(&flex_primitive(x), &weight);
+    let (mut out, dims) = layer_product(&flex_primitive(x), &weight, None);
     let residual = flex_primitive(residual).to_contiguous();
     let residual = residual.as_slice::<f32>().expect("f32, checked above");
     let bias = bias.map(|b| b.to_contiguous());
@@ -126,19 +126,28 @@ fn bias_row(bias: &FlexTensor, n: usize) -> &[f32] {
     row
 }
 
-/// `x·weight`, `[m, k]·[k, n]`, in a new buffer that the product writes whole (never zeroed
-/// or filled first), with its `[m, n]`.
-fn bare_product(x: &FlexTensor, weight: &FlexTensor) -> (Vec<f32>, [usize; 2]) {
+/// `x·weight`, `[m, k]·[k, n]`, with its `[m, n]`: accumulated into rows of `bias`, or
+/// without one written bare into a new buffer that is never zeroed or filled first.
+fn layer_product(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: Option<&FlexTensor>,
+) -> (Vec<f32>, [usize; 2]) {
     let (x, weight) = (readable(x), readable(weight));
     let ((x, m, k), (weight, k_w, n)) = (view(&x), view(&weight));
     assert_eq!(k, k_w, "x·W: inner dimensions");
-    let mut out = Vec::with_capacity(m * n);
+    let mut out = match bias.map(FlexTensor::to_contiguous) {
+        Some(bias) => bias_row(&bias, n).repeat(m),
+        None => Vec::with_capacity(m * n),
+    };
     let how = Product {
+        accumulate: bias.is_some(),
         parallel: true,
         ..Product::PLAIN
     };
-    // SAFETY: the buffer holds m·n values; without `accumulate` gemm writes every one of them
-    // (zeros when k is 0) and reads none, so the length covers only written values.
+    // SAFETY: the buffer holds m·n values: the bias rows, which gemm adds to, or spare
+    // capacity, every value of which gemm writes (zeros when k is 0) and reads none without
+    // `accumulate`; so the length covers only written values.
     unsafe {
         matmul_into(out.as_mut_ptr(), [m, n, n], x, weight, k, how);
         out.set_len(m * n);
@@ -173,20 +182,8 @@ pub(super) fn forward(
     weight: &FlexTensor,
     bias: Option<&FlexTensor>,
 ) -> FlexTensor {
-    let (x, weight) = (readable(x), readable(weight));
-    let ((x, m, k), (weight, k_w, n)) = (view(&x), view(&weight));
-    assert_eq!(k, k_w, "x·W: inner dimensions");
-    let mut out = match bias {
-        Some(bias) => bias_row(&bias.to_contiguous(), n).repeat(m),
-        None => vec![0f32; m * n],
-    };
-    let how = Product {
-        accumulate: bias.is_some(),
-        parallel: true,
-        ..Product::PLAIN
-    };
-    matmul(output(&mut out, m, n), x, weight, k, how);
-    FlexTensor::from_data(TensorData::new(out, [m, n]))
+    let (out, dims) = layer_product(x, weight, bias);
+    FlexTensor::from_data(TensorData::new(out, dims))
 }
 
 /// The gradient of `x`: `grad·weightᵀ`, `[m, n]·[n, k]` → `[m, k]`.
@@ -232,15 +229,6 @@ pub(super) fn bias_grad(grad: &FlexTensor) -> FlexTensor {
         }
     }
     FlexTensor::from_data(TensorData::new(sums, [n]))
-}
-
-fn output(values: &mut [f32], rows: usize, cols: usize) -> Matrix<'_> {
-    Matrix {
-        values,
-        rows,
-        cols,
-        row_stride: cols,
-    }
 }
 
 /// A 2-D tensor read in place, with its (rows, cols).

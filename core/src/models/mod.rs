@@ -138,12 +138,9 @@ pub(crate) fn project_add<B: Backend>(
     residual: Tensor<B, 3>,
     between: impl FnOnce(Tensor<B, 2>) -> Tensor<B, 2>,
 ) -> Tensor<B, 3> {
-    let [batch, seq, d_in] = x.dims();
-    let dims = residual.dims();
-    let residual = residual.reshape([dims[0] * dims[1], dims[2]]);
-    linear
-        .forward_add(x.reshape([batch * seq, d_in]), residual, between)
-        .reshape(dims)
+    let [batch, seq, d_out] = residual.dims();
+    let residual = residual.reshape([batch * seq, d_out]);
+    over_tokens(x, |x| linear.forward_add(x, residual, between))
 }
 
 /// `[batch, seq, heads·d]` → `[batch, heads, seq, d]`.
