@@ -171,7 +171,10 @@ fn check_decoder(decoder: &serde_json::Value, path: &str) -> std::result::Result
 
 /// tokenizers reads a `TemplateProcessing` post-processor without checking it, then panics
 /// while encoding when a template names a special token the processor does not define, or one
-/// whose ids and tokens differ in number (found by fuzzing, fuzz/regressions/tokenizer).
+/// whose ids and tokens differ in number (found by fuzzing, fuzz/regressions/tokenizer). Its
+/// post-processors are an untagged enum ("serde does not validate tags"): an object with
+/// templates is read as one whatever its `type` says, or without one, so every object with
+/// templates is checked.
 fn check_post_processor(
     processor: &serde_json::Value,
     path: &str,
@@ -182,7 +185,10 @@ fn check_post_processor(
     for (i, inner) in nested.into_iter().flatten().enumerate() {
         check_post_processor(inner, &format!("{path}.processors[{i}]"))?;
     }
-    if processor.get("type").and_then(serde_json::Value::as_str) != Some("TemplateProcessing") {
+    if ["single", "pair", "special_tokens"]
+        .iter()
+        .all(|key| processor.get(key).is_none())
+    {
         return Ok(());
     }
     let defined = processor
@@ -514,29 +520,21 @@ mod tests {
         );
     }
 
-    /// tokenizers panics while encoding with these post-processors; they are refused at load.
+    /// tokenizers panics while encoding with these post-processors; they are refused at load,
+    /// whatever the template's `type` tag says (tokenizers reads an untagged enum).
     #[test]
     fn templates_naming_undefined_special_tokens_are_refused() {
-        let refused = |special_tokens: &str| {
-            let mut json: serde_json::Value = serde_json::from_str(include_str!(
-                "../../tests/fixtures/bert-tiny-f32/tokenizer.json"
-            ))
-            .unwrap();
-            let template = format!(
-                r#"{{"type": "Sequence", "processors": [{{
-                    "type": "TemplateProcessing",
-                    "single": [{{"SpecialToken": {{"id": "[CLS]", "type_id": 0}}}},
-                               {{"Sequence": {{"id": "A", "type_id": 0}}}}],
-                    "pair": [], "special_tokens": {special_tokens}}}]}}"#
-            );
-            json["post_processor"] = serde_json::from_str(&template).unwrap();
-            TextEncoder::from_bytes(json.to_string().as_bytes(), 8, 0)
-                .err()
-                .map(|e| e.to_string())
-        };
-        let undefined = refused("{}").unwrap_or_default();
-        let expected = r#"post_processor.processors[0].single[0] names special token "[CLS]""#;
-        assert!(undefined.contains(expected), "{undefined}");
+        for tag in [
+            r#""type": "TemplateProcessing","#,
+            r#"")type": "TemplateProcessing","#,
+            "",
+        ] {
+            let undefined = refused_template(tag, "{}").unwrap_or_default();
+            let expected = r#"post_processor.processors[0].single[0] names special token "[CLS]""#;
+            assert!(undefined.contains(expected), "{tag}: {undefined}");
+        }
+        let refused =
+            |special_tokens| refused_template(r#""type": "TemplateProcessing","#, special_tokens);
         let uneven = r#"{"[CLS]": {"id": "[CLS]", "ids": [1, 1], "tokens": ["[CLS]"]}}"#;
         let uneven = refused(uneven).unwrap_or_default();
         assert!(
@@ -545,6 +543,25 @@ mod tests {
         );
         let fine = r#"{"[CLS]": {"id": "[CLS]", "ids": [1], "tokens": ["[CLS]"]}}"#;
         assert_eq!(refused(fine), None);
+    }
+
+    /// The fixture tokenizer with a template post-processor (`tag`: its `type` entry and
+    /// comma, or none) naming `[CLS]` and defining `special_tokens`: the load error, if any.
+    fn refused_template(tag: &str, special_tokens: &str) -> Option<String> {
+        let mut json: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/bert-tiny-f32/tokenizer.json"
+        ))
+        .unwrap();
+        let template = format!(
+            r#"{{"type": "Sequence", "processors": [{{ {tag}
+                "single": [{{"SpecialToken": {{"id": "[CLS]", "type_id": 0}}}},
+                           {{"Sequence": {{"id": "A", "type_id": 0}}}}],
+                "pair": [], "special_tokens": {special_tokens}}}]}}"#
+        );
+        json["post_processor"] = serde_json::from_str(&template).unwrap();
+        TextEncoder::from_bytes(json.to_string().as_bytes(), 8, 0)
+            .err()
+            .map(|e| e.to_string())
     }
 
     #[test]
