@@ -90,6 +90,34 @@ fn linear_with_gelu_or_a_residual_equals_burns_composition() {
     assert!(ours.is_some_and(|ours| max_diff(ours, composed) <= linear_tolerance(9)));
 }
 
+/// Products large enough for gemm to split over the pool, in widths no split divides evenly,
+/// on pools of 2 and 8 threads: each as burn's composition.
+#[test]
+fn products_split_over_threads_equal_burns() {
+    for threads in [2, 8] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for (rows, d_in, d_out) in [(70, 100, 301), (203, 64, 129), (33, 384, 1537)] {
+                let (layer, x) = (linear_layer(d_in, d_out, true), random([rows, d_in]));
+                let residual = random([rows, d_out]);
+                let Ok(ours) = kernels::linear_add(&layer, x.clone(), residual.clone()) else {
+                    panic!("linear_add must run on Flex");
+                };
+                let diff = max_diff(ours, layer.forward(x.clone()) + residual);
+                // Into bias rows, accumulating (`linear`), and written bare (`linear_add`).
+                let into_bias = max_diff(kernels::linear(&layer, x.clone()), layer.forward(x));
+                assert!(
+                    diff.max(into_bias) <= linear_tolerance(d_in),
+                    "{threads} threads, {rows}×{d_in}→{d_out}: max |Δ| {diff:e} {into_bias:e}"
+                );
+            }
+        });
+    }
+}
+
 /// A residual of another shape, and training (Autodiff<Flex>, where dropout sits between the
 /// layer and the sum), hand the inputs back for the composition.
 #[test]
