@@ -25,6 +25,7 @@ impl Out {
     /// # Safety
     /// `offset` lies inside the output.
     unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller's.
         unsafe { self.0.add(offset) }
     }
 }
@@ -76,11 +77,16 @@ struct Problem<'a> {
 }
 
 impl Problem<'_> {
+    /// a, b and c hold at least the m×k, k×n and m×n values every engine reads and writes.
+    fn assert_fits(&self, c: &[f32]) {
+        assert!(self.a.len() >= self.m * self.k && self.b.len() >= self.k * self.n);
+        assert!(c.len() >= self.m * self.n);
+    }
+
     /// `c = a·b`, or `c += a·b` with `accumulate` (c holding bias rows, as core's linear
     /// kernel writes them), gemm splitting it over rayon's pool itself.
     fn gemm_crate(&self, c: &mut [f32], accumulate: bool) {
-        assert!(self.a.len() >= self.m * self.k && self.b.len() >= self.k * self.n);
-        assert!(c.len() >= self.m * self.n);
+        self.assert_fits(c);
         // SAFETY: a is m×k, b is k×n, c is m×n, all row-major and at least that long.
         unsafe { self.columns(c.as_mut_ptr(), 0..self.n, accumulate, Parallelism::Rayon(0)) }
     }
@@ -89,8 +95,7 @@ impl Problem<'_> {
     /// columns, each packing only its half of the weights. Faster here at few rows, but not in
     /// `harmaug score` (tried in core on 2026-12-02 and not kept, docs/BENCHMARKS.md).
     fn gemm_crate_by_columns(&self, c: &mut [f32], accumulate: bool) {
-        assert!(self.a.len() >= self.m * self.k && self.b.len() >= self.k * self.n);
-        assert!(c.len() >= self.m * self.n);
+        self.assert_fits(c);
         let half = self.n.div_ceil(2).next_multiple_of(16).min(self.n);
         let out = Out(c.as_mut_ptr());
         // SAFETY: as above; the two calls write disjoint columns of c.
@@ -139,8 +144,7 @@ impl Problem<'_> {
     }
 
     fn openblas(&self, c: &mut [f32], accumulate: bool) {
-        assert!(self.a.len() >= self.m * self.k && self.b.len() >= self.k * self.n);
-        assert!(c.len() >= self.m * self.n);
+        self.assert_fits(c);
         let (m, n, k) = (self.m as i32, self.n as i32, self.k as i32);
         let beta = if accumulate { 1.0 } else { 0.0 };
         // SAFETY: as above; OpenBLAS reads and writes only within those extents.
